@@ -1,0 +1,176 @@
+"""The model: shapes, presets, stems, SPT, LSA and the SDPA fast path."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vitlib import PRESETS, ViT, ViTConfig, count_parameters
+from vitlib.attention import Attention
+from vitlib.patching import PatchEmbedding, patchify, unpatchify
+from vitlib.stems import ConvStem, ShiftedPatchTokenization
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_shapes_and_size(name):
+    cfg = PRESETS[name]
+    model = ViT(cfg)
+    x = torch.randn(2, 3, 32, 32)
+    assert model(x).shape == (2, cfg.num_classes)
+    logits, maps = model.eval()(x, return_attention=True)
+    assert logits.shape == (2, cfg.num_classes)
+    assert len(maps) == cfg.depth
+    assert all(m.shape == (2, cfg.heads, cfg.num_tokens, cfg.num_tokens) for m in maps)
+    assert torch.allclose(maps[0].sum(-1), torch.ones(()), atol=1e-5)
+    n = count_parameters(model)
+    assert n <= 10_000_000
+    # No flatten head: the classifier is one Linear(dim, classes) on the pooled token.
+    assert model.head.weight.shape == (cfg.num_classes, cfg.dim)
+
+
+def test_parameter_count_matches_the_architecture():
+    cfg = PRESETS["vit"]
+    d, r, n_tok = cfg.dim, cfg.mlp_ratio, cfg.num_tokens
+    hidden = int(d * r)
+    block = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * hidden + hidden) + (hidden * d + d)
+    stem = 3 * cfg.patch_size**2 * d + d
+    expected = stem + d + n_tok * d + cfg.depth * block + 2 * d + d * cfg.num_classes + cfg.num_classes
+    assert count_parameters(ViT(cfg)) == expected
+
+
+def test_patchify_roundtrip_and_order():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    p = patchify(x, 4)
+    assert p.shape == (2, 4, 48)
+    # Patch 1 is the top-right 4x4 block; its first entry is pixel (0, 4), channel 0.
+    assert p[0, 1, 0] == x[0, 0, 0, 4]
+    assert p[0, 1, 1] == x[0, 1, 0, 4]  # channels of one pixel are adjacent
+    assert torch.equal(unpatchify(p, 4, 3), x)
+
+
+def test_patch_embedding_is_a_linear_map_of_patches():
+    emb = PatchEmbedding(3, 16, 4)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(emb(x), emb.as_linear()(patchify(x, 4)), atol=1e-5)
+
+
+@pytest.mark.parametrize("patch", [2, 4, 8, 16])
+def test_conv_stem_yields_the_patch_grid(patch):
+    stem = ConvStem(3, 32, patch)
+    out = stem(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, (32 // patch) ** 2, 32)
+    n_strided = sum(isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2) for m in stem.modules())
+    assert n_strided == int(math.log2(patch))
+
+
+def test_spt_equals_a_hand_computed_result():
+    # 1 channel, 4x4 image, 2x2 patches: shifts by one pixel.
+    img = torch.arange(1, 17, dtype=torch.float32).reshape(1, 1, 4, 4)
+    spt = ShiftedPatchTokenization(1, 8, 2)
+    stack = spt.shifted_stack(img)
+    assert stack.shape == (1, 5, 4, 4)
+    # Up-left copy: pixel (i, j) holds the original (i+1, j+1), zeros past the edge.
+    up_left = torch.tensor([[6, 7, 8, 0], [10, 11, 12, 0], [14, 15, 16, 0], [0, 0, 0, 0]], dtype=torch.float32)
+    down_right = torch.tensor([[0, 0, 0, 0], [0, 1, 2, 3], [0, 5, 6, 7], [0, 9, 10, 11]], dtype=torch.float32)
+    up_right = torch.tensor([[0, 5, 6, 7], [0, 9, 10, 11], [0, 13, 14, 15], [0, 0, 0, 0]], dtype=torch.float32)
+    down_left = torch.tensor([[0, 0, 0, 0], [2, 3, 4, 0], [6, 7, 8, 0], [10, 11, 12, 0]], dtype=torch.float32)
+    assert torch.equal(stack[0, 0], img[0, 0])
+    assert torch.equal(stack[0, 1], up_left)
+    assert torch.equal(stack[0, 2], up_right)
+    assert torch.equal(stack[0, 3], down_left)
+    assert torch.equal(stack[0, 4], down_right)
+    # First token: the top-left 2x2 patch of all five images, layer-normed, then projected.
+    raw = torch.stack([img[0, 0], up_left, up_right, down_left, down_right])[:, :2, :2]  # [5, 2, 2]
+    row = raw.permute(1, 2, 0).reshape(-1)  # pixel by pixel, channels together
+    expected = spt.proj(F.layer_norm(row, (20,), spt.norm.weight, spt.norm.bias))
+    assert torch.allclose(spt(img)[0, 0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("locality", [False, True])
+def test_sdpa_path_equals_explicit_softmax(locality):
+    torch.manual_seed(0)
+    attn = Attention(32, 4, locality=locality).eval()
+    if locality:
+        with torch.no_grad():
+            attn.temperature.fill_(1.7)  # away from its initial value
+    x = torch.randn(3, 17, 32)
+    fast, none = attn(x)
+    slow, weights = attn(x, return_attention=True)
+    assert none is None
+    assert torch.allclose(fast, slow, atol=1e-5)
+    assert weights.shape == (3, 4, 17, 17)
+
+
+def test_whole_model_sdpa_equals_explicit_path():
+    torch.manual_seed(0)
+    model = ViT(PRESETS["slvit"].replace(depth=3)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(model(x), model(x, return_attention=True)[0], atol=1e-5)
+
+
+def test_lsa_masks_the_diagonal_and_learns_its_temperature():
+    attn = Attention(32, 4, locality=True)
+    assert torch.isclose(attn.temperature, torch.tensor(math.sqrt(8.0)))
+    x = torch.randn(2, 9, 32)
+    out, weights = attn(x, return_attention=True)
+    diag = weights.diagonal(dim1=-2, dim2=-1)
+    assert torch.all(diag == 0)
+    assert torch.allclose(weights.sum(-1), torch.ones(()), atol=1e-5)
+    # The fast path too: its gradient reaches the temperature.
+    fast, _ = attn(x)
+    fast.square().sum().backward()
+    assert attn.temperature.grad is not None and attn.temperature.grad.abs() > 0
+
+
+def test_mhsa_does_not_mask_the_diagonal():
+    _, weights = Attention(32, 4).eval()(torch.randn(2, 9, 32), return_attention=True)
+    assert torch.all(weights.diagonal(dim1=-2, dim2=-1) > 0)
+
+
+def test_mean_pool_has_no_class_token():
+    model = ViT(PRESETS["vit_tiny"].replace(pool="mean"))
+    assert model.cls_token is None
+    _, maps = model(torch.randn(1, 3, 32, 32), return_attention=True)
+    assert maps[0].shape[-1] == 64
+
+
+def test_no_weight_decay_covers_norms_biases_embeddings():
+    model = ViT(PRESETS["slvit"])
+    names = model.no_weight_decay()
+    assert {"pos_embed", "cls_token", "blocks.0.attn.temperature", "blocks.0.norm1.weight", "head.bias"} <= names
+    assert "blocks.0.attn.qkv.weight" not in names and "head.weight" not in names
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"patch_size": 5}, "patch_size"),
+        ({"stem": "linear"}, "stem"),
+        ({"attention": "local"}, "attention"),
+        ({"pool": "max"}, "pool"),
+        ({"dim": 0}, "dim"),
+        ({"depth": -1}, "depth"),
+        ({"heads": 5}, "heads"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"drop_path": -0.1}, "drop_path"),
+        ({"mlp_ratio": 0}, "mlp_ratio"),
+        ({"stem": "conv", "patch_size": 6, "image_size": 24}, "patch_size"),
+        ({"image_size": 36, "patch_size": 12, "stem": "conv"}, "patch_size"),
+        ({"depth": 2.5}, "depth"),
+        ({"colour": 3}, "colour"),
+    ],
+)
+def test_invalid_config_raises_value_error_naming_the_field(changes, field):
+    with pytest.raises(ValueError, match=field):
+        PRESETS["vit"].replace(**changes)
+
+
+def test_invalid_choice_lists_the_allowed_values():
+    with pytest.raises(ValueError, match="'patch', 'conv', 'spt'"):
+        ViTConfig(stem="linear")
+
+
+def test_unknown_preset_lists_the_presets():
+    with pytest.raises(ValueError, match="slvit"):
+        ViTConfig.from_preset("resnet")

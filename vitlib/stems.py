@@ -1,0 +1,88 @@
+"""Stems: the layers that turn an image into the token sequence the transformer reads.
+
+Every stem maps ``[B, C, H, W] -> [B, (H/p)*(W/p), dim]`` for the configured patch size ``p``, so
+the transformer behind it does not care which one is used.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .config import ViTConfig
+from .patching import PatchEmbedding, patchify
+
+
+class ConvStem(nn.Module):
+    """Early convolutions (Xiao et al. 2021, "Early Convolutions Help Transformers See Better").
+
+    ``log2(p)`` 3x3 stride-2 convolutions, each followed by BatchNorm and ReLU, halve the image
+    until it is the token grid a ``p x p`` patchify would give; a final 1x1 convolution projects to
+    ``dim``. Channels double at each step and reach ``dim`` at the last 3x3 convolution, as in the
+    paper's stem (48-96-192-384 for a 384-wide model with 16x16 patches).
+    """
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int) -> None:
+        super().__init__()
+        steps = patch_size.bit_length() - 1  # patch_size = 2**steps
+        widths = [dim // 2 ** (steps - 1 - i) for i in range(steps)]
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for width in widths:
+            layers += [
+                nn.Conv2d(channels, width, kernel_size=3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            channels = width
+        layers.append(nn.Conv2d(channels, dim, kernel_size=1))
+        self.convs = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.convs(images), "b d h w -> b (h w) d")
+
+
+def shift_diagonally(images: torch.Tensor, shift: int) -> list[torch.Tensor]:
+    """The four diagonal shifts of ``images`` by ``shift`` pixels, zero-filled, same size.
+
+    Order: towards the top-left, top-right, bottom-left, bottom-right (the content moves in that
+    direction, so the pixel at ``(i, j)`` of the top-left copy is the original's ``(i+s, j+s)``).
+    """
+    s = shift
+    # F.pad takes (left, right, top, bottom); a negative value crops.
+    return [
+        F.pad(images, (-s, s, -s, s)),  # content moves up-left
+        F.pad(images, (s, -s, -s, s)),  # up-right
+        F.pad(images, (-s, s, s, -s)),  # down-left
+        F.pad(images, (s, -s, s, -s)),  # down-right
+    ]
+
+
+class ShiftedPatchTokenization(nn.Module):
+    """Shifted Patch Tokenization (Lee et al. 2021, "Vision Transformer for Small-Size Datasets").
+
+    The image is concatenated with its four diagonal shifts by half a patch, so each token also
+    sees the pixels around its patch; the ``5C``-channel image is patchified, layer-normalised and
+    projected to ``dim``.
+    """
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        patch_dim = 5 * in_channels * patch_size * patch_size
+        self.norm = nn.LayerNorm(patch_dim)
+        self.proj = nn.Linear(patch_dim, dim)
+
+    def shifted_stack(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W] -> [B, 5C, H, W]``: the image followed by its four shifted copies."""
+        return torch.cat([images, *shift_diagonally(images, self.patch_size // 2)], dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.norm(patchify(self.shifted_stack(images), self.patch_size)))
+
+
+def build_stem(cfg: ViTConfig) -> nn.Module:
+    stems = {"patch": PatchEmbedding, "conv": ConvStem, "spt": ShiftedPatchTokenization}
+    return stems[cfg.stem](cfg.in_channels, cfg.dim, cfg.patch_size)
