@@ -1,0 +1,220 @@
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
+
+from vitlib import ViT, ViTConfig  # noqa: E402
+from vitlib.viz import (  # noqa: E402
+    attention_entropy,
+    attention_rollout,
+    model_attention,
+    plot_attention_heads,
+    plot_attention_layers,
+    prediction_collage,
+    token_heatmap,
+    upsample_heatmap,
+)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _random_attention(b: int, h: int, n: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(b, h, n, n, generator=generator).mul(2).softmax(dim=-1)
+
+
+def test_rollout_of_identity_attention_is_identity():
+    eye = torch.eye(5).expand(2, 3, 5, 5)
+    rollout = attention_rollout([eye, eye, eye])
+    assert rollout.shape == (2, 5, 5)
+    assert torch.allclose(rollout, torch.eye(5).expand(2, 5, 5))
+
+
+@pytest.mark.parametrize("discard_ratio", [0.0, 0.4])
+@pytest.mark.parametrize("head_fusion", ["mean", "max", "min"])
+def test_rollout_rows_sum_to_one(head_fusion, discard_ratio):
+    maps = [_random_attention(2, 4, 7, seed) for seed in range(3)]
+    rollout = attention_rollout(maps, head_fusion, discard_ratio)
+    assert torch.allclose(rollout.sum(dim=-1), torch.ones(2, 7), atol=1e-5)
+    assert (rollout >= 0).all()
+
+
+def test_single_layer_mean_rollout_by_hand():
+    head_a = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    head_b = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5], [0.0, 0.0, 1.0]])
+    maps = [torch.stack([head_a, head_b])[None]]  # [1, 2, 3, 3]
+    # mean = [[.5, .5, 0], [.5, .25, .25], [0, 0, 1]]; (mean + I) / 2:
+    expected = torch.tensor([[0.75, 0.25, 0.0], [0.25, 0.625, 0.125], [0.0, 0.0, 1.0]])
+    assert torch.allclose(attention_rollout(maps, "mean")[0], expected)
+
+
+def test_rollout_multiplies_first_layer_first():
+    first, second = _random_attention(1, 2, 4, 0), _random_attention(1, 2, 4, 1)
+    expected = attention_rollout([second]) @ attention_rollout([first])
+    assert torch.allclose(attention_rollout([first, second]), expected, atol=1e-6)
+    assert not torch.allclose(attention_rollout([first, second]), attention_rollout([second, first]), atol=1e-4)
+
+
+@pytest.mark.parametrize(("head_fusion", "op"), [("max", torch.amax), ("min", torch.amin)])
+def test_head_fusion_uses_the_elementwise_op(head_fusion, op):
+    attn = _random_attention(2, 3, 5, seed=4)
+    fused = op(attn, dim=1) + torch.eye(5)
+    expected = fused / fused.sum(dim=-1, keepdim=True)
+    rollout = attention_rollout([attn], head_fusion)
+    assert torch.allclose(rollout, expected, atol=1e-6)
+    assert not torch.allclose(rollout, attention_rollout([attn], "mean"), atol=1e-3)
+
+
+def test_bad_head_fusion_and_discard_ratio_raise():
+    attn = _random_attention(1, 2, 4, seed=0)
+    with pytest.raises(ValueError, match="head_fusion"):
+        attention_rollout([attn], head_fusion="median")
+    with pytest.raises(ValueError, match="discard_ratio"):
+        attention_rollout([attn], discard_ratio=1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        attention_rollout([])
+
+
+def test_discard_zeroes_the_lowest_off_diagonal_weights_and_keeps_the_diagonal():
+    n = 5
+    attn = _random_attention(1, 1, n, seed=2).clone()
+    attn[0, 0].diagonal().fill_(1e-6)  # the smallest weights of all sit on the diagonal
+    rollout = attention_rollout([attn], discard_ratio=0.5)[0]
+    off_diagonal = rollout[~torch.eye(n, dtype=torch.bool)]
+    assert int((off_diagonal == 0).sum()) == int(0.5 * (n * n - n))
+    assert (rollout.diagonal() > 0).all()
+    # The zeroed weights are the smallest off-diagonal ones.
+    original = attn[0, 0][~torch.eye(n, dtype=torch.bool)]
+    assert original[off_diagonal == 0].max() <= original[off_diagonal > 0].min()
+
+
+def test_token_heatmap_uses_class_row_or_mean_row():
+    grid = 2
+    with_cls = torch.zeros(1, 5, 5)
+    with_cls[0, 0] = torch.tensor([0.2, 0.1, 0.4, 0.2, 0.1])  # class row: patches (0,0) .. (1,1)
+    with_cls[0, 1:] = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0])  # other rows prefer the last patch
+    heat = token_heatmap(with_cls, has_cls_token=True, grid=grid)
+    assert heat.shape == (1, grid, grid)
+    assert torch.allclose(heat[0], torch.tensor([[0.0, 1.0], [1 / 3, 0.0]]))
+
+    no_cls = torch.tensor([[[0.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]]])
+    heat = token_heatmap(no_cls, has_cls_token=False, grid=grid)
+    # Mean row: [0, .75, 0, .25] -> normalised to [0, 1, 0, 1/3].
+    assert torch.allclose(heat[0], torch.tensor([[0.0, 1.0], [0.0, 1 / 3]]))
+
+
+def test_token_heatmap_rejects_a_wrong_grid():
+    with pytest.raises(ValueError, match="has_cls_token"):
+        token_heatmap(torch.rand(1, 5, 5), has_cls_token=False, grid=2)
+
+
+def test_upsample_heatmap_shape_and_range():
+    heat = torch.rand(3, 4, 4)
+    up = upsample_heatmap(heat, 32)
+    assert up.shape == (3, 32, 32)
+    assert up.min() >= heat.min() - 1e-6 and up.max() <= heat.max() + 1e-6
+    assert upsample_heatmap(heat, (16, 8)).shape == (3, 16, 8)
+
+
+def test_attention_entropy_of_uniform_and_one_hot_rows():
+    n = 6
+    uniform = torch.full((2, 1, n, n), 1 / n)
+    one_hot = torch.eye(n).roll(1, dims=1).expand(2, 1, n, n)  # LSA-like: the diagonal is zero
+    entropy = attention_entropy([torch.cat([uniform, one_hot], dim=1), torch.cat([one_hot, one_hot], dim=1)])
+    assert entropy.shape == (2, 2)
+    assert entropy[0, 0].item() == pytest.approx(math.log(n))
+    assert entropy[0, 1].item() == pytest.approx(0.0, abs=1e-7)
+    assert entropy[1].tolist() == pytest.approx([0.0, 0.0], abs=1e-7)
+    # Random attention lies strictly between the two.
+    random_entropy = attention_entropy([_random_attention(2, 3, n, seed=0)])
+    assert ((random_entropy > 0) & (random_entropy < math.log(n))).all()
+
+
+@pytest.fixture(params=["cls", "mean"])
+def vit_and_images(request):
+    torch.manual_seed(0)
+    model = ViT(ViTConfig.from_preset("vit_tiny", pool=request.param))
+    images = torch.rand(3, 3, 32, 32)
+    return model, images
+
+
+def test_model_attention_restores_mode_and_needs_no_grad(vit_and_images):
+    model, images = vit_and_images
+    model.train()
+    logits, maps = model_attention(model, images)
+    assert model.training
+    cfg = model.cfg
+    assert logits.shape == (3, cfg.num_classes) and not logits.requires_grad
+    assert len(maps) == cfg.depth
+    assert all(m.shape == (3, cfg.heads, cfg.num_tokens, cfg.num_tokens) for m in maps)
+    model.eval()
+    model_attention(model, images)
+    assert not model.training
+
+
+def _assert_panels_rendered(fig):
+    """Every panel's rendered pixels vary (an image was drawn, not a blank square)."""
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())
+    height = pixels.shape[0]
+    for ax in fig.axes:
+        box = ax.get_window_extent()
+        crop = pixels[height - int(box.y1) : height - int(box.y0), int(box.x0) : int(box.x1), :3]
+        assert crop.size and crop.std() > 1.0
+
+
+def test_plot_attention_heads_has_one_panel_per_head(vit_and_images):
+    model, images = vit_and_images
+    _, maps = model_attention(model, images)
+    fig = plot_attention_heads(images[1], maps, layer=1, has_cls_token=model.cfg.pool == "cls", index=1)
+    assert len(fig.axes) == model.cfg.heads
+    assert all(len(ax.images) == 2 for ax in fig.axes)  # image + heat map
+    _assert_panels_rendered(fig)
+
+
+def test_plot_attention_layers_has_one_panel_per_block_plus_rollout(vit_and_images):
+    model, images = vit_and_images
+    _, maps = model_attention(model, images)
+    fig = plot_attention_layers(images[0], maps, has_cls_token=model.cfg.pool == "cls")
+    assert len(fig.axes) == model.cfg.depth + 1
+    assert fig.axes[-1].get_title() == "rollout"
+    _assert_panels_rendered(fig)
+
+
+@pytest.mark.parametrize("with_heatmaps", [True, False])
+def test_prediction_collage_marks_right_and_wrong(vit_and_images, with_heatmaps):
+    model, images = vit_and_images
+    logits, maps = model_attention(model, images)
+    probs = logits.softmax(dim=-1)
+    predicted = probs.argmax(dim=1)
+    labels = predicted.clone()
+    labels[1] = (predicted[1] + 1) % model.cfg.num_classes  # sample 1 is wrong
+    classes = [f"class {i}" for i in range(model.cfg.num_classes)]
+    heatmaps = None
+    if with_heatmaps:
+        cls = model.cfg.pool == "cls"
+        grid = model.cfg.grid_size
+        heatmaps = upsample_heatmap(token_heatmap(attention_rollout(maps), cls, grid), 32)
+    fig = prediction_collage(images, labels, probs, heatmaps, classes, ncols=2, k=3)
+    assert len(fig.axes) == 2 * len(images)  # image + bar chart per sample
+    image_axes, bar_axes = fig.axes[0::2], fig.axes[1::2]
+    assert to_rgba(image_axes[0].title.get_color()) == to_rgba("tab:green")
+    assert to_rgba(image_axes[1].title.get_color()) == to_rgba("tab:red")
+    assert image_axes[1].get_title() == f"true: {classes[labels[1]]}\npred: {classes[predicted[1]]}"
+    assert all(len(ax.images) == (2 if with_heatmaps else 1) for ax in image_axes)
+    top3 = probs[2].topk(3).indices.tolist()
+    assert [t.get_text() for t in bar_axes[2].get_yticklabels()] == [classes[i] for i in top3]
+    widths = [patch.get_width() for patch in bar_axes[2].patches]
+    assert widths == pytest.approx(probs[2].topk(3).values.tolist())
+    _assert_panels_rendered(fig)
