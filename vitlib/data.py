@@ -447,7 +447,25 @@ class CIFAR100DataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process per node: download / extract / synthesise once.
+        # Prediction reads image files only and must work without the dataset.
+        if self.trainer is not None and self.trainer.state.fn == "predict":
+            return
         self._root()
+
+    def describe(self, split: str) -> dict[str, str]:
+        """Which data a split's metrics come from, for results files and figure captions."""
+        if self.quick:
+            dataset = "synthetic data in the CIFAR-100 layout (quick mode)"
+        else:
+            checked = "" if self.hparams.verify_md5 else " (md5 not verified)"
+            dataset = f"CIFAR-100 at {self.data_dir.resolve()}{checked}"
+        if split == "train":
+            images = "training set" if self.hparams.val_split == 0 else "training set minus the held-out images"
+        elif split == "val" and self.hparams.val_split > 0:
+            images = f"{self.hparams.val_split} training images held out (seed {self.hparams.seed})"
+        else:
+            images = "test set" + (" (used as the validation set)" if split == "val" else "")
+        return {"dataset": dataset, "images": images}
 
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate") and self.train_set is None:

@@ -1,0 +1,112 @@
+"""``python -m vitlib fit|test|predict`` end to end in quick mode (synthetic CIFAR-layout data)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vitlib.cli import _files_as_predict_argument, main
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = str(REPO / "configs" / "quick.yaml")
+# Smaller than quick.yaml's defaults: these tests run several fits.
+SMALL = ["--data.quick_train_size", "128", "--data.quick_test_size", "101", "--data.batch_size", "32"]
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VITLIB_QUICK", "1")
+    return tmp_path
+
+
+def read_metrics(version: int) -> dict:
+    return json.loads((Path("runs/vitlib") / f"version_{version}" / "metrics.json").read_text())
+
+
+def test_fit_then_resume_then_test_then_predict(run_dir, capsys):
+    main(["fit", "--config", QUICK, "--trainer.max_epochs", "1", *SMALL])
+    fit = read_metrics(0)
+    assert fit["stage"] == "fit" and fit["epoch"] == 1 and fit["samples"] == 101
+    assert 0 <= fit["top1"] <= fit["top5"] <= 1 and fit["loss"] > 0
+    assert fit["config"]["model"]["preset"] == "vit_tiny"
+    assert "quick mode" in fit["dataset"]
+    last = run_dir / "runs/vitlib/version_0/checkpoints/last.ckpt"
+    assert last.is_file()
+    assert list(last.parent.glob("best-on-val-*.ckpt"))
+    for name in ("metrics.csv", "config.yaml"):
+        assert (last.parent.parent / name).is_file()
+    assert list(last.parent.parent.glob("events.out.tfevents.*"))
+
+    # Resuming continues the epoch count and the step count.
+    main(["fit", "--config", QUICK, "--trainer.max_epochs", "2", "--ckpt_path", str(last), *SMALL])
+    resumed = read_metrics(1)
+    assert resumed["epoch"] == 2
+    assert resumed["global_step"] == 2 * fit["global_step"]
+
+    main(["test", "--config", QUICK, "--ckpt_path", str(run_dir / "runs/vitlib/version_1/checkpoints/last.ckpt"), *SMALL])
+    test = read_metrics(2)
+    assert test["stage"] == "test" and test["samples"] == 101
+    out = capsys.readouterr().out
+    assert f"metrics written to {(run_dir / 'runs/vitlib/version_2/metrics.json').resolve()}" in out
+
+    rgba = run_dir / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 200, 4), dtype=np.uint8)).save(rgba)
+    gray = run_dir / "small.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 30), dtype=np.uint8)).save(gray)
+    text = run_dir / "notes.txt"
+    text.write_text("not an image")
+    main(["predict", "--ckpt_path", str(last), str(rgba), str(gray), str(text), "missing.png"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if ": " in line]
+    by_file = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in lines}
+    for good in (rgba, gray):
+        ranked = by_file[str(good)].split(", ")
+        assert len(ranked) == 5
+        probs = [float(item.rsplit(" ", 1)[1]) for item in ranked]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    assert by_file[str(text)].startswith("error:")
+    assert by_file["missing.png"].startswith("error:")
+
+
+def test_positional_files_become_predict_files():
+    argv = ["predict", "--ckpt_path", "m.ckpt", "a.png", "--trainer.accelerator=cpu", "b.jpg"]
+    assert _files_as_predict_argument(argv) == [
+        "predict", "--ckpt_path", "m.ckpt", "--trainer.accelerator=cpu", "--data.predict_files", '["a.png", "b.jpg"]'
+    ]
+    assert _files_as_predict_argument(["fit", "x"]) == ["fit", "x"]
+
+
+def test_bad_config_value_is_one_clear_error(run_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", QUICK, "--model.overrides", "{heads: 5}", *SMALL])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "ViTConfig.dim (64) must be divisible by ViTConfig.heads (5)" in err
+    assert "Traceback" not in err
+
+
+def test_missing_dataset_offline_says_where_to_put_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VITLIB_QUICK", raising=False)
+    monkeypatch.setattr("vitlib.data._download", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(SystemExit):
+        main(["test", "--config", QUICK, "--data.data_dir", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert "cifar-100-python.tar.gz" in err and "VITLIB_DATA" in err and str(tmp_path / "nowhere") in err
+
+
+def test_ddp_on_two_cpu_processes_covers_the_validation_set_once(tmp_path):
+    # 101 validation images do not split evenly over 2 ranks: a padding sampler would count 102.
+    env = {**os.environ, "VITLIB_QUICK": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "vitlib", "fit", "--config", QUICK, "--trainer.max_epochs", "1",
+           "--trainer.devices", "2", "--trainer.strategy", "ddp", *SMALL]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "runs/vitlib/version_0/metrics.json").read_text())
+    assert metrics["samples"] == 101
+    assert metrics["config"]["trainer"]["strategy"] == "ddp"

@@ -1,0 +1,193 @@
+"""``python -m vitlib fit|validate|test|predict``: Lightning's CLI over ViTModule and the CIFAR-100 data.
+
+Every run writes into ``runs/<name>/version_N/``: TensorBoard events, ``metrics.csv``, the
+``config.yaml`` it ran with, ``checkpoints/`` (``last.ckpt`` and the best-on-validation one) and,
+after ``fit`` and ``test``, ``metrics.json`` with the final loss, top-1 and top-5.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from .data import FINE_LABELS, CIFAR100DataModule, DatasetNotFoundError, quick_mode
+from .module import ViTModule
+
+QUICK_MAX_EPOCHS = 2
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON to a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+class MetricsWriter(L.Callback):
+    """Writes ``metrics.json`` (final loss / top-1 / top-5 as fractions, epoch, config) to the log dir.
+
+    The numbers are the epoch-level torchmetrics values of the last validation (after ``fit``) or of
+    the whole test set (after ``test``).
+    """
+
+    def _write(self, trainer: L.Trainer, module: L.LightningModule, stage: str, split: str) -> None:
+        metrics = trainer.callback_metrics
+        if f"{split}/top1" not in metrics:
+            return  # e.g. fit with validation switched off
+        # trainer.log_dir is a collective under DDP: every rank asks, rank 0 writes.
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        if not trainer.is_global_zero:
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        config_file = log_dir / "config.yaml"  # written by the CLI's SaveConfigCallback
+        if config_file.is_file():
+            config = yaml.safe_load(config_file.read_text())
+        else:
+            config = {"model": dict(module.hparams), "data": dict(getattr(datamodule, "hparams", {}))}
+        payload = {
+            "stage": stage,
+            "split": split,
+            **(datamodule.describe(split) if hasattr(datamodule, "describe") else {}),
+            "loss": float(metrics[f"{split}/loss"]),
+            "top1": float(metrics[f"{split}/top1"]),
+            "top5": float(metrics[f"{split}/top5"]),
+            "samples": int(metrics[f"{split}/count"]),
+            "epoch": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "config": config,
+        }
+        path = (log_dir / "metrics.json").resolve()
+        write_json_atomic(path, payload)
+        print(f"metrics written to {path}")
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._write(trainer, module, "fit", "val")
+
+    def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._write(trainer, module, "test", "test")
+
+
+class TopKPrinter(BasePredictionWriter):
+    """Prints the top-k classes and probabilities of every predicted file, or why it failed."""
+
+    def __init__(self, k: int = 5) -> None:
+        super().__init__(write_interval="batch")
+        self.k = k
+
+    def write_on_batch_end(self, trainer, module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        classes = getattr(trainer.datamodule, "classes", FINE_LABELS)
+        probs, idx = prediction["probs"].topk(min(self.k, prediction["probs"].shape[1]), dim=1)
+        for row, (path, error) in enumerate(zip(prediction["path"], prediction["error"])):
+            if error:
+                print(f"{path}: error: {error}")
+                continue
+            ranked = ", ".join(f"{classes[i]} {p:.3f}" for p, i in zip(probs[row].tolist(), idx[row].tolist()))
+            print(f"{path}: {ranked}")
+
+
+class ViTCLI(LightningCLI):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(
+            ViTModule,
+            CIFAR100DataModule,
+            *args,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"callbacks": [MetricsWriter(), TopKPrinter(), LearningRateMonitor("step")]},
+            auto_configure_optimizers=False,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The validation set is the CIFAR-100 test set (as the reference project fixes it), so the
+        # "best" checkpoint is selected on test data: its name says so, and metrics.json always
+        # reports the last epoch, not the best one.
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.monitor": "val/top1",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best-on-val-epoch{epoch:03d}-top1{val/top1:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+                "trainer.logger": [
+                    {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs", "name": "vitlib"}},
+                    {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "vitlib"}},
+                ],
+            }
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        if quick_mode():
+            # Quick mode: synthetic CIFAR-layout data and a couple of epochs, seconds on a CPU.
+            config["data.quick"] = True
+            epochs = config["trainer.max_epochs"]
+            config["trainer.max_epochs"] = QUICK_MAX_EPOCHS if epochs in (None, -1) else min(epochs, QUICK_MAX_EPOCHS)
+        if self.subcommand == "predict":
+            # The bar shares stdout with the printed predictions.
+            config["trainer.enable_progress_bar"] = False
+        precision = str(config["trainer.precision"])
+        if not torch.cuda.is_available() and precision in ("bf16-mixed", "16-mixed", "16"):
+            print(f"no GPU: running in float32 instead of {precision}", file=sys.stderr)
+            config["trainer.precision"] = "32-true"
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        # TensorBoard picks the next free version_N; the CSV logger writes into the same folder.
+        tensorboard = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger) and tensorboard:
+                logger._version = tensorboard[0].version
+        return trainer
+
+
+def _files_as_predict_argument(argv: list[str]) -> list[str]:
+    """``predict --ckpt_path C a.png b.jpg`` -> ``predict --ckpt_path C --data.predict_files [a.png, b.jpg]``."""
+    if not argv or argv[0] != "predict":
+        return argv
+    options, files, i = [argv[0]], [], 1
+    while i < len(argv):
+        token = argv[i]
+        if token.startswith("-"):
+            options.append(token)
+            if "=" not in token and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                options.append(argv[i + 1])
+                i += 1
+        else:
+            files.append(token)
+        i += 1
+    if files:
+        options += ["--data.predict_files", json.dumps(files)]
+    return options
+
+
+def main(argv: list[str] | None = None) -> None:
+    for noise in (".*does not have many workers.*", ".*Experiment logs directory .* exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=noise)
+    try:
+        if argv is None:
+            # Rewritten in place: Lightning's DDP launcher re-runs sys.argv in the other processes.
+            sys.argv[1:] = _files_as_predict_argument(sys.argv[1:])
+            ViTCLI()
+        else:
+            ViTCLI(args=_files_as_predict_argument(list(argv)))
+    except (DatasetNotFoundError, ValueError) as error:
+        # Bad input (a config value, a missing dataset): the message says what to do; no traceback.
+        if os.environ.get("VITLIB_DEBUG"):
+            raise
+        print(f"vitlib: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
