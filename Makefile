@@ -17,11 +17,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --no-deps -e .
 	touch $@
 
+# The notebooks run too (nbmake; notebooks/conftest.py turns on quick mode for them).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q tests notebooks --nbmake
 
+# Executes the notebooks (cached in _build/.jupyter_cache); .nojekyll: GitHub Pages serves _static as is.
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W
+	touch _build/html/.nojekyll
 
 # A training run on the CPU in seconds (synthetic CIFAR-layout data).
 quick: $(STAMP)

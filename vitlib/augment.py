@@ -141,3 +141,29 @@ def soft_target_cross_entropy(
     if target.is_floating_point():
         target = target.to(logits.dtype)
     return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+
+
+def firing_rates(augment: AugmentConfig | None, mix: MixConfig | None) -> dict[str, float]:
+    """How often each step of the training pipeline changes its input, from the configs alone.
+
+    Per image: the random crop leaves the image in place only when it draws the centre offset,
+    one of ``(2 * padding + 1)**2``; the flip fires half the time; RandAugment draws ``N``
+    operations uniformly from torchvision's list, which includes ``Identity``. Per batch: mixing
+    with probability ``prob``, CutMix for ``cutmix_prob`` of those and MixUp for the rest.
+    """
+    rates: dict[str, float] = {}
+    if augment is not None:
+        if augment.crop_padding:
+            rates["random crop moves the image"] = 1 - 1 / (2 * augment.crop_padding + 1) ** 2
+        if augment.flip:
+            rates["horizontal flip"] = 0.5
+        if augment.randaugment and augment.randaugment_ops:
+            # torchvision keeps its operation list in a private table; it has no public accessor.
+            ops = list(v2.RandAugment._AUGMENTATION_SPACE)
+            identity = ops.count("Identity") / len(ops)
+            rates["RandAugment changes the image (>= 1 non-identity op)"] = 1 - identity**augment.randaugment_ops
+    if mix is not None:
+        rates["batch mixed (CutMix or MixUp)"] = mix.prob
+        rates["batch mixed by CutMix"] = mix.prob * mix.cutmix_prob
+        rates["batch mixed by MixUp"] = mix.prob * (1 - mix.cutmix_prob)
+    return rates

@@ -131,7 +131,7 @@ class ViTCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
         if quick_mode():
             # Quick mode: synthetic CIFAR-layout data and a couple of epochs, seconds on a CPU.
             config["data.quick"] = True

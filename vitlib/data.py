@@ -44,6 +44,7 @@ from .augment import (
     normalize,
     train_transform,
 )
+from .gpu_augment import GPUBatchLoader
 
 __all__ = [
     "CIFAR100_MEAN",
@@ -54,6 +55,7 @@ __all__ = [
     "CIFAR100DataModule",
     "DatasetNotFoundError",
     "ImageFileDataset",
+    "PIPELINES",
     "default_data_dir",
     "denormalize",
     "ensure_cifar100",
@@ -374,6 +376,43 @@ class ImageFileDataset(Dataset):
 
 # --------------------------------------------------------------------------- the DataModule
 
+# Where training images are augmented: "torchvision" (per image, in DataLoader workers on the CPU:
+# the plain path the book teaches), "gpu" (the whole split held as uint8 on the training device,
+# each batch augmented there at once by vitlib.gpu_augment, same distribution), or "auto" ("gpu"
+# when training on one CUDA device, "torchvision" otherwise).
+PIPELINES = ("auto", "torchvision", "gpu")
+
+
+def _uint8_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CIFAR-100 split (or a ``Subset`` of one) as uint8 images ``[N, 3, 32, 32]`` and int64 labels."""
+    index: Any = slice(None)
+    if isinstance(dataset, Subset):
+        dataset, index = dataset.dataset, dataset.indices
+    images = torch.from_numpy(rearrange(dataset.data[index], "n h w c -> n c h w").copy())
+    labels = torch.from_numpy(np.asarray(dataset.targets, dtype=np.int64)[index])
+    return images, labels
+
+
+class _TrainerEpochs:
+    """Iterates a ``GPUBatchLoader`` at the trainer's current epoch.
+
+    Lightning calls ``set_epoch`` only on a DataLoader's sampler; this sets the loader's epoch from
+    the trainer at the start of every pass, so epoch ``e`` draws the same order and augmentations
+    in a run resumed from a checkpoint as in an uninterrupted one.
+    """
+
+    def __init__(self, loader: GPUBatchLoader, trainer: L.Trainer) -> None:
+        self.loader, self.trainer = loader, trainer
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        # A generator: Lightning calls iter() once just to check that the loader is iterable.
+        # The epoch count Lightning gives samplers' set_epoch (also right after a resume).
+        self.loader.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+        yield from self.loader
+
 
 class CIFAR100DataModule(L.LightningDataModule):
     """CIFAR-100 for Lightning: augmented training batches (mixed on the device), validation, test
@@ -382,6 +421,9 @@ class CIFAR100DataModule(L.LightningDataModule):
     Validation is the CIFAR-100 test set unless ``val_split=N > 0`` holds out ``N`` training images
     (chosen with ``seed``). ``augment=None`` / ``mix=None`` switch augmentation / CutMix-MixUp off.
     ``quick`` (default: ``VITLIB_QUICK``) swaps in a small synthetic dataset for runs on a CPU.
+    ``pipeline`` chooses where images are augmented (see ``PIPELINES``); with "gpu" the
+    training, validation and test splits are held on the training device and ``num_workers`` is
+    unused. Prediction on image files always reads them in DataLoader workers.
     """
 
     def __init__(
@@ -400,16 +442,20 @@ class CIFAR100DataModule(L.LightningDataModule):
         quick_train_size: int = 512,
         quick_test_size: int = 256,
         predict_files: list[str] | None = None,
+        pipeline: str = "auto",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if val_split < 0:
             raise ValueError(f"val_split must be >= 0 (0 = validate on the test set); got {val_split}")
+        if pipeline not in PIPELINES:
+            raise ValueError(f"pipeline must be one of {', '.join(map(repr, PIPELINES))}; got {pipeline!r}")
         self.quick = quick_mode() if quick is None else quick
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+        self.augment = augment
         self.train_transform = train_transform(augment)
         self.eval_transform = eval_transform()
         self.mixer = BatchMixer(mix, NUM_CLASSES) if mix is not None else None
@@ -498,6 +544,39 @@ class CIFAR100DataModule(L.LightningDataModule):
                 f"with drop_last no batch would be trained; lower batch_size"
             )
 
+    @property
+    def active_pipeline(self) -> str:
+        """The pipeline in use: ``pipeline`` with "auto" resolved against the attached trainer."""
+        trainer = self.trainer
+        world_size = trainer.world_size if trainer is not None else 1
+        if self.hparams.pipeline == "gpu" and world_size > 1:
+            raise ValueError(
+                f"pipeline='gpu' keeps the whole dataset on one device and does not split it between the "
+                f"{world_size} processes of this run; use pipeline='torchvision' (or 'auto') with several devices"
+            )
+        if self.hparams.pipeline == "auto":
+            on_one_gpu = trainer is not None and world_size == 1 and trainer.strategy.root_device.type == "cuda"
+            return "gpu" if on_one_gpu else "torchvision"
+        return self.hparams.pipeline
+
+    def _device_loader(self, dataset: Dataset, batch_size: int, train: bool) -> GPUBatchLoader | _TrainerEpochs:
+        """The split on the training device: shuffled, augmented, full batches for training; in
+        order, unaugmented, every sample for evaluation."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        images, labels = _uint8_tensors(dataset)
+        loader = GPUBatchLoader(
+            images.to(device),
+            labels.to(device),
+            batch_size,
+            self.augment if train else None,
+            CIFAR100_MEAN,
+            CIFAR100_STD,
+            shuffle=train,
+            drop_last=train,
+            seed=self.hparams.seed,
+        )
+        return _TrainerEpochs(loader, self.trainer) if train and self.trainer is not None else loader
+
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
         return DataLoader(
             dataset,
@@ -508,11 +587,15 @@ class CIFAR100DataModule(L.LightningDataModule):
             **kwargs,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | GPUBatchLoader | _TrainerEpochs:
+        if self.active_pipeline == "gpu":
+            return self._device_loader(self.train_set, self.batch_size, train=True)
         generator = torch.Generator().manual_seed(self.hparams.seed)
         return self._loader(self.train_set, self.batch_size, shuffle=True, generator=generator, drop_last=True)
 
-    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+    def _eval_loader(self, dataset: Dataset) -> DataLoader | GPUBatchLoader:
+        if self.active_pipeline == "gpu":
+            return self._device_loader(dataset, self.eval_batch_size, train=False)
         # Under DDP, Lightning's default sampler pads the last batch with repeated samples, which
         # would count them twice in the metrics; a sampler that does not pad is kept as it is.
         sampler = None
@@ -520,10 +603,10 @@ class CIFAR100DataModule(L.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False, **self.trainer.distributed_sampler_kwargs)
         return self._loader(dataset, self.eval_batch_size, shuffle=False, sampler=sampler)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | GPUBatchLoader:
         return self._eval_loader(self.val_set)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | GPUBatchLoader:
         return self._eval_loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:

@@ -17,6 +17,8 @@ from .config import ViTConfig
 from .model import ViT
 from .schedule import ScheduleConfig, build_scheduler
 
+LR_SCALINGS = ("none", "linear", "sqrt")
+
 
 @dataclass
 class OptimizerConfig:
@@ -25,6 +27,26 @@ class OptimizerConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     fused: bool | None = None  # None: the fused CUDA kernel when the parameters are on a GPU
+    # Large batches: the schedule's learning rates are given for a global batch of
+    # ``reference_batch_size`` and multiplied by (batch / reference) for "linear" (Goyal et al.
+    # 2017, as DeiT does) or by its square root for "sqrt" (the rule derived for Adam by Malladi et
+    # al. 2022); "none" uses them as given.
+    lr_scaling: str = "none"
+    reference_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(
+                f"OptimizerConfig.lr_scaling must be one of {', '.join(map(repr, LR_SCALINGS))}; got {self.lr_scaling!r}"
+            )
+        size = self.reference_batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise ValueError(f"OptimizerConfig.reference_batch_size must be a positive integer; got {size!r}")
+
+    def lr_factor(self, batch_size: int) -> float:
+        """What the learning rates are multiplied by for a global batch of ``batch_size``."""
+        ratio = batch_size / self.reference_batch_size
+        return {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[self.lr_scaling]
 
 
 def _as_dataclass(cls: type, value: Any) -> Any:
@@ -74,12 +96,15 @@ class ViTModule(L.LightningModule):
         classes = self.config.num_classes
 
         def split_metrics() -> MetricCollection:
+            # Sync-free updates, so a GPU never waits for the host inside a step: the default NaN
+            # check (``.any()`` in Python) and argument validation (``torch.unique``) both copy a
+            # result to the host. A NaN loss still shows: it makes the epoch's mean NaN.
             return MetricCollection(
                 {
-                    "loss": MeanMetric(),
-                    "top1": MulticlassAccuracy(classes, top_k=1, average="micro"),
-                    "top5": MulticlassAccuracy(classes, top_k=min(5, classes), average="micro"),
-                    "count": SumMetric(),
+                    "loss": MeanMetric(nan_strategy="disable"),
+                    "top1": MulticlassAccuracy(classes, top_k=1, average="micro", validate_args=False),
+                    "top5": MulticlassAccuracy(classes, top_k=min(5, classes), average="micro", validate_args=False),
+                    "count": SumMetric(nan_strategy="disable"),
                 }
             )
 
@@ -95,12 +120,14 @@ class ViTModule(L.LightningModule):
 
     def _update(self, split: str, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
         metrics = getattr(self, f"{split}_metrics")
-        metrics["loss"].update(loss.detach(), weight=labels.shape[0])
+        # Counts are made on the device (full_like, ones_like): a Python number would be copied
+        # from the host, and such a copy waits for the GPU to finish its queue.
+        metrics["loss"].update(loss.detach(), weight=torch.full_like(loss.detach(), labels.shape[0]))
         metrics["top1"].update(logits.detach(), labels)
         metrics["top5"].update(logits.detach(), labels)
-        metrics["count"].update(torch.tensor(labels.shape[0], device=logits.device, dtype=torch.float32))
+        metrics["count"].update(torch.ones_like(labels, dtype=torch.float32))
         for name, metric in metrics.items():
-            self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "top1")
+            self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name in ("loss", "top1"))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
@@ -109,7 +136,10 @@ class ViTModule(L.LightningModule):
         # Mixed batches have soft targets: train accuracy counts the dominant label.
         labels = targets.argmax(dim=1) if targets.ndim == 2 else targets
         self._update("train", logits, labels, loss)
-        self.log("loss", loss.detach(), prog_bar=True, logger=False)
+        # Not on the progress bar: Lightning turns every per-step bar value into a Python number
+        # after every step (whatever the bar's refresh rate), a host sync per step. The bar shows
+        # the epoch's loss and top-1; this per-step value stays in trainer.callback_metrics.
+        self.log("loss", loss.detach(), logger=False)
         return loss
 
     def _evaluate(self, split: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -138,18 +168,39 @@ class ViTModule(L.LightningModule):
             {"params": [p for n, p in params.items() if n in no_decay], "weight_decay": 0.0},
         ]
 
+    def global_batch_size(self) -> int:
+        """Images per optimizer step over all processes: the data module's ``batch_size`` times
+        the number of processes times the gradient-accumulation count."""
+        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
+        if not isinstance(batch_size, int):
+            raise ValueError(
+                "OptimizerConfig.lr_scaling needs the batch size, read from the data module's batch_size: "
+                "train with a data module (e.g. CIFAR100DataModule), or set lr_scaling to 'none' and give "
+                "the learning rates for your batch size"
+            )
+        return batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def scaled_schedule(self) -> ScheduleConfig:
+        """The schedule with its learning rates scaled for the batch size (``OptimizerConfig.lr_scaling``)."""
+        cfg = self.schedule_config
+        if self.optimizer_config.lr_scaling == "none":
+            return cfg
+        factor = self.optimizer_config.lr_factor(self.global_batch_size())
+        return dataclasses.replace(cfg, base_lr=cfg.base_lr * factor, max_lr=cfg.max_lr * factor, min_lr=cfg.min_lr * factor)
+
     def configure_optimizers(self) -> dict[str, Any]:
         groups = self.parameter_groups()
         cfg = self.optimizer_config
         fused = cfg.fused if cfg.fused is not None else self.device.type == "cuda"
+        schedule = self.scaled_schedule()
         optimizer = torch.optim.AdamW(
             groups,
-            lr=self.schedule_config.max_lr,
+            lr=schedule.max_lr,
             betas=tuple(cfg.betas),
             weight_decay=cfg.weight_decay,
             fused=fused or None,
         )
         max_epochs = max(1, self.trainer.max_epochs or 1)
         steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // max_epochs)
-        scheduler = build_scheduler(optimizer, self.schedule_config, steps_per_epoch, max_epochs)
+        scheduler = build_scheduler(optimizer, schedule, steps_per_epoch, max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -9,6 +9,7 @@ script can ``savefig`` them.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -237,3 +238,282 @@ def model_attention(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch
             return model(images, return_attention=True)
     finally:
         model.train(was_training)
+
+
+# --------------------------------------------------------------------------- the book's figures
+
+
+def caption(fig: Figure, text: str) -> Figure:
+    """Write ``text`` (e.g. which data a figure came from) under the figure, wrapped to its width;
+    returns ``fig``."""
+    fig.supxlabel(textwrap.fill(text, width=max(40, int(fig.get_figwidth() * 15))), fontsize=8, color="dimgray")
+    return fig
+
+
+def plot_image_grid(
+    images: torch.Tensor, titles: Sequence[str] | None = None, ncols: int = 8, panel_size: float = 1.5
+) -> Figure:
+    """``images [B, 3, H, W]`` in [0, 1] on a grid, each with its title (if given)."""
+    fig, axes = _panels(len(images), ncols, panel_size)
+    for i, ax in enumerate(axes):
+        _show_image(ax, images[i])
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    return fig
+
+
+def _tile(patches: torch.Tensor, per_row: int, gap: int = 1) -> torch.Tensor:
+    """``[N, C, p, p] -> [C, H, W]``: patches side by side, ``per_row`` a row, white gaps between."""
+    n, c, p, _ = patches.shape
+    rows = math.ceil(n / per_row)
+    padded = torch.ones(rows * per_row, c, p + gap, p + gap)
+    padded[:n, :, :p, :p] = patches
+    return rearrange(padded, "(r k) c h w -> c (r h) (k w)", k=per_row)[:, :-gap, :-gap]
+
+
+def plot_patches(image: torch.Tensor, patch_size: int, per_row: int = 16) -> Figure:
+    """An image ``[3, H, W]`` cut into patches: the image with the patch grid and indices, the
+    patches as a sequence in raster order, and the ``[N, p*p*3]`` matrix the transformer reads."""
+    c, h, w = image.shape
+    grid_h, grid_w = h // patch_size, w // patch_size
+    patches = rearrange(image, "c (gh p1) (gw p2) -> (gh gw) c p1 p2", p1=patch_size, p2=patch_size)
+    flat = rearrange(patches, "n c p1 p2 -> n (p1 p2 c)")  # the row layout of vitlib.patching.patchify
+    fig = plt.figure(figsize=(13, 4.2), layout="constrained")
+    left, middle, right = fig.subplots(1, 3, width_ratios=[1, 1.6, 1])
+    _show_image(left, image)
+    for k in range(1, grid_h):
+        left.axhline(k * patch_size - 0.5, color="white", lw=0.8)
+    for k in range(1, grid_w):
+        left.axvline(k * patch_size - 0.5, color="white", lw=0.8)
+    for index in range(grid_h * grid_w):
+        row, col = divmod(index, grid_w)
+        left.text((col + 0.5) * patch_size - 0.5, (row + 0.5) * patch_size - 0.5, str(index),
+                  color="white", fontsize=6, ha="center", va="center")  # fmt: skip
+    left.set_title(f"{h}x{w} image, {patch_size}x{patch_size} patches", fontsize=10)
+    _show_image(middle, _tile(patches, per_row))
+    middle.set_title(f"the sequence: {len(patches)} patches in raster order", fontsize=10)
+    right.imshow(flat.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
+    right.set_xlabel(f"{flat.shape[1]} values = {patch_size}x{patch_size} pixels x {c} channels")
+    right.set_ylabel("patch (token) index")
+    right.set_title("patchify: one row per patch", fontsize=10)
+    return fig
+
+
+def plot_position_similarity(pos_embed: torch.Tensor, has_cls_token: bool) -> Figure:
+    """Cosine similarity of each patch's position embedding with every other one (as in Fig. 7 of
+    Dosovitskiy et al.): a small map per patch position, laid out on the patch grid.
+    ``pos_embed [N(+1), dim]``."""
+    positions = pos_embed.detach().float().cpu()[int(has_cls_token) :]
+    grid = _patch_grid(len(positions), False)
+    unit = F.normalize(positions, dim=-1)
+    similarity = unit @ unit.T  # [P, P]
+    maps = F.pad(rearrange(similarity, "p (h w) -> p h w", h=grid), (0, 1, 0, 1), value=float("nan"))
+    mosaic = rearrange(maps, "(gh gw) h w -> (gh h) (gw w)", gh=grid)[:-1, :-1]
+    fig, ax = plt.subplots(figsize=(6.2, 5.4), layout="constrained")
+    shown = ax.imshow(mosaic.numpy(), cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    fig.colorbar(shown, ax=ax, shrink=0.8, label="cosine similarity")
+    ax.set_title(f"Position embedding similarity: {grid}x{grid} maps, one per patch position", fontsize=10)
+    return fig
+
+
+def conv_stem_stages(stem: torch.nn.Module, image: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """Feature maps ``[C, H, W]`` after every ReLU of a ``ConvStem`` and after its last layer, for
+    one image ``[3, H, W]``; the stem's train/eval mode is restored afterwards."""
+    was_training = stem.training
+    stem.eval()
+    stages, x, conv = [], image[None], None
+    try:
+        with torch.no_grad():
+            for index, layer in enumerate(stem.convs):
+                x = layer(x)
+                if isinstance(layer, torch.nn.Conv2d):
+                    conv = f"{layer.kernel_size[0]}x{layer.kernel_size[1]} conv, stride {layer.stride[0]}"
+                if isinstance(layer, torch.nn.ReLU) or index == len(stem.convs) - 1:
+                    stages.append((f"{conv}: {x.shape[1]}x{x.shape[2]}x{x.shape[3]}", x[0]))
+    finally:
+        stem.train(was_training)
+    return stages
+
+
+def plot_feature_maps(image: torch.Tensor, stages: Sequence[tuple[str, torch.Tensor]], channels: int = 8) -> Figure:
+    """The input image, then one row per stage showing its first ``channels`` feature maps."""
+    fig = plt.figure(figsize=(1.5 * (channels + 1), 1.6 * len(stages) + 0.4), layout="constrained")
+    axes = fig.subplots(len(stages), channels + 1, squeeze=False)
+    for row, (name, maps) in enumerate(stages):
+        if row == 0:
+            _show_image(axes[0, 0], image)
+            axes[0, 0].set_title("input", fontsize=8)
+        else:
+            axes[row, 0].set_axis_off()
+        axes[row, 1].set_title(name, fontsize=8, loc="left")
+        for col in range(channels):
+            ax = axes[row, col + 1]
+            ax.imshow(maps[col].cpu().numpy(), cmap="magma")
+            ax.set_axis_off()
+    return fig
+
+
+def plot_shifted_copies(image: torch.Tensor, shift: int) -> Figure:
+    """Shifted Patch Tokenization's input: the image and its four diagonal shifts by ``shift`` px."""
+    from .stems import shift_diagonally
+
+    copies = [image, *(s[0] for s in shift_diagonally(image[None], shift))]
+    titles = ["original", "up-left", "up-right", "down-left", "down-right"]
+    fig = plot_image_grid(torch.stack(copies), [f"{t}" for t in titles], ncols=5, panel_size=2.0)
+    fig.suptitle(f"The image and its four diagonal shifts by {shift} px (zero-filled)", fontsize=10)
+    return fig
+
+
+def plot_token_view(image: torch.Tensor, patch_size: int, row: int, col: int) -> Figure:
+    """What one SPT token sees: its patch (solid box) and the window the shifted copies add (dashed),
+    then the five ``p x p`` crops that are concatenated into the token's input."""
+    from matplotlib.patches import Rectangle
+
+    from .stems import shift_diagonally
+
+    shift = patch_size // 2
+    y, x = row * patch_size, col * patch_size
+    copies = [image, *(s[0] for s in shift_diagonally(image[None], shift))]
+    crops = [c[:, y : y + patch_size, x : x + patch_size] for c in copies]
+    fig, axes = _panels(6, 6, 2.0)
+    _show_image(axes[0], image)
+    axes[0].add_patch(Rectangle((x - 0.5, y - 0.5), patch_size, patch_size, fill=False, ec="red", lw=1.5))
+    axes[0].add_patch(Rectangle((x - shift - 0.5, y - shift - 0.5), patch_size + 2 * shift, patch_size + 2 * shift,
+                                fill=False, ec="yellow", lw=1.5, ls="--"))  # fmt: skip
+    axes[0].set_title(f"patch ({row}, {col})", fontsize=9)
+    for ax, crop, name in zip(axes[1:], crops, ["original", "up-left", "up-right", "down-left", "down-right"]):
+        _show_image(ax, crop)
+        ax.set_title(name, fontsize=9)
+    fig.suptitle("One SPT token: its patch (red) and the pixels the shifted copies add (yellow)", fontsize=10)
+    return fig
+
+
+def plot_attention_matrices(matrices: dict[str, torch.Tensor], log_scale: bool = False) -> Figure:
+    """Token-to-token attention ``[N, N]`` of several models side by side (rows: queries)."""
+    from matplotlib.colors import LogNorm
+
+    fig, axes = _panels(len(matrices), len(matrices), 3.4)
+    for ax, (name, matrix) in zip(axes, matrices.items()):
+        values = matrix.detach().float().cpu()
+        norm = LogNorm(vmin=max(values[values > 0].min().item(), 1e-4), vmax=values.max().item()) if log_scale else None
+        shown = ax.imshow(values.clamp_min(1e-4).numpy() if log_scale else values.numpy(), cmap="viridis", norm=norm)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("key token", fontsize=8)
+        ax.set_ylabel("query token", fontsize=8)
+        fig.colorbar(shown, ax=ax, shrink=0.75)
+    return fig
+
+
+def plot_sharpness(entropies: dict[str, torch.Tensor], num_tokens: int) -> Figure:
+    """How far attention is from uniform, per block, for several models: ``log N`` minus the
+    attention entropy (``[layers, heads]`` each, from :func:`attention_entropy`), in nats. 0 is
+    uniform attention over the ``N`` tokens, ``log N`` attention to a single token. Bars are the head
+    mean, whiskers the least and the most focused head."""
+    fig, ax = plt.subplots(figsize=(7, 3.4), layout="constrained")
+    width = 0.8 / len(entropies)
+    for i, (name, entropy) in enumerate(entropies.items()):
+        sharpness = math.log(num_tokens) - entropy.detach().float().cpu()
+        mean, low, high = sharpness.mean(dim=1), sharpness.amin(dim=1), sharpness.amax(dim=1)
+        blocks = torch.arange(len(mean)) + (i - (len(entropies) - 1) / 2) * width
+        ax.bar(blocks.numpy(), mean.numpy(), width, label=name,
+               yerr=torch.stack([mean - low, high - mean]).numpy(), capsize=3)  # fmt: skip
+    ax.set_xticks(range(len(next(iter(entropies.values())))))
+    ax.set_xlabel("block")
+    ax.set_ylabel(f"log {num_tokens} - entropy (nats)")
+    ax.set_title("Sharpness of attention: 0 = uniform over all tokens", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_mixed_batch(images: torch.Tensor, targets: torch.Tensor, classes: Sequence[str], ncols: int = 8) -> Figure:
+    """Mixed images with their soft labels: the two largest target weights as titles."""
+    weights, indices = targets.detach().float().cpu().topk(2, dim=1)
+    titles = [
+        "\n".join(f"{classes[int(c)]} {w:.2f}" for w, c in zip(ws, cs) if w > 0.005)
+        for ws, cs in zip(weights.tolist(), indices.tolist())
+    ]
+    return plot_image_grid(images, titles, ncols=ncols, panel_size=1.7)
+
+
+def plot_lr_schedules(traces: dict[str, Sequence[float]], steps_per_epoch: int) -> Figure:
+    """Learning rate per optimizer step for each named schedule, against epochs."""
+    fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
+    for name, trace in traces.items():
+        epochs = torch.arange(len(trace)) / steps_per_epoch
+        ax.plot(epochs.numpy(), list(trace), label=name, lw=1.4)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_lr_range_test(lrs: Sequence[float], losses: Sequence[float], suggestion: float | None) -> Figure:
+    """The LR range test: smoothed training loss against the (exponentially growing) learning rate."""
+    fig, ax = plt.subplots(figsize=(7, 3.4), layout="constrained")
+    ax.plot(lrs, losses, lw=1.4)
+    ax.set_xscale("log")
+    if suggestion is not None:
+        ax.axvline(suggestion, color="tab:red", ls="--", lw=1, label=f"steepest descent: {suggestion:.2g}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_training_curves(history: dict[str, list[tuple[int, float]]]) -> Figure:
+    """Loss and top-1 per epoch for train and validation; ``history["train/loss"]`` is a list of
+    ``(epoch, value)`` (see ``vitlib.book.epoch_history``)."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    for ax, metric in ((loss_ax, "loss"), (acc_ax, "top1")):
+        for split in ("train", "val"):
+            points = history.get(f"{split}/{metric}", [])
+            if points:
+                epochs, values = zip(*points)
+                ax.plot(epochs, values, marker="o", ms=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("top-1 accuracy" if metric == "top1" else "cross-entropy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_confusion(matrix: torch.Tensor, names: Sequence[str]) -> Figure:
+    """A confusion matrix (rows: true class, normalised to sum to 1; columns: predicted class)."""
+    counts = matrix.detach().float().cpu()
+    rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    fig, ax = plt.subplots(figsize=(8.5, 7.5), layout="constrained")
+    shown = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(shown, ax=ax, shrink=0.7, label="fraction of the true class")
+    return fig
+
+
+def plot_attention_comparison(images: torch.Tensor, heatmaps: dict[str, torch.Tensor], alpha: float = 0.6) -> Figure:
+    """One row per model, one column per image: each model's attention map over the image.
+    ``images [B, 3, H, W]`` in [0, 1]; ``heatmaps[name]`` is ``[B, h, w]``."""
+    count = len(images)
+    fig = plt.figure(figsize=(1.8 * (count + 1), 1.9 * len(heatmaps) + 0.3), layout="constrained")
+    axes = fig.subplots(len(heatmaps), count, squeeze=False)
+    for row, (name, heat) in enumerate(heatmaps.items()):
+        for col in range(count):
+            overlay(axes[row, col], images[col], heat[col], alpha=alpha)
+        axes[row, 0].set_axis_on()
+        axes[row, 0].set_xticks([])
+        axes[row, 0].set_yticks([])
+        axes[row, 0].set_ylabel(name, fontsize=9)
+    return fig
+
+
+def rollout_heatmaps(model: torch.nn.Module, images: torch.Tensor, discard_ratio: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(probabilities [B, K], maps [B, g, g])``: a ViT's predictions and its attention rollout over
+    the patch grid for normalised ``images``."""
+    logits, maps = model_attention(model, images)
+    has_cls = model.cfg.pool == "cls"
+    heat = token_heatmap(attention_rollout(maps, discard_ratio=discard_ratio), has_cls, model.cfg.grid_size)
+    return logits.float().softmax(dim=-1), heat

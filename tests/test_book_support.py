@@ -1,0 +1,230 @@
+"""vitlib.book (what the notebooks run on), vitlib.measure and the book's figure helpers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+from vitlib import ViT, ViTConfig, book, count_parameters, measure, viz  # noqa: E402
+from vitlib.augment import AugmentConfig, MixConfig, firing_rates  # noqa: E402
+from vitlib.stems import ConvStem, ShiftedPatchTokenization  # noqa: E402
+from vitlib.patching import PatchEmbedding  # noqa: E402
+
+
+@pytest.fixture
+def no_quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VITLIB_QUICK", raising=False)
+    monkeypatch.delenv("VITLIB_DATA", raising=False)
+    monkeypatch.delenv("VITLIB_CHECKPOINT", raising=False)
+
+
+# --------------------------------------------------------------------------- the data source
+
+
+def test_quick_mode_gives_synthetic_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VITLIB_QUICK", "1")
+    source = book.data_source()
+    assert source.kind == "synthetic" and source.quick
+    assert "synthetic data (quick mode)" in source.caption
+
+
+def test_files_that_fail_the_md5_are_a_subset(no_quick: None, cifar_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VITLIB_DATA", str(cifar_root))
+    source = book.data_source(download=False)
+    assert source.kind == "subset" and source.root == cifar_root.resolve()
+    assert "md5 not verified" in source.caption
+    datamodule = source.datamodule()
+    assert datamodule.hparams.verify_md5 is False and datamodule.quick is False
+    images, labels = book.examples(source, count=6)
+    assert images.shape == (6, 3, 32, 32) and 0.0 <= images.min() and images.max() <= 1.0
+    assert len(set(labels.tolist())) == 6  # one image per class while the split has enough classes
+
+
+def test_no_dataset_falls_back_to_synthetic_and_says_why(no_quick: None, tmp_path: Path) -> None:
+    source = book.data_source(tmp_path / "empty", download=False)
+    assert source.kind == "synthetic"
+    assert str(tmp_path / "empty") in source.caption
+
+
+def test_data_source_rejects_unknown_kind() -> None:
+    with pytest.raises(ValueError, match="DataSource.kind"):
+        book.DataSource("imagenet", None, "")
+
+
+def test_budget_is_full_only_with_a_gpu_and_the_official_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    official = book.DataSource("cifar100", tmp_path, "CIFAR-100")
+    subset = book.DataSource("subset", tmp_path, "subset")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not book.training_budget(official).full
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    full = book.training_budget(official, preset="slvit")
+    assert full.full and full.preset == "slvit" and full.max_epochs == 100 and "full recipe" in full.describe()
+    assert "limit_train_batches" not in full.trainer_kwargs()
+    assert not book.training_budget(subset).full
+    short = book.training_budget(official, short=True)
+    assert not short.full and short.trainer_kwargs()["limit_train_batches"] == short.limit_train_batches
+
+
+def test_train_logs_per_epoch_history(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VITLIB_QUICK", "1")
+    monkeypatch.setattr(book, "runs_root", lambda: tmp_path)
+    source = book.data_source()
+    budget = book.training_budget(source, max_epochs=2)
+    module, trainer = book.train(source, budget, name="t")
+    assert trainer.global_step == 2 * budget.limit_train_batches
+    history = book.epoch_history(trainer)
+    assert [epoch for epoch, _ in history["train/loss"]] == [0, 1]
+    assert [epoch for epoch, _ in history["val/top1"]] == [0, 1]
+    probs, labels = book.predict(module, trainer.datamodule.val_dataloader())
+    assert probs.shape == (len(labels), 100) and torch.allclose(probs.sum(dim=1), torch.ones(len(labels)))
+
+
+def test_superclass_confusion_counts_coarse_pairs() -> None:
+    from vitlib.data import FINE_TO_COARSE
+
+    labels = torch.tensor([0, 1, 2])  # apple, aquarium_fish, baby
+    predicted = torch.tensor([57, 1, 3])  # pear (same superclass as apple), right, bear (wrong superclass)
+    matrix = book.superclass_confusion(torch.nn.functional.one_hot(predicted, 100).float(), labels)
+    assert matrix.sum() == 3
+    assert matrix[FINE_TO_COARSE[0], FINE_TO_COARSE[57]] == 1 and FINE_TO_COARSE[0] == FINE_TO_COARSE[57]
+    assert matrix[FINE_TO_COARSE[2], FINE_TO_COARSE[3]] == 1
+
+
+def _fake_checkout(root: Path) -> None:
+    (root / "vitlib").mkdir(parents=True)
+    (root / "vitlib" / "__init__.py").write_text("")
+    (root / "_toc.yml").write_text("")
+
+
+def _fake_run(root: Path, version: int, dataset: str, preset: str) -> Path:
+    run = root / "runs" / "vitlib" / f"version_{version}"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / "metrics.json").write_text(json.dumps({"dataset": dataset, "config": {"model": {"preset": preset}}}))
+    return run / "checkpoints" / "last.ckpt"
+
+
+def test_find_checkpoint_ignores_quick_runs_and_other_presets(
+    no_quick: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_checkout(tmp_path)
+    monkeypatch.chdir(tmp_path / "vitlib")  # a notebook runs in a subfolder of the checkout
+    assert book.find_checkpoint() is None
+    _fake_run(tmp_path, 0, "synthetic data in the CIFAR-100 layout (quick mode)", "vit")
+    assert book.find_checkpoint() is None
+    real = _fake_run(tmp_path, 1, "CIFAR-100 at /data", "conv_vit")
+    assert book.find_checkpoint() == real and book.find_checkpoint("conv_vit") == real
+    assert book.find_checkpoint("vit") is None
+    monkeypatch.setenv("VITLIB_CHECKPOINT", str(tmp_path / "missing.ckpt"))
+    with pytest.raises(FileNotFoundError, match="VITLIB_CHECKPOINT"):
+        book.find_checkpoint()
+
+
+# --------------------------------------------------------------------------- measure
+
+
+def test_receptive_fields_of_the_stems() -> None:
+    assert measure.receptive_field(PatchEmbedding(3, 8, 4)) == 4
+    assert measure.receptive_field(ConvStem(3, 8, 4)) == 7  # 3x3/2 then 3x3/2: 1 + 2 + 2*2
+    assert measure.receptive_field(ConvStem(3, 8, 8)) == 15  # one more: + 2*4
+    assert measure.receptive_field(ShiftedPatchTokenization(3, 8, 4)) == 8
+
+
+def test_flops_count_multiply_adds_twice() -> None:
+    layer = torch.nn.Linear(10, 7)
+    assert measure.flops(layer, torch.zeros(3, 10)) == 2 * 3 * 10 * 7
+    small, deep = ViT(ViTConfig.from_preset("vit_tiny")), ViT(ViTConfig.from_preset("vit_tiny", depth=4))
+    assert measure.model_flops(deep) > measure.model_flops(small)
+
+
+def test_parameter_breakdown_adds_up() -> None:
+    for pool in ("cls", "mean"):
+        model = ViT(ViTConfig.from_preset("vit_tiny", pool=pool))
+        assert sum(measure.parameter_breakdown(model).values()) == count_parameters(model)
+
+
+def test_stem_summary_row() -> None:
+    row = measure.stem_summary(ViTConfig.from_preset("conv_vit"))
+    assert row["stem"] == "conv" and row["tokens"] == 64 and row["receptive field (px)"] == 7
+    assert row["parameters"] == count_parameters(ConvStem(3, 192, 4))
+
+
+# --------------------------------------------------------------------------- augmentation rates
+
+
+def test_firing_rates_follow_the_configs() -> None:
+    rates = firing_rates(AugmentConfig(crop_padding=1, randaugment_ops=1), MixConfig(prob=0.5, cutmix_prob=0.25))
+    assert rates["random crop moves the image"] == pytest.approx(1 - 1 / 9)
+    assert rates["RandAugment changes the image (>= 1 non-identity op)"] == pytest.approx(13 / 14)
+    assert rates["batch mixed by CutMix"] == pytest.approx(0.125)
+    assert rates["batch mixed by MixUp"] == pytest.approx(0.375)
+    assert firing_rates(None, None) == {}
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_patch_and_position_figures() -> None:
+    image = torch.rand(3, 32, 32)
+    fig = viz.plot_patches(image, 4)
+    assert len(fig.axes) == 3
+    viz.caption(fig, "synthetic data (quick mode)")
+    assert fig._supxlabel.get_text().startswith("synthetic data")
+    pos = torch.randn(65, 16)
+    fig = viz.plot_position_similarity(pos, has_cls_token=True)
+    mosaic = fig.axes[0].images[0].get_array()
+    assert mosaic.shape == (8 * 9 - 1, 8 * 9 - 1)
+    assert mosaic[0, 0] == pytest.approx(1.0)  # a position is identical to itself
+
+
+def test_conv_stem_stages_and_feature_maps() -> None:
+    stem = ConvStem(3, 32, 4).train()
+    stages = viz.conv_stem_stages(stem, torch.rand(3, 32, 32))
+    assert [tuple(t.shape) for _, t in stages] == [(16, 16, 16), (32, 8, 8), (32, 8, 8)]
+    assert stem.training  # mode restored
+    fig = viz.plot_feature_maps(torch.rand(3, 32, 32), stages, channels=4)
+    assert len(fig.axes) == 3 * 5
+
+
+def test_mixed_batch_titles_show_the_two_largest_weights() -> None:
+    targets = torch.zeros(2, 100)
+    targets[0, 3], targets[0, 7] = 0.7, 0.3
+    targets[1, 5] = 1.0
+    classes = [f"c{i}" for i in range(100)]
+    fig = viz.plot_mixed_batch(torch.rand(2, 3, 32, 32), targets, classes)
+    assert [ax.get_title() for ax in fig.axes] == ["c3 0.70\nc7 0.30", "c5 1.00"]
+
+
+def test_sharpness_is_zero_for_uniform_attention() -> None:
+    uniform = [torch.full((1, 2, 5, 5), 0.2)]
+    entropy = viz.attention_entropy(uniform)
+    fig = viz.plot_sharpness({"uniform": entropy}, num_tokens=5)
+    heights = [bar.get_height() for bar in fig.axes[0].patches]
+    assert heights == pytest.approx([0.0], abs=1e-6)
+    assert math.log(5) == pytest.approx(float(entropy.mean()))
+
+
+def test_rollout_heatmaps_and_comparison() -> None:
+    model = ViT(ViTConfig.from_preset("vit_tiny"))
+    probs, heat = viz.rollout_heatmaps(model, torch.randn(3, 3, 32, 32))
+    assert probs.shape == (3, 100) and heat.shape == (3, 8, 8)
+    assert float(heat.amax()) == pytest.approx(1.0)
+    fig = viz.plot_attention_comparison(torch.rand(3, 3, 32, 32), {"a": heat, "b": heat})
+    assert len(fig.axes) == 6
+
+
+def test_training_curves_and_confusion() -> None:
+    history = {"train/loss": [(0, 4.0), (1, 3.5)], "val/loss": [(0, 4.1), (1, 3.9)], "val/top1": [(0, 0.1), (1, 0.2)]}
+    fig = viz.plot_training_curves(history)
+    loss_ax, acc_ax = fig.axes
+    assert len(loss_ax.lines) == 2 and len(acc_ax.lines) == 1
+    fig = viz.plot_confusion(torch.tensor([[3, 1], [0, 0]]), ["a", "b"])
+    rates = fig.axes[0].images[0].get_array()
+    assert rates[0, 0] == pytest.approx(0.75) and rates[1].sum() == 0  # an empty row stays 0, not NaN

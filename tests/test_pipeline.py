@@ -1,0 +1,152 @@
+"""CIFAR100DataModule's ``pipeline`` option: the device-resident path ("gpu", here on CPU tensors)
+against the torchvision path, "auto" resolution, resume reproducibility, and a CLI fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from scipy.stats import ttest_ind
+
+from vitlib.augment import CIFAR100_MEAN, CIFAR100_STD
+from vitlib.cli import main
+from vitlib.data import CIFAR100DataModule
+from vitlib.gpu_augment import GPUBatchLoader
+from vitlib.module import ViTModule
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"dim": 32, "depth": 1, "heads": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Whole-batch augmentation of small batches only loses to thread start-up on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def datamodule(root: Path, pipeline: str, **kwargs) -> CIFAR100DataModule:
+    return CIFAR100DataModule(str(root), download=False, verify_md5=False, num_workers=0, pipeline=pipeline, **kwargs)
+
+
+def concat(loader) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = zip(*loader)
+    return torch.cat(images), torch.cat(labels)
+
+
+def test_unaugmented_batches_equal_the_torchvision_ones(cifar_root):
+    gpu = datamodule(cifar_root, "gpu", batch_size=32, augment=None, mix=None)
+    plain = datamodule(cifar_root, "torchvision", batch_size=32, augment=None, mix=None)
+    for dm in (gpu, plain):
+        dm.setup("fit")
+    assert isinstance(gpu.train_dataloader(), GPUBatchLoader)
+    # Evaluation: the same images in the same order, normalised the same way.
+    for (a, labels_a), (b, labels_b) in zip(gpu.val_dataloader(), plain.val_dataloader(), strict=True):
+        assert a.dtype == b.dtype == torch.float32 and a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+        assert torch.equal(labels_a, labels_b)
+    # Training: shuffled differently, but one epoch holds every image once (512 = 16 x 32).
+    (a, labels_a), (b, labels_b) = concat(gpu.train_dataloader()), concat(plain.train_dataloader())
+    assert a.shape == b.shape == (512, 3, 32, 32) and not torch.equal(labels_a, labels_b)
+    per_class = torch.zeros(100, 3, 32, 32, dtype=torch.float64)
+    sums_a = per_class.index_add(0, labels_a, a.double())
+    sums_b = per_class.index_add(0, labels_b, b.double())
+    torch.testing.assert_close(sums_a, sums_b, rtol=0, atol=1e-3)
+
+
+def pixel_levels(images: torch.Tensor) -> torch.Tensor:
+    """Undo the normalisation: uint8 levels, as floats."""
+    mean = torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR100_STD).view(1, 3, 1, 1)
+    return (images * std + mean) * 255
+
+
+@pytest.mark.parametrize("augment_plain", [True, False])
+def test_augmented_epochs_have_the_torchvision_statistics(cifar_root, augment_plain):
+    """Per-image mean brightness over two epochs: the device pipeline and torchvision agree (Welch
+    t-test); the negative control (torchvision without augmentation) must be told apart, so the
+    test has the power to see what augmentation does to this statistic."""
+    gpu = datamodule(cifar_root, "gpu", batch_size=64, mix=None)
+    plain = datamodule(cifar_root, "torchvision", batch_size=64, mix=None, **({} if augment_plain else {"augment": None}))
+    torch.manual_seed(0)  # torchvision's transforms draw from the global generator
+    means = {}
+    for name, dm in (("gpu", gpu), ("plain", plain)):
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        images = torch.cat([concat(loader)[0] for _ in range(2)])
+        levels = pixel_levels(images)
+        # Augmentation happens in uint8, before normalising: the levels are whole numbers.
+        assert (levels - levels.round()).abs().max() < 1e-3
+        means[name] = levels.mean(dim=(1, 2, 3))
+    p_value = ttest_ind(means["gpu"], means["plain"], equal_var=False).pvalue
+    if augment_plain:
+        assert p_value > 1e-3
+    else:
+        assert p_value < 1e-3
+
+
+def test_auto_picks_the_device_pipeline_on_one_gpu_only():
+    def trainer(device: str, world_size: int) -> SimpleNamespace:
+        return SimpleNamespace(world_size=world_size, strategy=SimpleNamespace(root_device=torch.device(device)))
+
+    dm = CIFAR100DataModule(pipeline="auto")
+    assert dm.active_pipeline == "torchvision"  # no trainer attached
+    for device, world_size, expected in (("cuda", 1, "gpu"), ("cpu", 1, "torchvision"), ("cuda", 2, "torchvision")):
+        dm.trainer = trainer(device, world_size)
+        assert dm.active_pipeline == expected
+    explicit = CIFAR100DataModule(pipeline="gpu")
+    explicit.trainer = trainer("cuda", 2)
+    with pytest.raises(ValueError, match="pipeline='torchvision'"):
+        explicit.active_pipeline
+    with pytest.raises(ValueError, match="pipeline must be one of 'auto', 'torchvision', 'gpu'; got 'cuda'"):
+        CIFAR100DataModule(pipeline="cuda")
+
+
+class RecordBatches(L.Callback):
+    def __init__(self) -> None:
+        self.epochs: dict[int, list[torch.Tensor]] = {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        images, labels = batch
+        self.epochs.setdefault(trainer.current_epoch, []).append(torch.cat([images.flatten(1), labels[:, None]], 1))
+
+
+def test_a_resumed_run_sees_the_same_epoch(cifar_root, tmp_path):
+    def fit(name: str, max_epochs: int, ckpt_path: Path | None = None) -> dict[int, torch.Tensor]:
+        record = RecordBatches()
+        trainer = L.Trainer(
+            max_epochs=max_epochs,
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            default_root_dir=tmp_path,
+            callbacks=[record, ModelCheckpoint(dirpath=tmp_path / name, save_last=True)],
+        )
+        trainer.fit(ViTModule("vit_tiny", TINY), datamodule(cifar_root, "gpu", batch_size=128, mix=None), ckpt_path=ckpt_path)
+        return {epoch: torch.cat(batches) for epoch, batches in record.epochs.items()}
+
+    full = fit("full", 2)
+    assert not torch.equal(full[0], full[1])  # each epoch has its own order and augmentations
+    fit("first", 1)
+    resumed = fit("resumed", 2, tmp_path / "first" / "last.ckpt")
+    assert list(resumed) == [1] and torch.equal(resumed[1], full[1])
+
+
+def test_quick_fit_with_the_gpu_pipeline_on_a_cpu(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VITLIB_QUICK", "1")
+    small = ["--data.quick_train_size", "128", "--data.quick_test_size", "101", "--data.batch_size", "32"]
+    main(["fit", "--config", str(REPO / "configs" / "quick.yaml"), "--trainer.max_epochs", "1",
+          "--data.pipeline", "gpu", *small])  # fmt: skip
+    metrics = json.loads((tmp_path / "runs/vitlib/version_0/metrics.json").read_text())
+    assert metrics["samples"] == 101  # every validation image once, from the device-held test set
+    assert metrics["global_step"] == 4 and metrics["config"]["data"]["pipeline"] == "gpu"

@@ -1,0 +1,220 @@
+"""The built book in a real browser: headless Chromium loads pages served on localhost and reports
+console errors, failed requests, broken images and broken links.
+
+Chromium is driven through the DevTools protocol over a pipe (``--remote-debugging-pipe``: JSON
+messages ending in a NUL byte on file descriptors 3 and 4), which needs nothing beyond the standard
+library. Skips when no Chromium/Chrome is installed or the book has not been built (``make book``).
+Screenshots of the pages are left in ``_build/screenshots/`` for people to look at.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import json
+import os
+import select
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ROOT / "_build" / "html"
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# (page, minimum number of figures in its article)
+PAGES = [("book/intro.html", 1), ("notebooks/07_attention.html", 6)]
+
+
+def _browser() -> str | None:
+    return os.environ.get("CHROME") or next((path for name in BROWSERS if (path := shutil.which(name))), None)
+
+
+class DevTools:
+    """A minimal DevTools-protocol client over Chromium's debugging pipe."""
+
+    def __init__(self, binary: str, profile: Path) -> None:
+        to_browser_r, self._to_browser = os.pipe()
+        self._from_browser, from_browser_w = os.pipe()
+        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--remote-debugging-pipe", f"--user-data-dir={profile}", "--window-size=1280,1600",
+                "--hide-scrollbars", "about:blank"]  # fmt: skip
+        # The browser expects the pipe on descriptors 3 (commands in) and 4 (replies out).
+        shell = f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w} {to_browser_r}<&- {from_browser_w}>&-'
+        self.process = subprocess.Popen(
+            ["bash", "-c", shell, binary, *args],
+            pass_fds=(to_browser_r, from_browser_w),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self._buffer = b""
+        self._next_id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def _read_message(self, deadline: float) -> dict[str, Any]:
+        while b"\0" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self._from_browser], [], [], remaining)[0]:
+                raise TimeoutError("no reply from the browser in time")
+            chunk = os.read(self._from_browser, 1 << 16)
+            if not chunk:
+                raise RuntimeError(f"the browser closed the pipe (exit code {self.process.poll()})")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
+             timeout: float = 30.0) -> dict[str, Any]:  # fmt: skip
+        self._next_id += 1
+        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._read_message(deadline)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_for(self, method: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(event.get("method") == method for event in self.events):
+            self.events.append(self._read_message(deadline))
+
+    def drain(self, seconds: float) -> None:
+        """Collect the events of the next ``seconds`` (late requests, scripts run after load)."""
+        deadline = time.monotonic() + seconds
+        try:
+            while True:
+                self.events.append(self._read_message(deadline))
+        except TimeoutError:
+            pass
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=5)
+        except (OSError, RuntimeError, TimeoutError):
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+
+
+@pytest.fixture(scope="module")
+def site_url() -> Iterator[str]:
+    if not (SITE / "book" / "intro.html").is_file():
+        pytest.skip(f"the book is not built ({SITE} has no book/intro.html): run `make book` first")
+    handler = functools.partial(_QuietHandler, directory=str(SITE))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[DevTools]:
+    binary = _browser()
+    if binary is None:
+        pytest.skip(f"no headless browser found (looked for {', '.join(BROWSERS)}; or set CHROME)")
+    with tempfile.TemporaryDirectory() as profile:
+        tools = DevTools(binary, Path(profile))
+        try:
+            yield tools
+        finally:
+            tools.close()
+
+
+def _problems(events: list[dict[str, Any]], session: str) -> list[str]:
+    """Console errors, uncaught exceptions and failed requests reported for ``session``."""
+    found = []
+    for event in events:
+        if event.get("sessionId") != session:
+            continue
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            details = params["exceptionDetails"]
+            found.append(f"exception: {details.get('exception', {}).get('description') or details.get('text')}")
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            found.append("console.error: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
+        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+            entry = params["entry"]
+            found.append(f"{entry['source']}: {entry['text']} ({entry.get('url', '')})")
+        elif method == "Network.loadingFailed" and not params.get("canceled"):
+            found.append(f"request failed: {params.get('errorText')} ({params.get('type')})")
+    return found
+
+
+PAGE_REPORT = """(() => {
+  const article = document.querySelector("article") || document.body;
+  const images = Array.from(document.images).map(img => ({
+    src: img.currentSrc || img.src, inArticle: article.contains(img), complete: img.complete,
+    width: img.naturalWidth, height: img.naturalHeight}));
+  const links = Array.from(document.querySelectorAll("a[href]")).map(a => a.href);
+  return {title: document.title, heading: (article.querySelector("h1") || {}).textContent || "",
+          text: article.innerText.length, images, links};
+})()"""
+
+
+@pytest.mark.parametrize(("page", "min_figures"), PAGES)
+def test_page_loads_cleanly_with_its_figures(site_url: str, browser: DevTools, page: str, min_figures: int) -> None:
+    target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+    session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    for domain in ("Page", "Runtime", "Log", "Network"):
+        browser.call(f"{domain}.enable", session=session)
+    browser.events.clear()
+    browser.call("Page.navigate", {"url": f"{site_url}/{page}"}, session=session)
+    browser.wait_for("Page.loadEventFired", timeout=60)
+    browser.drain(1.5)
+    problems = _problems(browser.events, session)
+    report = browser.call("Runtime.evaluate", {"expression": PAGE_REPORT, "returnByValue": True}, session=session)
+    info = report["result"]["value"]
+    shot = browser.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=session)
+    screenshots = ROOT / "_build" / "screenshots"
+    screenshots.mkdir(parents=True, exist_ok=True)
+    (screenshots / (page.replace("/", "_").removesuffix(".html") + ".png")).write_bytes(base64.b64decode(shot["data"]))
+    browser.call("Target.closeTarget", {"targetId": target})
+
+    assert not problems, f"{page}: " + "; ".join(problems)
+    assert info["heading"].strip() and info["text"] > 500, f"{page} has no content: {info['title']!r}"
+    broken = [img["src"][:120] for img in info["images"] if not (img["complete"] and img["width"] > 0)]
+    assert not broken, f"{page}: images that did not load: {broken}"
+    figures = [img for img in info["images"] if img["inArticle"] and img["width"] >= 100 and img["height"] >= 100]
+    assert len(figures) >= min_figures, f"{page}: {len(figures)} figures, expected at least {min_figures}"
+    local = sorted({link.split("#")[0] for link in info["links"] if link.startswith(site_url)})
+    dead = [link for link in local if not _reachable(link)]
+    assert not dead, f"{page}: broken links: {dead}"
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False

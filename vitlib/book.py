@@ -1,0 +1,310 @@
+"""What the book's notebooks run on: which data, how much training, which trained model.
+
+The same notebooks run in very different places (pytest on a CPU with no dataset, the book build,
+Colab with a GPU), so three choices are made here once, from the environment, and every figure
+caption states the outcome:
+
+* the **data** (:func:`data_source`): synthetic stripes in quick mode (``VITLIB_QUICK=1``, which
+  ``notebooks/conftest.py`` sets for ``pytest --nbmake``); otherwise the official CIFAR-100 at
+  ``$VITLIB_DATA`` (default ``<repository>/data``, downloaded there when the network allows),
+  md5-verified; or, when those files fail the md5 check, the real images they hold, read as a
+  subset; and when there is no dataset at all, synthetic data again, saying why.
+* the **training budget** (:func:`training_budget`): the full recipe on a GPU with the full
+  dataset, a short demonstration run otherwise.
+* the **trained model** (:func:`find_checkpoint`): the checkpoint of a full run when one exists,
+  else ``None``, and the notebook says it shows an untrained or briefly trained model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import platform
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+from torchvision.datasets import CIFAR100
+from torchvision.datasets.utils import check_integrity
+
+from .data import (
+    COARSE_LABELS,
+    FINE_TO_COARSE,
+    FOLDER,
+    CIFAR100DataModule,
+    DatasetNotFoundError,
+    ensure_cifar100,
+    quick_mode,
+)
+from .module import ViTModule
+from .schedule import ScheduleConfig
+
+KINDS = ("cifar100", "subset", "synthetic")
+
+
+def repository_root(start: str | Path | None = None) -> Path | None:
+    """The checkout that holds the book (a folder with ``_toc.yml`` and ``vitlib/``), searching
+    upwards from ``start`` (default: the working directory); ``None`` outside one (e.g. on Colab)."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "vitlib" / "__init__.py").is_file():
+            return folder
+    return None
+
+
+def default_data_root() -> Path:
+    """``$VITLIB_DATA``, else ``data/`` at the repository root (notebooks run in ``notebooks/``),
+    else ``./data``."""
+    if os.environ.get("VITLIB_DATA"):
+        return Path(os.environ["VITLIB_DATA"]).expanduser().resolve()
+    return (repository_root() or Path.cwd()) / "data"
+
+
+def _official_md5(root: Path) -> bool:
+    """True when every file under ``root/cifar-100-python`` has the official release's md5."""
+    files = CIFAR100.train_list + CIFAR100.test_list + [[CIFAR100.meta["filename"], CIFAR100.meta["md5"]]]
+    return all(check_integrity(str(root / FOLDER / name), md5) for name, md5 in files)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where the notebooks' images come from; ``caption`` goes under every figure made from them."""
+
+    kind: str  # one of KINDS
+    root: Path | None
+    caption: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"DataSource.kind must be one of {', '.join(map(repr, KINDS))}; got {self.kind!r}")
+        if self.kind != "synthetic" and self.root is None:
+            raise ValueError(f"DataSource.root is required for kind={self.kind!r}")
+
+    @property
+    def quick(self) -> bool:
+        return self.kind == "synthetic"
+
+    def datamodule(self, **kwargs: Any) -> CIFAR100DataModule:
+        """A :class:`CIFAR100DataModule` that reads this source (``kwargs`` override its defaults;
+        ``num_workers=0`` by default, because notebook kernels run on small machines)."""
+        defaults: dict[str, Any] = {
+            "data_dir": str(self.root) if self.root else None,
+            "download": False,  # data_source() already fetched what could be fetched
+            "verify_md5": self.kind == "cifar100",
+            "quick": self.quick,
+            "num_workers": 0,
+        }
+        return CIFAR100DataModule(**{**defaults, **kwargs})
+
+
+def data_source(root: str | Path | None = None, download: bool = True) -> DataSource:
+    """Choose the notebooks' data (see the module docstring), downloading CIFAR-100 into ``root``
+    (default :func:`default_data_root`) when it is missing and ``download`` is on."""
+    if quick_mode():
+        return DataSource("synthetic", None, "synthetic data (quick mode): class-coloured stripes, not real images")
+    root = Path(root).expanduser().resolve() if root else default_data_root()
+    try:
+        ensure_cifar100(root, download=download)
+    except DatasetNotFoundError:
+        caption = f"synthetic data (quick mode: no CIFAR-100 in {root}, none downloadable): class-coloured stripes"
+        return DataSource("synthetic", None, caption)
+    if _official_md5(root):
+        return DataSource("cifar100", root, "CIFAR-100 (official release, md5-verified)")
+    return DataSource("subset", root, f"real CIFAR-100 images, a subset (md5 not verified) at {root}")
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """How much a notebook trains: the recipe, its length, and how many batches make an epoch."""
+
+    full: bool
+    preset: str
+    max_epochs: int
+    batch_size: int
+    limit_train_batches: int | None  # None: the whole training set each epoch
+    limit_val_batches: int | None
+    precision: str
+    num_workers: int | None  # data-loading processes; None: the DataModule's default
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def describe(self) -> str:
+        if self.full:
+            return f"full recipe: {self.preset}, {self.max_epochs} epochs, batch {self.batch_size}"
+        return (
+            f"short demonstration run: {self.preset}, {self.max_epochs} epochs of {self.limit_train_batches} "
+            f"batches of {self.batch_size} (not a result; a full run needs a GPU and the dataset)"
+        )
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_epochs": self.max_epochs, "precision": self.precision}
+        if self.limit_train_batches is not None:
+            kwargs["limit_train_batches"] = self.limit_train_batches
+        if self.limit_val_batches is not None:
+            kwargs["limit_val_batches"] = self.limit_val_batches
+        return kwargs
+
+
+def training_budget(
+    source: DataSource, preset: str = "vit", max_epochs: int | None = None, short: bool = False
+) -> TrainingBudget:
+    """The full recipe (``configs/reference.yaml``: ``preset``, 100 epochs, batch 256, bf16) when a
+    GPU and the official dataset are both there and ``short`` is off; else a run of seconds on
+    ``vit_tiny`` with one triangle of the cyclical schedule (for side-by-side comparisons, which
+    would take several full runs)."""
+    if source.kind == "cifar100" and torch.cuda.is_available() and not short:
+        return TrainingBudget(True, preset, max_epochs or 100, 256, None, None, "bf16-mixed", None)
+    epochs = max_epochs or 4
+    # One rise and fall of the triangular policy over the short run; a tiny model takes a larger LR.
+    schedule = ScheduleConfig(name="cyclic", base_lr=2e-4, max_lr=2e-3, half_cycle_epochs=epochs / 2)
+    return TrainingBudget(False, "vit_tiny", epochs, 64, 5, 2, "32-true", 0, schedule)
+
+
+def runs_root() -> Path:
+    """Where the notebooks' own training runs go: ``<repository>/runs/book`` (git-ignored), or a
+    temporary folder outside a checkout."""
+    root = repository_root()
+    return root / "runs" / "book" if root else Path(tempfile.gettempdir()) / "vitlib-book-runs"
+
+
+def train(
+    source: DataSource, budget: TrainingBudget, preset: str | None = None, name: str | None = None, **overrides: Any
+) -> tuple[ViTModule, L.Trainer]:
+    """Train ``preset`` (default: the budget's) on ``source`` within ``budget``; ``overrides`` are
+    ViTConfig fields. Logs ``metrics.csv`` under :func:`runs_root`; returns the module and trainer."""
+    preset = preset or budget.preset
+    L.seed_everything(0, workers=True, verbose=False)
+    module = ViTModule(preset, overrides=overrides, schedule=budget.schedule)
+    datamodule = source.datamodule(batch_size=budget.batch_size, num_workers=budget.num_workers)
+    logger = CSVLogger(runs_root(), name=name or preset)
+    trainer = L.Trainer(
+        **budget.trainer_kwargs(),
+        logger=logger,
+        enable_checkpointing=budget.full,
+        enable_progress_bar=budget.full,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        default_root_dir=str(runs_root()),
+    )
+    with quiet_lightning():
+        trainer.fit(module, datamodule)
+    return module, trainer
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's start-up chatter (accelerator lines, tips) and its internal deprecation
+    warnings for the duration, so notebook outputs show results; warnings about the run stay."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def find_checkpoint(preset: str | None = None) -> Path | None:
+    """A trained model to show: ``$VITLIB_CHECKPOINT``, else the newest ``last.ckpt`` of a full CLI
+    run under ``<repository>/runs/vitlib`` (one whose ``metrics.json`` is not from quick mode) with
+    the given ``preset`` (any preset when ``None``); ``None`` when there is none."""
+    if os.environ.get("VITLIB_CHECKPOINT"):
+        path = Path(os.environ["VITLIB_CHECKPOINT"]).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"VITLIB_CHECKPOINT={path} does not exist; unset it or point it at a .ckpt file")
+        return path
+    root = repository_root()
+    if root is None:
+        return None
+    candidates = []
+    for ckpt in (root / "runs" / "vitlib").glob("version_*/checkpoints/last.ckpt"):
+        metrics_file = ckpt.parents[1] / "metrics.json"
+        if not metrics_file.is_file():
+            continue
+        metrics = json.loads(metrics_file.read_text())
+        run_preset = metrics.get("config", {}).get("model", {}).get("preset")
+        if "quick mode" in metrics.get("dataset", "quick mode") or (preset and run_preset != preset):
+            continue
+        candidates.append(ckpt)
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def load_checkpoint(path: str | Path) -> ViTModule:
+    """A :class:`ViTModule` from a Lightning checkpoint, on the CPU, in eval mode."""
+    module = ViTModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
+    return module.eval()
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def report(source: DataSource | None = None) -> str:
+    """One line about where this notebook runs: Python, torch, the device and the data source."""
+    dev = device()
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    line = f"Python {platform.python_version()}, torch {torch.__version__}, device: {name}"
+    return line + (f"; data: {source.caption}" if source else "")
+
+
+def examples(source: DataSource, count: int = 8, train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` images of different classes (as far as the split allows) from the test (or
+    training) split, in dataset order: ``(float [count, 3, 32, 32] in [0, 1], labels [count])``."""
+    datamodule = source.datamodule()
+    datamodule.prepare_data()
+    datamodule.setup("fit" if train else "test")
+    dataset = datamodule.train_set if train else datamodule.test_set
+    labels = torch.as_tensor(dataset.targets)
+    first_of_class = [i for i in range(len(labels)) if labels[i] not in labels[:i]]
+    chosen = (first_of_class + [i for i in range(len(labels)) if i not in set(first_of_class)])[:count]
+    images = torch.from_numpy(dataset.data[chosen]).permute(0, 3, 1, 2).float() / 255
+    return images, labels[chosen]
+
+
+def epoch_history(trainer: L.Trainer) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch metrics of a finished :func:`train` run from its ``metrics.csv``:
+    ``{"train/loss": [(epoch, value), ...], "val/top1": [...], ...}``."""
+    import csv
+
+    history: dict[str, list[tuple[int, float]]] = {}
+    with open(Path(trainer.logger.log_dir) / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if "/" in key and value not in ("", None):
+                    history.setdefault(key, []).append((int(row["epoch"]), float(value)))
+    return history
+
+
+def predict(model: torch.nn.Module, loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(probabilities [N, K], labels [N])`` of ``model`` over a ``(images, labels)`` loader, in
+    eval mode without gradients (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    probs, labels = [], []
+    try:
+        with torch.no_grad():
+            for images, targets in loader:
+                probs.append(model(images).float().softmax(dim=-1))
+                labels.append(targets)
+    finally:
+        model.train(was_training)
+    return torch.cat(probs), torch.cat(labels)
+
+
+def superclass_confusion(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[20, 20]`` counts: true CIFAR-100 superclass (rows) against the superclass of the predicted
+    fine class (columns)."""
+    to_coarse = torch.tensor(FINE_TO_COARSE)
+    return multiclass_confusion_matrix(to_coarse[probs.argmax(dim=1)], to_coarse[labels], len(COARSE_LABELS))

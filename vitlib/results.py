@@ -1,0 +1,229 @@
+"""Results files: a finished run recorded as JSON, and the tables the book renders from them.
+
+The book never prints a number that no run produced. A full training run (``python -m vitlib fit``
+or ``test``) leaves ``runs/vitlib/version_N/metrics.json``; this module turns it into
+``results/<name>.json`` with what is needed to trust and repeat it (command, commit, hardware,
+date, dataset, metrics), and renders every such file (and the GPU benchmark files of
+``python -m vitlib.bench`` in ``benchmarks/results/``) as Markdown tables at book-build time::
+
+    python -m vitlib.results runs/vitlib/version_3 --name vit-reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .cli import write_json_atomic
+
+REQUIRED = ("name", "command", "commit", "hardware", "date", "dataset", "metrics")
+BENCH_REQUIRED = ("gpu", "torch", "commit", "date", "rows")
+HOW_TO_RUN = (
+    "On a machine with a GPU and CIFAR-100, train with `python -m vitlib fit --config configs/<recipe>.yaml` "
+    "(for example `configs/reference.yaml`), optionally `python -m vitlib test --config configs/<recipe>.yaml "
+    "--ckpt_path runs/vitlib/version_N/checkpoints/last.ckpt`, then record the run with "
+    "`python -m vitlib.results runs/vitlib/version_N --name <name>` and commit `results/<name>.json`."
+)
+
+
+def _git_commit(folder: Path) -> str:
+    """The checked-out commit, with ``-dirty`` when tracked files have uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + ("-dirty" if dirty else "")
+
+
+def this_machine() -> str:
+    """The GPUs of this machine (count and name), else its CPU."""
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return f"{len(names)} x {names[0]}" if len(set(names)) == 1 else ", ".join(names)
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def record_run(
+    run_dir: str | Path,
+    name: str,
+    out_dir: str | Path = "results",
+    command: str | None = None,
+    hardware: str | None = None,
+) -> Path:
+    """Write ``out_dir/<name>.json`` from a finished run's ``metrics.json``; returns its path.
+
+    Record right after the run, on the machine that ran it: the commit and hardware are read from
+    the checkout and machine at hand (``hardware`` overrides the latter). The default command
+    repeats the run exactly from the ``config.yaml`` that Lightning saved with it. Runs on
+    synthetic data (quick mode) are refused: they are demonstrations, not results.
+    """
+    run_dir = Path(run_dir)
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.is_file():
+        raise FileNotFoundError(
+            f"{metrics_file} not found: pass the folder of a finished run (runs/vitlib/version_N), "
+            "written by `python -m vitlib fit` or `test`"
+        )
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ValueError(f"name must be a plain file name without slashes; got {name!r}")
+    run = json.loads(metrics_file.read_text())
+    dataset = run.get("dataset", "unknown")
+    if "quick mode" in dataset:
+        raise ValueError(
+            f"{run_dir} trained on {dataset}: a quick-mode run is not a result. {HOW_TO_RUN}"
+        )
+    finished = datetime.fromtimestamp(metrics_file.stat().st_mtime, tz=timezone.utc)
+    config = run.get("config", {})
+    payload = {
+        "name": name,
+        "command": command or f"python -m vitlib {run.get('stage', 'fit')} --config {run_dir / 'config.yaml'}",
+        "commit": _git_commit(run_dir.resolve()),
+        "hardware": hardware or this_machine(),
+        "date": finished.isoformat(timespec="seconds"),
+        "dataset": dataset,
+        "images": run.get("images", "unknown"),
+        "stage": run.get("stage"),
+        "split": run.get("split"),
+        "metrics": {key: run[key] for key in ("loss", "top1", "top5", "samples", "epoch", "global_step") if key in run},
+        "model": config.get("model", {}),
+        "trainer": {key: config.get("trainer", {}).get(key) for key in ("max_epochs", "precision", "devices")},
+        "run_dir": str(run_dir),
+    }
+    path = Path(out_dir) / f"{name}.json"
+    write_json_atomic(path, payload)
+    return path
+
+
+def _load_folder(folder: str | Path, required: Sequence[str]) -> list[dict[str, Any]]:
+    files = sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []
+    records = []
+    for file in files:
+        try:
+            record = json.loads(file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{file} is not valid JSON ({err}); fix or delete it") from err
+        missing = [key for key in required if key not in record]
+        if missing:
+            raise ValueError(f"{file} lacks {', '.join(missing)}; rewrite it with the tool that made it")
+        records.append({**record, "file": file.name})
+    return sorted(records, key=lambda r: str(r["date"]))
+
+
+def load_results(folder: str | Path = "results") -> list[dict[str, Any]]:
+    """Every results file in ``folder``, oldest first (none when the folder does not exist)."""
+    return _load_folder(folder, REQUIRED)
+
+
+def load_benchmarks(folder: str | Path = "benchmarks/results") -> list[dict[str, Any]]:
+    """Every benchmark file of ``python -m vitlib.bench`` in ``folder``, oldest first."""
+    return _load_folder(folder, BENCH_REQUIRED)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table with the keys of the first row as columns (``|`` in values is escaped)."""
+    if not rows:
+        raise ValueError("markdown_table needs at least one row")
+    columns = list(rows[0])
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            value = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+        return str("" if value is None else value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.2f} %" if isinstance(value, (int, float)) else "n/a"
+
+
+def accuracy_table(folder: str | Path = "results") -> str:
+    """Markdown: one row per recorded run, or a plain statement that none is recorded and how to
+    make one."""
+    results = load_results(folder)
+    if not results:
+        return f"**No full training run is recorded yet**, so this book reports no accuracy. {HOW_TO_RUN}"
+    rows = [
+        {
+            "run": r["name"],
+            "model": r.get("model", {}).get("preset", "?"),
+            "split": r.get("split", "?"),
+            "top-1": _percent(r["metrics"].get("top1")),
+            "top-5": _percent(r["metrics"].get("top5")),
+            "loss": r["metrics"].get("loss"),
+            "epochs": r["metrics"].get("epoch", -1) + 1 if "epoch" in r["metrics"] else "?",
+            "dataset": r["dataset"],
+            "hardware": r["hardware"],
+            "date": str(r["date"])[:10],
+            "commit": str(r["commit"])[:10],
+            "command": f"`{r['command']}`",
+        }
+        for r in results
+    ]
+    return markdown_table(rows)
+
+
+def benchmark_table(folder: str | Path = "benchmarks/results") -> str:
+    """Markdown: one row per benchmarked configuration, or a statement that none is recorded."""
+    benches = load_benchmarks(folder)
+    if not benches:
+        return (
+            "**No GPU benchmark is recorded yet.** On a machine with a GPU run `python -m vitlib.bench`; "
+            "it writes `benchmarks/results/<gpu>-<date>.json`, which this page then shows."
+        )
+    rows = [
+        {
+            "gpu": bench["gpu"],
+            "date": str(bench["date"])[:10],
+            "name": row.get("name"),
+            "impl": row.get("impl"),
+            "model": row.get("model"),
+            "images/s": row.get("images_per_s"),
+            "epoch (s)": row.get("epoch_s"),
+            "MFU": row.get("mfu"),
+            "peak memory (GB)": row.get("peak_mem_gb"),
+            "batch": row.get("batch_size"),
+            "precision": row.get("precision"),
+            "torch": bench["torch"],
+            "commit": str(bench["commit"])[:10],
+        }
+        for bench in benches
+        for row in bench["rows"]
+    ]
+    return markdown_table(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m vitlib.results", description="Record a finished run as results/<name>.json."
+    )
+    parser.add_argument("run_dir", help="the run's folder, e.g. runs/vitlib/version_3 (holds metrics.json)")
+    parser.add_argument("--name", required=True, help="the results file's name, e.g. vit-reference")
+    parser.add_argument("--out", default="results", help="folder for the results file (default: results)")
+    parser.add_argument("--command", help="the command that ran it (default: repeat it from its config.yaml)")
+    parser.add_argument("--hardware", help="the machine that ran it (default: this machine's GPUs or CPU)")
+    args = parser.parse_args(argv)
+    try:
+        path = record_run(args.run_dir, args.name, args.out, args.command, args.hardware)
+    except (FileNotFoundError, ValueError) as err:
+        parser.exit(2, f"vitlib.results: error: {err}\n")
+    print(f"recorded {path}")
+
+
+if __name__ == "__main__":
+    main()
