@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from vitlib.data import make_synthetic_cifar100
+
+# The tests' tensors are tiny: one thread each is as fast, and several test processes (DDP,
+# subprocess CLI runs) on two cores no longer oversubscribe them (10x slower when they do).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 # Real CIFAR-100 bytes (first 486 train / 916 test images) beside the repository; never committed.
 MINI_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar100-mini"
