@@ -120,9 +120,10 @@ class ViTModule(L.LightningModule):
 
     def _update(self, split: str, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
         metrics = getattr(self, f"{split}_metrics")
-        # Counts are made on the device (full_like, ones_like): a Python number would be copied
-        # from the host, and such a copy waits for the GPU to finish its queue.
-        metrics["loss"].update(loss.detach(), weight=torch.full_like(loss.detach(), labels.shape[0]))
+        # No Python numbers: one would be copied from the host, and such a copy waits for the GPU
+        # to finish its queue. The batch's mean loss is entered once per sample (an expanded view)
+        # instead of with weight=batch size, which nan_strategy="disable" ignores (torchmetrics 1.9).
+        metrics["loss"].update(loss.detach().expand(labels.shape[0]))
         metrics["top1"].update(logits.detach(), labels)
         metrics["top5"].update(logits.detach(), labels)
         metrics["count"].update(torch.ones_like(labels, dtype=torch.float32))
