@@ -23,15 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {"dim": 32, "depth": 1, "heads": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Whole-batch augmentation of small batches only loses to thread start-up on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def datamodule(root: Path, pipeline: str, **kwargs) -> CIFAR100DataModule:
     return CIFAR100DataModule(str(root), download=False, verify_md5=False, num_workers=0, pipeline=pipeline, **kwargs)
 

@@ -80,7 +80,6 @@ def fit_through_window(root, checker, accelerator: str) -> None:
 
 
 def test_training_steps_make_no_host_syncs(cifar_root):
-    torch.set_num_threads(1)
     detector = SyncDetector()
     fit_through_window(cifar_root, detector, "cpu")
     assert detector.calls == []
@@ -95,7 +94,6 @@ def test_the_detector_sees_a_sync_in_the_step(cifar_root, monkeypatch):
         getattr(self, f"{split}_metrics")["count"].update(torch.tensor(float(labels.shape[0]), device=logits.device))
 
     monkeypatch.setattr(ViTModule, "_update", update_with_host_count)
-    torch.set_num_threads(1)
     detector = SyncDetector()
     fit_through_window(cifar_root, detector, "cpu")
     assert len(detector.calls) == 10 and all(call.startswith("tensor at") for call in detector.calls)
