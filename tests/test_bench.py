@@ -65,11 +65,26 @@ def test_a_missing_baseline_package_is_skipped(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for module in ("timm", "timm.models", "timm.models.vision_transformer"):
         monkeypatch.setitem(sys.modules, module, None)  # makes `import timm...` raise ImportError
-    main(["--tiny", "--rows", "timm-vit,vitlib-vit-fast", "--workers", "0", "--out", str(tmp_path)])
+    main(["--tiny", "--rows", "timm-vit,vitlib-vit-fast", "--workers", "0", "--out", str(tmp_path),
+          "--override=--data.batch_size", "--override=8"])  # fmt: skip
     results = read_results(tmp_path)
     assert [row["name"] for row in results["rows"]] == ["vitlib-vit-fast"]
+    assert results["rows"][0]["batch_size"] == 8 and results["vitlib_overrides"] == ["--data.batch_size", "8"]
     assert [skip["name"] for skip in results["skipped"]] == ["timm-vit"]
-    assert results["comparisons"] == []
+    assert results["comparisons"] == [] and results["failed"] == []
+
+
+def test_a_failing_row_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:  # vitlib rows only: a batch larger than the training set
+        main(["--tiny", "--rows", "vitlib-vit-fast,vit-pytorch-slvit", "--workers", "0", "--out", str(tmp_path),
+              "--override=--data.batch_size", "--override=4096"])  # fmt: skip
+    assert exit_info.value.code == 1
+    results = read_results(tmp_path)
+    ran = ["vit-pytorch-slvit"] if importlib.util.find_spec("vit_pytorch") else []
+    assert [row["name"] for row in results["rows"]] == ran
+    (failure,) = results["failed"]
+    assert failure["name"] == "vitlib-vit-fast" and "batch_size (4096) is larger than the training set" in failure["error"]
 
 
 def test_unknown_rows_and_quick_mode_are_clear_errors(tmp_path, monkeypatch, capsys):

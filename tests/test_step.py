@@ -140,6 +140,16 @@ def test_compile_option_compiles_in_place_and_keeps_parameter_names():
     assert list(module.state_dict()) == names  # checkpoints stay loadable by an eager model
 
 
+def test_compile_takes_a_torch_compile_mode(monkeypatch):
+    modes = []
+    monkeypatch.setattr(ViT, "compile", lambda self, **kwargs: modes.append(kwargs["mode"]))
+    for compile in (True, "max-autotune"):
+        ViTModule("vit_tiny", TINY, compile=compile).configure_model()
+    assert modes == [None, "max-autotune"]
+    with pytest.raises(ValueError, match="compile must be true, false or a torch.compile mode"):
+        ViTModule("vit_tiny", TINY, compile="fastest")
+
+
 def test_lr_factor_rules_and_errors():
     assert OptimizerConfig(lr_scaling="linear", reference_batch_size=256).lr_factor(1024) == 4.0
     assert OptimizerConfig(lr_scaling="sqrt", reference_batch_size=256).lr_factor(1024) == 2.0

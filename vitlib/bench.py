@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -185,7 +186,9 @@ class Settings:
     data: str  # what the data are, for the results file
     verify_md5: bool
     device: torch.device
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    overrides: tuple[str, ...] = ()  # extra `python -m vitlib fit` arguments for every vitlib row
+    skipped: list[dict[str, str]] = field(default_factory=list)  # baseline packages not installed
+    failed: list[dict[str, str]] = field(default_factory=list)  # rows that raised: the others still run
 
     def model_config(self, preset: str) -> ViTConfig:
         return ViTConfig.from_preset(preset, **(TINY_MODEL if self.tiny else {}))
@@ -233,6 +236,7 @@ def run_vitlib(row: Row, settings: Settings, scratch: Path) -> dict[str, Any]:
     ]  # fmt: skip
     if settings.tiny:
         args += ["--model.overrides", json.dumps(TINY_MODEL), "--data.batch_size", str(TINY_BATCH), "--model.compile", "false"]
+    args += settings.overrides
     with warnings.catch_warnings():  # "args given while sys.argv has the benchmark's own": intended
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         cli = ViTCLI(args=args, run=False)
@@ -245,7 +249,7 @@ def run_vitlib(row: Row, settings: Settings, scratch: Path) -> dict[str, Any]:
         "batch_size": dm.batch_size * cli.trainer.world_size,
         "precision": str(cli.trainer.precision),
         "pipeline": pipeline if pipeline == "gpu" else cpu_workers(dm.num_workers),
-        "compile": bool(module.compile_model),
+        "compile": module.compile_model,
         "timer": timer,
         "model_config": module.config,
         "build": lambda: ViT(module.config),
@@ -321,13 +325,29 @@ def run_baseline(row: Row, settings: Settings, scratch: Path) -> dict[str, Any]:
     }
 
 
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    torch._dynamo.reset()  # each compiled row starts from an empty cache
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def measure_row(row: Row, settings: Settings, peak_flops: float | None) -> dict[str, Any] | None:
-    """Runs one row; None (and an entry in ``settings.skipped``) when its package is missing."""
+    """Runs one row. None, with an entry in ``settings.skipped`` when a baseline's package is
+    missing, or in ``settings.failed`` when the row raised (out of memory, say): one bad row must
+    not cost a GPU session the others."""
     with tempfile.TemporaryDirectory(prefix=f"vitlib-bench-{row.name}-") as scratch:
         try:
             run = (run_vitlib if row.impl == "vitlib" else run_baseline)(row, settings, Path(scratch))
         except ImportError as err:
+            if row.impl == "vitlib":
+                raise
             settings.skipped.append({"name": row.name, "reason": f"{type(err).__name__}: {err}"})
+            return None
+        except Exception as err:  # noqa: BLE001 - recorded, printed, and the exit status says so
+            traceback.print_exc()
+            settings.failed.append({"name": row.name, "error": f"{type(err).__name__}: {err}"})
+            free_memory(settings.device)
             return None
     timer: StepTimer = run["timer"]
     images_per_s = settings.steps * run["batch_size"] / timer.seconds
@@ -352,10 +372,7 @@ def measure_row(row: Row, settings: Settings, peak_flops: float | None) -> dict[
         "what": row.what,
     }
     del run, model
-    gc.collect()
-    torch._dynamo.reset()  # each compiled row starts from an empty cache
-    if settings.device.type == "cuda":
-        torch.cuda.empty_cache()
+    free_memory(settings.device)
     return result
 
 
@@ -436,9 +453,11 @@ def run_benchmark(
     workers: int | None = None,
     tiny: bool = False,
     data_dir: Path | None = None,
+    overrides: Sequence[str] = (),
     command: str = "",
-) -> Path:
-    """Runs ``rows``, prints the table, writes the results file; returns its path."""
+) -> tuple[Path, dict[str, Any]]:
+    """Runs ``rows``, prints the table, writes the results file; returns its path and contents.
+    ``overrides``: extra ``python -m vitlib fit`` arguments for every vitlib row."""
     if quick_mode():
         raise ValueError("VITLIB_QUICK is set: unset it; the benchmark chooses its own data (--tiny for a small run)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -446,7 +465,7 @@ def run_benchmark(
     started = datetime.now(timezone.utc)
     with tempfile.TemporaryDirectory(prefix="vitlib-bench-data-") as scratch:
         root, data, verify_md5 = prepare_data(data_dir or default_data_dir(), tiny, Path(scratch))
-        settings = Settings(warmup, steps, workers, tiny, root, data, verify_md5, device)
+        settings = Settings(warmup, steps, workers, tiny, root, data, verify_md5, device, tuple(overrides))
         peak = matmul_peak_flops(device) if device.type == "cuda" else None
         results = [r for r in (measure_row(row, settings, peak) for row in rows) if r is not None]
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -463,12 +482,14 @@ def run_benchmark(
         "tiny": tiny,
         "warmup_steps": warmup,
         "timed_steps": steps,
+        "vitlib_overrides": list(overrides),
         "peak_bf16_tflops": None if peak is None else round(peak / 1e12, 1),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "epoch_images": CIFAR_TRAIN_IMAGES,
         "rows": results,
         "comparisons": comparisons(results),
         "skipped": settings.skipped,
+        "failed": settings.failed,
     }
     path = results_path(out, gpu, started)
     write_json_atomic(path, payload)
@@ -477,8 +498,10 @@ def run_benchmark(
         print(f"{comparison['row']}: {comparison['speedup']}x {comparison['baseline']}")
     for skip in settings.skipped:
         print(f"skipped {skip['name']}: {skip['reason']}")
+    for failure in settings.failed:
+        print(f"FAILED {failure['name']}: {failure['error']}")
     print(f"results written to {path}")
-    return path
+    return path, payload
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -491,6 +514,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: all CPUs; tiny: 1)")
     parser.add_argument("--data-dir", type=Path, default=None, help="where CIFAR-100 is (default: $VITLIB_DATA or ./data)")
     parser.add_argument("--tiny", action="store_true", help="tiny models and data, no compile: seconds on a CPU")
+    parser.add_argument("--override", action="append", default=[], metavar="ARG",
+                        help="an extra `python -m vitlib fit` argument for every vitlib row, once per word: "
+                        "--override=--data.batch_size --override=2048")  # fmt: skip
     args = parser.parse_args(argv)
     rows = ROWS
     if args.rows:
@@ -503,10 +529,12 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.steps if args.steps is not None else (2 if args.tiny else 100)
     command = shlex.join(["python", "-m", "vitlib.bench", *argv])
     try:
-        run_benchmark(args.out, rows, warmup, steps, args.workers, args.tiny, args.data_dir, command)
+        _, results = run_benchmark(args.out, rows, warmup, steps, args.workers, args.tiny, args.data_dir, args.override, command)
     except ValueError as error:
         print(f"vitlib.bench: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    if results["failed"]:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

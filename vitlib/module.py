@@ -18,6 +18,9 @@ from .model import ViT
 from .schedule import ScheduleConfig, build_scheduler
 
 LR_SCALINGS = ("none", "linear", "sqrt")
+# torch.compile's modes; "reduce-overhead" and "max-autotune" also replay the step's kernels as CUDA
+# graphs, which removes the per-kernel launch cost that dominates small models.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -71,10 +74,14 @@ class ViTModule(L.LightningModule):
         optimizer: OptimizerConfig | None = None,
         schedule: ScheduleConfig | None = None,
         label_smoothing: float = 0.1,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         self.config = ViTConfig.from_preset(preset, **(overrides or {}))
+        if not isinstance(compile, bool) and compile not in COMPILE_MODES:
+            raise ValueError(
+                f"compile must be true, false or a torch.compile mode ({', '.join(map(repr, COMPILE_MODES))}); got {compile!r}"
+            )
         self.optimizer_config = _as_dataclass(OptimizerConfig, optimizer)
         self.schedule_config = _as_dataclass(ScheduleConfig, schedule)
         if not 0.0 <= label_smoothing < 1.0:
@@ -113,7 +120,7 @@ class ViTModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.compile_model:
             # In place, so parameter names (and checkpoints) stay those of the eager model.
-            self.model.compile()
+            self.model.compile(mode=self.compile_model if isinstance(self.compile_model, str) else None)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
