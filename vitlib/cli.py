@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,12 @@ import yaml
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins import TorchCheckpointIO
 
+from .checkpoints import AtomicCheckpointIO, load_checkpoint
 from .data import FINE_LABELS, CIFAR100DataModule, DatasetNotFoundError, quick_mode
+from .files import atomic_write
+from .loss_check import NonFiniteLossError
 from .module import ViTModule
 
 QUICK_MAX_EPOCHS = 2
@@ -30,11 +33,8 @@ QUICK_MAX_EPOCHS = 2
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path, "w") as f:
         json.dump(payload, f, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 class MetricsWriter(L.Callback):
@@ -130,6 +130,16 @@ class ViTCLI(LightningCLI):
             }
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Lightning reads the hyperparameters of --ckpt_path next, with a bare torch.load, and
+        # rebuilds the model from them: reading the file here first makes a damaged or unsafe
+        # checkpoint one clear error instead of a traceback.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            load_checkpoint(ckpt_path)
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
         if quick_mode():
@@ -147,6 +157,10 @@ class ViTCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
+        # Checkpoints are written atomically (a kill during a save keeps the previous last.ckpt)
+        # and read with weights_only=True; a CheckpointIO configured by the user is kept.
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         # TensorBoard picks the next free version_N; the CSV logger writes into the same folder.
         tensorboard = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         for logger in trainer.loggers:
@@ -185,8 +199,9 @@ def main(argv: list[str] | None = None) -> None:
             ViTCLI()
         else:
             ViTCLI(args=_files_as_predict_argument(list(argv)))
-    except (DatasetNotFoundError, ValueError) as error:
-        # Bad input (a config value, a missing dataset): the message says what to do; no traceback.
+    except (DatasetNotFoundError, ValueError, NonFiniteLossError) as error:
+        # Bad input (a config value, a missing dataset, an unusable checkpoint) or a diverged run:
+        # the message says what to do; no traceback.
         if os.environ.get("VITLIB_DEBUG"):
             raise
         print(f"vitlib: error: {error}", file=sys.stderr)

@@ -76,6 +76,12 @@ class ViTConfig:
                 f"ViTConfig.dim ({self.dim}) must be divisible by ViTConfig.heads ({self.heads}); "
                 f"allowed head counts for this dim: {_divisors(self.dim)}"
             )
+        if self.attention == "lsa" and self.num_tokens < 2:
+            raise ValueError(
+                "ViTConfig.attention='lsa' masks each token's attention to itself, so it needs at least 2 tokens; "
+                f"this config has {self.num_tokens} (image_size == patch_size with pool='mean'): use a smaller "
+                "patch_size, pool='cls' or attention='mhsa'"
+            )
         if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
             raise ValueError(
                 f"ViTConfig.patch_size must be a power of two with stem='conv' (one stride-2 convolution "

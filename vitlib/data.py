@@ -8,6 +8,7 @@ exactly the same reading code as the real files.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import pickle
 import shutil
@@ -45,6 +46,7 @@ from .augment import (
     train_transform,
 )
 from .gpu_augment import GPUBatchLoader
+from .seeding import EpochSampler, SeededSamples, rng_state, set_rng_state
 
 __all__ = [
     "CIFAR100_MEAN",
@@ -264,7 +266,12 @@ def _download(root: Path, verify_md5: bool) -> None:
         urllib.request.urlopen(urllib.request.Request(CIFAR100.url, method="HEAD"), timeout=10).close()
     except urllib.error.HTTPError:
         pass  # the server answered: reachable, let torchvision handle the rest
-    download_url(CIFAR100.url, root, ARCHIVE, md5=CIFAR100.tgz_md5 if verify_md5 else None)
+    part = root / f".{ARCHIVE}.part"  # renamed when complete: a killed download leaves no truncated archive
+    try:
+        download_url(CIFAR100.url, root, part.name, md5=CIFAR100.tgz_md5 if verify_md5 else None)
+        os.replace(part, root / ARCHIVE)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def ensure_cifar100(root: str | Path, download: bool = True, verify_md5: bool = True) -> Path:
@@ -277,6 +284,13 @@ def ensure_cifar100(root: str | Path, download: bool = True, verify_md5: bool = 
     root = Path(root).expanduser().absolute()
     if _complete(root / FOLDER):
         return root
+    if _complete(root):  # the files themselves, one level too high: say so instead of downloading
+        where = (
+            f"{root} is the {FOLDER}/ folder itself: pass the folder that contains it, {root.parent}"
+            if root.name == FOLDER
+            else f"the files {', '.join(FILES)} are directly in {root}: move them into {root / FOLDER}/"
+        )
+        raise DatasetNotFoundError(f"CIFAR-100 is not laid out as expected: {where}.")
     archive = root / ARCHIVE
     reason = "download=False"
     if not archive.is_file() and download:
@@ -314,7 +328,7 @@ def load_cifar100(
             f"official release (a subset, synthetic data, or damaged files). Replace them with the "
             f"official {ARCHIVE}, or pass verify_md5=False to read them as they are."
         ) from err
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
         raise DatasetNotFoundError(
             f"the CIFAR-100 files in {root / FOLDER} are not readable CIFAR pickles ({type(err).__name__}: "
             f"{err}). {_how_to_fix(root)}"
@@ -446,8 +460,19 @@ class CIFAR100DataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # Plain values in the checkpoint, so that it loads with torch.load(weights_only=True), and
+        # accepted back as such (load_from_checkpoint).
+        augment = AugmentConfig(**augment) if isinstance(augment, dict) else augment
+        mix = MixConfig(**mix) if isinstance(mix, dict) else mix
+        for name, value in (("augment", augment), ("mix", mix)):
+            self.hparams[name] = None if value is None else dataclasses.asdict(value)
         if val_split < 0:
             raise ValueError(f"val_split must be >= 0 (0 = validate on the test set); got {val_split}")
+        counts = {"batch_size": (batch_size, 1), "eval_batch_size": (eval_batch_size, 1), "num_workers": (num_workers, 0),
+                  "seed": (seed, 0), "quick_train_size": (quick_train_size, 1), "quick_test_size": (quick_test_size, 1)}  # fmt: skip
+        for name, (value, least) in counts.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ValueError(f"CIFAR100DataModule.{name} must be an integer >= {least}; got {value!r}")
         if pipeline not in PIPELINES:
             raise ValueError(f"pipeline must be one of {', '.join(map(repr, PIPELINES))}; got {pipeline!r}")
         self.quick = quick_mode() if quick is None else quick
@@ -584,14 +609,20 @@ class CIFAR100DataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            # The workers' base seed is drawn from here, not from the global generator, so that
+            # loading data does not move the stream that mixing and dropout draw from.
+            generator=torch.Generator().manual_seed(self.hparams.seed),
             **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader | GPUBatchLoader | _TrainerEpochs:
         if self.active_pipeline == "gpu":
             return self._device_loader(self.train_set, self.batch_size, train=True)
-        generator = torch.Generator().manual_seed(self.hparams.seed)
-        return self._loader(self.train_set, self.batch_size, shuffle=True, generator=generator, drop_last=True)
+        # Order and augmentation are functions of (seed, epoch), so a resumed run sees the same
+        # epochs; on a resume the epoch to start at is Lightning's count of processed epochs.
+        epoch = self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
+        sampler = EpochSampler(len(self.train_set), self.hparams.seed, epoch)
+        return self._loader(SeededSamples(self.train_set), self.batch_size, sampler=sampler, drop_last=True)
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader | GPUBatchLoader:
         if self.active_pipeline == "gpu":
@@ -611,6 +642,14 @@ class CIFAR100DataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, self.eval_batch_size, shuffle=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the global generator state, which mixing and dropout draw from."""
+        return {"rng": rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "rng" in state_dict:
+            set_rng_state(state_dict["rng"])
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Mix training batches on the device (one kernel for the whole batch, not per image)."""

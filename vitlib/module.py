@@ -13,7 +13,9 @@ from torchmetrics import MeanMetric, MetricCollection, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from .augment import soft_target_cross_entropy
+from .checkpoints import CONFIG_KEY, check_compatible
 from .config import ViTConfig
+from .loss_check import FiniteLossCheck
 from .model import ViT
 from .schedule import ScheduleConfig, build_scheduler
 
@@ -45,6 +47,11 @@ class OptimizerConfig:
         size = self.reference_batch_size
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise ValueError(f"OptimizerConfig.reference_batch_size must be a positive integer; got {size!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < float("inf")):
+            raise ValueError(f"OptimizerConfig.weight_decay must be a finite number >= 0; got {self.weight_decay!r}")
+        betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else ()
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"OptimizerConfig.betas must be two numbers in [0, 1); got {self.betas!r}")
 
     def lr_factor(self, batch_size: int) -> float:
         """What the learning rates are multiplied by for a global batch of ``batch_size``."""
@@ -116,6 +123,29 @@ class ViTModule(L.LightningModule):
             )
 
         self.train_metrics, self.val_metrics, self.test_metrics = split_metrics(), split_metrics(), split_metrics()
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [FiniteLossCheck()]  # stops a diverged run, whichever Trainer runs this module
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The architecture itself, beside the hyperparameters (which load_from_checkpoint
+        # overwrites with its keyword arguments, and whose presets may change between versions).
+        checkpoint[CONFIG_KEY] = self.config.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Called before the weights are copied in: a checkpoint of another model is reported as
+        # the config fields that differ, not as a list of tensor size mismatches.
+        path = self._trainer.ckpt_path if self._trainer is not None else None
+        check_compatible(checkpoint, self.config, self.state_dict(), f"checkpoint {path}" if path else "the checkpoint")
+
+    def setup(self, stage: str) -> None:
+        # Labels beyond the model's classes would fail deep inside the loss ("Target 82 is out of bounds").
+        classes = getattr(self.trainer.datamodule, "num_classes", None)
+        if classes is not None and classes != self.config.num_classes:
+            raise ValueError(
+                f"ViTConfig.num_classes is {self.config.num_classes} but the data have {classes} classes: set "
+                f"model.overrides.num_classes to {classes}, or use a checkpoint trained on these data"
+            )
 
     def configure_model(self) -> None:
         if self.compile_model:

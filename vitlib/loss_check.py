@@ -1,0 +1,72 @@
+"""Stop training on a NaN or infinite loss, naming the step and the learning rate.
+
+Once the loss is NaN every update writes NaN into the weights, so training on is wasted time and a
+checkpoint written afterwards is garbage. Checking ``loss.isfinite()`` in Python after every step
+would make the host wait for the GPU each step, so the check is split: on the device, each step
+keeps the first non-finite step in a tensor (no host copy); on the host, that tensor is read only
+every ``log_every_n_steps`` steps, at the last batch of an epoch and before any checkpoint is
+written, so no checkpoint ever holds the weights of a diverged run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+__all__ = ["FiniteLossCheck", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class FiniteLossCheck(L.Callback):
+    """Raises :class:`NonFiniteLossError` soon after the training loss stops being finite."""
+
+    def __init__(self) -> None:
+        self._first_bad: torch.Tensor | None = None  # [step, loss] of the first bad step; step -1: none yet
+        self._lrs: dict[int, float] = {}  # learning rate of each step since the last check
+        self._step = 0  # the optimizer step the current batch belongs to
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._step = trainer.global_step
+        if trainer.optimizers:
+            self._lrs[self._step] = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        loss = loss.detach().float().reshape(())
+        if self._first_bad is None:
+            self._first_bad = torch.tensor([-1.0, 0.0], device=loss.device)
+        new = (self._first_bad[0] < 0) & ~loss.isfinite()
+        self._first_bad = torch.where(new, torch.stack([torch.full_like(loss, self._step), loss]), self._first_bad)
+        last_batch = batch_idx + 1 >= trainer.num_training_batches
+        if last_batch or trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
+            self._check(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if self._first_bad is None:
+            return
+        # Every process checks the same steps, so all of them stop together under DDP.
+        firsts = trainer.strategy.all_gather(self._first_bad).reshape(-1, 2).cpu()  # the one host copy
+        bad = firsts[firsts[:, 0] >= 0]
+        if len(bad) == 0:
+            self._lrs.clear()
+            return
+        step, value = bad[bad[:, 0].argmin()].tolist()
+        step = int(step)
+        lr = self._lrs.get(step)
+        lr_text = f"learning rate {lr:.3g}" if lr is not None else "learning rate unknown"
+        raise NonFiniteLossError(
+            f"the training loss became {value} at optimizer step {step} ({lr_text}, epoch {trainer.current_epoch}); "
+            f"training stopped, as every update from there on writes NaN into the weights. No checkpoint was saved "
+            f"after that step. Resume from the last checkpoint with a lower model.schedule.max_lr (or warm-up "
+            f"longer), or train in bf16-mixed / 32-true if the run used 16-mixed."
+        )
