@@ -66,8 +66,9 @@ def test_a_missing_baseline_package_is_skipped(tmp_path, monkeypatch):
     for module in ("timm", "timm.models", "timm.models.vision_transformer"):
         monkeypatch.setitem(sys.modules, module, None)  # makes `import timm...` raise ImportError
     main(["--tiny", "--rows", "timm-vit,vitlib-vit-fast", "--workers", "0", "--out", str(tmp_path),
-          "--override=--data.batch_size", "--override=8"])  # fmt: skip
+          "--override=--data.batch_size", "--override=8", "--commit", "0123abc"])  # fmt: skip
     results = read_results(tmp_path)
+    assert results["commit"] == "0123abc" and results["dirty"] is None  # given, not read from git
     assert [row["name"] for row in results["rows"]] == ["vitlib-vit-fast"]
     assert results["rows"][0]["batch_size"] == 8 and results["vitlib_overrides"] == ["--data.batch_size", "8"]
     assert [skip["name"] for skip in results["skipped"]] == ["timm-vit"]

@@ -455,9 +455,11 @@ def run_benchmark(
     data_dir: Path | None = None,
     overrides: Sequence[str] = (),
     command: str = "",
+    commit: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Runs ``rows``, prints the table, writes the results file; returns its path and contents.
-    ``overrides``: extra ``python -m vitlib fit`` arguments for every vitlib row."""
+    ``overrides``: extra ``python -m vitlib fit`` arguments for every vitlib row. ``commit``: the
+    commit measured, for a copy of the tree without its git history (else read from git)."""
     if quick_mode():
         raise ValueError("VITLIB_QUICK is set: unset it; the benchmark chooses its own data (--tiny for a small run)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -469,7 +471,7 @@ def run_benchmark(
         peak = matmul_peak_flops(device) if device.type == "cuda" else None
         results = [r for r in (measure_row(row, settings, peak) for row in rows) if r is not None]
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    commit, dirty = git_commit()
+    commit, dirty = (commit, None) if commit else git_commit()
     payload = {
         "gpu": gpu,
         "torch": torch.__version__,
@@ -514,6 +516,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: all CPUs; tiny: 1)")
     parser.add_argument("--data-dir", type=Path, default=None, help="where CIFAR-100 is (default: $VITLIB_DATA or ./data)")
     parser.add_argument("--tiny", action="store_true", help="tiny models and data, no compile: seconds on a CPU")
+    parser.add_argument("--commit", default=None, help="the commit measured, where the tree has no .git (default: git's HEAD)")
     parser.add_argument("--override", action="append", default=[], metavar="ARG",
                         help="an extra `python -m vitlib fit` argument for every vitlib row, once per word: "
                         "--override=--data.batch_size --override=2048")  # fmt: skip
@@ -529,7 +532,9 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.steps if args.steps is not None else (2 if args.tiny else 100)
     command = shlex.join(["python", "-m", "vitlib.bench", *argv])
     try:
-        _, results = run_benchmark(args.out, rows, warmup, steps, args.workers, args.tiny, args.data_dir, args.override, command)
+        _, results = run_benchmark(
+            args.out, rows, warmup, steps, args.workers, args.tiny, args.data_dir, args.override, command, args.commit
+        )
     except ValueError as error:
         print(f"vitlib.bench: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
