@@ -80,6 +80,30 @@ def test_sigkilled_fit_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path, 
         assert abs(resumed[key] - expected[key]) <= 1e-4, (key, resumed[key], expected[key])
 
 
+def test_interrupted_fit_on_the_device_pipeline_resumes_exactly(tmp_path, monkeypatch):
+    """The same with the device-resident pipeline (run here on the CPU), interrupted in-process by
+    an error at the start of the second epoch, after the first epoch's checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VITLIB_QUICK", raising=False)
+    fit = ["fit", "--config", QUICK, "--trainer.max_epochs", "2", "--data.pipeline", "gpu", *SMALL]
+    main(fit)
+
+    def crash(module) -> None:
+        if module.current_epoch == 1:
+            raise RuntimeError("interrupted")
+
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="interrupted"):
+        patch.setattr(ViTModule, "on_train_epoch_start", crash, raising=False)
+        main(fit)
+    last = tmp_path / "runs/vitlib/version_1/checkpoints/last.ckpt"
+    assert load_checkpoint(last)["global_step"] == 4 and not (last.parent.parent / "metrics.json").exists()
+    main([*fit, "--ckpt_path", str(last)])
+    expected, resumed = (metrics_of(tmp_path / f"runs/vitlib/version_{i}") for i in (0, 2))
+    assert resumed["global_step"] == expected["global_step"] == 8
+    for key in ("loss", "top1", "top5"):
+        assert abs(resumed[key] - expected[key]) <= 1e-4, (key, resumed[key], expected[key])
+
+
 def test_same_seed_twice_gives_identical_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VITLIB_QUICK", raising=False)
@@ -206,6 +230,16 @@ def test_nan_loss_stops_training_naming_step_and_learning_rate(tmp_path):
     last = load_checkpoint(tmp_path / "last.ckpt")
     assert last["global_step"] == 5
     assert all(torch.isfinite(w).all() for w in last["state_dict"].values())
+
+
+def test_infinite_loss_in_the_cli_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("vitlib.module.soft_target_cross_entropy", lambda logits, *a: logits.sum() * float("inf"))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", QUICK, "--trainer.max_epochs", "1", *SMALL])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "the training loss became inf at optimizer step 0 (learning rate" in err
+    assert not list(tmp_path.glob("runs/vitlib/version_0/checkpoints/*.ckpt"))
 
 
 def test_finite_training_passes_the_check(tmp_path):

@@ -45,6 +45,7 @@ from .augment import (
     normalize,
     train_transform,
 )
+from .files import atomic_write
 from .gpu_augment import GPUBatchLoader
 from .seeding import EpochSampler, SeededSamples, rng_state, set_rng_state
 
@@ -123,14 +124,8 @@ def default_data_dir() -> Path:
 
 
 def _atomic_pickle(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=2)  # the protocol of the original (Python 2) pickles
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        pickle.dump(obj, f, protocol=2)  # the protocol of the original (Python 2) pickles
 
 
 def _split_record(images: np.ndarray, fine: Sequence[int], name: str, batch_label: str) -> dict[str, Any]:

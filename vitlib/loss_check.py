@@ -66,7 +66,7 @@ class FiniteLossCheck(L.Callback):
         lr_text = f"learning rate {lr:.3g}" if lr is not None else "learning rate unknown"
         raise NonFiniteLossError(
             f"the training loss became {value} at optimizer step {step} ({lr_text}, epoch {trainer.current_epoch}); "
-            f"training stopped, as every update from there on writes NaN into the weights. No checkpoint was saved "
-            f"after that step. Resume from the last checkpoint with a lower model.schedule.max_lr (or warm-up "
-            f"longer), or train in bf16-mixed / 32-true if the run used 16-mixed."
+            f"training stopped, as every update from there on writes NaN into the weights. The checkpoints hold "
+            f"weights from before that step. Train again with a lower model.schedule.max_lr or a longer warm-up "
+            f"(a resumed run keeps the checkpoint's schedule), or in bf16-mixed / 32-true if this run used 16-mixed."
         )
