@@ -51,31 +51,37 @@ def test_sigkilled_fit_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path, 
     """A fit is SIGKILLed once its first checkpoint exists; resumed from last.ckpt it ends with the
     metrics of a run that was never interrupted: same data order, augmentation, mixing, LR schedule
     position and optimizer state."""
-    fit = [sys.executable, "-m", "vitlib", "fit", "--config", QUICK, "--trainer.max_epochs", "3", *SMALL]
+    fit = [sys.executable, "-m", "vitlib", "fit", "--config", QUICK, "--trainer.max_epochs", "4", *SMALL]
     env = {k: v for k, v in os.environ.items() if k != "VITLIB_QUICK"}
     env["PYTHONPATH"] = str(REPO)
     (tmp_path / "whole").mkdir()
     (tmp_path / "killed").mkdir()
     # Both runs at once: the two cores are shared, the import time is paid once in wall time.
-    whole = subprocess.Popen(fit, cwd=tmp_path / "whole", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    killed = subprocess.Popen(fit, cwd=tmp_path / "killed", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = tmp_path / "killed/runs/vitlib/version_0/checkpoints/last.ckpt"
-    deadline = time.monotonic() + 240
-    while not last.exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    killed.send_signal(signal.SIGKILL)
-    assert killed.wait(timeout=30) == -signal.SIGKILL, "the run ended before it could be killed"
-    interrupted_at = load_checkpoint(last)["global_step"]
-    assert 0 < interrupted_at < 12  # 3 epochs of 4 steps: killed after the first checkpoint, before the end
+    with (tmp_path / "whole.log").open("w") as log:
+        whole = subprocess.Popen(fit, cwd=tmp_path / "whole", env=env, stdout=subprocess.DEVNULL, stderr=log)
+        killed = subprocess.Popen(fit, cwd=tmp_path / "killed", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            last = tmp_path / "killed/runs/vitlib/version_0/checkpoints/last.ckpt"
+            deadline = time.monotonic() + 240
+            while not last.exists() and killed.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            killed.send_signal(signal.SIGKILL)
+            assert killed.wait(timeout=30) == -signal.SIGKILL, "the run ended before it could be killed"
+            interrupted_at = load_checkpoint(last)["global_step"]
+            assert 0 < interrupted_at < 16  # 4 epochs of 4 steps: after the first checkpoint, before the end
 
-    monkeypatch.chdir(tmp_path / "killed")
-    monkeypatch.delenv("VITLIB_QUICK", raising=False)
-    main(["fit", "--config", QUICK, "--trainer.max_epochs", "3", *SMALL, "--ckpt_path", str(last)])
-    _, stderr = whole.communicate(timeout=300)
-    assert whole.returncode == 0, stderr[-3000:]
+            monkeypatch.chdir(tmp_path / "killed")
+            monkeypatch.delenv("VITLIB_QUICK", raising=False)
+            main(["fit", "--config", QUICK, "--trainer.max_epochs", "4", *SMALL, "--ckpt_path", str(last)])
+            whole.wait(timeout=300)
+        finally:
+            for proc in (whole, killed):
+                if proc.poll() is None:
+                    proc.kill()
+    assert whole.returncode == 0, (tmp_path / "whole.log").read_text()[-3000:]
     expected = metrics_of(tmp_path / "whole/runs/vitlib/version_0")
     resumed = metrics_of(tmp_path / "killed/runs/vitlib/version_1")
-    assert resumed["global_step"] == expected["global_step"] == 12
+    assert resumed["global_step"] == expected["global_step"] == 16
     for key in ("loss", "top1", "top5"):
         assert abs(resumed[key] - expected[key]) <= 1e-4, (key, resumed[key], expected[key])
 
