@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 HEAD_FUSIONS = ("mean", "max", "min")
 _CORRECT, _WRONG = "tab:green", "tab:red"
@@ -474,6 +475,7 @@ def plot_training_curves(history: dict[str, list[tuple[int, float]]]) -> Figure:
                 epochs, values = zip(*points)
                 ax.plot(epochs, values, marker="o", ms=3, label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("top-1 accuracy" if metric == "top1" else "cross-entropy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -1,0 +1,47 @@
+"""The book's notebooks as files: listed in the table of contents, committed without outputs, each
+opening with an "Open in Colab" badge and a first code cell that installs vitlib when it is missing.
+(Running them is nbmake's job: `pytest --nbmake notebooks`.)"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [toc["root"]] + [entry["file"] for part in toc["parts"] for entry in part["chapters"]]
+
+
+def test_every_toc_entry_exists_and_every_notebook_is_in_the_toc() -> None:
+    files = _toc_files()
+    for name in files:
+        assert any((ROOT / f"{name}{ext}").is_file() for ext in (".md", ".ipynb")), f"{name} in _toc.yml is missing"
+    assert {f"notebooks/{nb.stem}" for nb in NOTEBOOKS} <= set(files)
+    assert len(NOTEBOOKS) == 7
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_clean_and_starts_right(path: Path) -> None:
+    notebook = json.loads(path.read_text())
+    cells = notebook["cells"]
+    code = [cell for cell in cells if cell["cell_type"] == "code"]
+    assert all(not cell["outputs"] and cell["execution_count"] is None for cell in code), "commit without outputs"
+    first = "".join(cells[0]["source"])
+    assert first.startswith("# "), "the first cell is the chapter title"
+    colab = re.search(r"\(https://colab\.research\.google\.com/github/([^)]+)\)", first)
+    assert colab and colab.group(1).endswith(f"/blob/main/notebooks/{path.name}"), "Open in Colab badge"
+    setup = "".join(code[0]["source"])
+    assert "import vitlib" in setup and "except ImportError" in setup and "pip install" in setup
+    assert "book.report(" in setup  # says which device and data it runs on
+    repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    assert repository.removeprefix("https://github.com/") in setup and colab.group(1).startswith(
+        repository.removeprefix("https://github.com/")
+    )
