@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,10 +25,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vitlib import ViT, ViTConfig
 from vitlib.attention import Attention
-from vitlib.augment import AugmentConfig, MixConfig
+from vitlib.augment import AugmentConfig, MixConfig, normalize
 from vitlib.checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint, save_checkpoint
-from vitlib.cli import main
-from vitlib.data import CIFAR100DataModule, DatasetNotFoundError, ImageFileDataset, load_cifar100, make_synthetic_cifar100
+from vitlib.cli import ViTCLI, main
+from vitlib.data import CIFAR100DataModule, DatasetNotFoundError, ImageFileDataset, load_cifar100
 from vitlib.loss_check import NonFiniteLossError
 from vitlib.module import OptimizerConfig, ViTModule
 from vitlib.schedule import ScheduleConfig
@@ -170,8 +171,6 @@ def test_sampler_draws_differ_between_seeds_and_epochs():
 
 
 def test_cli_checkpoints_are_written_atomically_and_read_weights_only(tmp_path, monkeypatch):
-    from vitlib.cli import ViTCLI
-
     monkeypatch.chdir(tmp_path)
     cli = ViTCLI(args=["--config", QUICK, *SMALL], run=False)
     assert type(cli.trainer.strategy.checkpoint_io) is AtomicCheckpointIO
@@ -269,9 +268,6 @@ def no_download(monkeypatch):
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "another_object", "missing_key"])
 def test_damaged_pickle_is_one_clear_error(tmp_path, cifar_root, damage):
-    import pickle
-    import shutil
-
     root = tmp_path / "data"
     shutil.copytree(cifar_root, root)
     train = root / "cifar-100-python" / "train"
@@ -588,8 +584,6 @@ EXTREMES = {"zeros": torch.zeros(2, 3, 32, 32), "all_255": torch.full((2, 3, 32,
 @pytest.mark.parametrize("preset", ["vit", "conv_vit", "slvit"])
 @pytest.mark.parametrize("extreme", list(EXTREMES))
 def test_bf16_autocast_stays_finite_on_extreme_images(preset, extreme):
-    from vitlib.augment import normalize
-
     torch.manual_seed(0)
     model = ViT(ViTConfig.from_preset(preset, depth=2)).eval()
     images = normalize()(EXTREMES[extreme] / 255.0)
@@ -602,8 +596,6 @@ def test_bf16_autocast_stays_finite_on_extreme_images(preset, extreme):
 
 @pytest.mark.parametrize("preset", ["vit", "conv_vit", "slvit"])
 def test_float16_model_stays_finite_on_extreme_images(preset):
-    from vitlib.augment import normalize
-
     torch.manual_seed(0)
     model = ViT(ViTConfig.from_preset(preset, depth=2)).eval().half()
     for images in EXTREMES.values():
