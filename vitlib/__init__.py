@@ -1,7 +1,12 @@
-"""vitlib: Vision Transformers trained from scratch on CIFAR-100, the library behind the book."""
+"""vitlib: Vision Transformers trained from scratch on CIFAR-100, the library behind the book.
+
+The package root stays light (no Lightning import): training lives in ``vitlib.module``,
+``vitlib.data`` and ``vitlib.cli``.
+"""
 
 from .config import PRESETS, ViTConfig
 from .model import ViT, count_parameters
+from .pretrained import from_pretrained, save_pretrained
 
-__all__ = ["PRESETS", "ViT", "ViTConfig", "count_parameters"]
+__all__ = ["PRESETS", "ViT", "ViTConfig", "count_parameters", "from_pretrained", "save_pretrained"]
 __version__ = "0.1.0"
