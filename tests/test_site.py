@@ -10,6 +10,7 @@ Screenshots of the pages are left in ``_build/screenshots/`` for people to look 
 from __future__ import annotations
 
 import base64
+import fcntl
 import functools
 import http.server
 import json
@@ -39,12 +40,20 @@ def _browser() -> str | None:
     return os.environ.get("CHROME") or next((path for name in BROWSERS if (path := shutil.which(name))), None)
 
 
+def _above_nine(fd: int) -> int:
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
+
+
 class DevTools:
     """A minimal DevTools-protocol client over Chromium's debugging pipe."""
 
     def __init__(self, binary: str, profile: Path) -> None:
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
+        # The child's ends move above 9, so that the redirections below never clobber them.
+        to_browser_r, from_browser_w = (_above_nine(fd) for fd in (to_browser_r, from_browser_w))
         args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--remote-debugging-pipe", f"--user-data-dir={profile}", "--window-size=1280,1600",
                 "--hide-scrollbars", "about:blank"]  # fmt: skip
