@@ -84,6 +84,11 @@ def test_train_logs_per_epoch_history(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert [epoch for epoch, _ in history["val/top1"]] == [0, 1]
     probs, labels = book.predict(module, trainer.datamodule.val_dataloader())
     assert probs.shape == (len(labels), 100) and torch.allclose(probs.sum(dim=1), torch.ones(len(labels)))
+    trainer.save_checkpoint(tmp_path / "t.ckpt")
+    loaded = book.load_checkpoint(tmp_path / "t.ckpt")
+    assert not loaded.training and loaded.hparams.preset == budget.preset
+    for name, tensor in module.state_dict().items():
+        assert torch.equal(tensor.cpu(), loaded.state_dict()[name]), name
 
 
 def test_superclass_confusion_counts_coarse_pairs() -> None:
@@ -103,8 +108,8 @@ def _fake_checkout(root: Path) -> None:
     (root / "_toc.yml").write_text("")
 
 
-def _fake_run(root: Path, version: int, dataset: str, preset: str) -> Path:
-    run = root / "runs" / "vitlib" / f"version_{version}"
+def _fake_run(root: Path, version: int, dataset: str, preset: str, folder: str = "vitlib") -> Path:
+    run = root / "runs" / folder / f"version_{version}"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     (run / "metrics.json").write_text(json.dumps({"dataset": dataset, "config": {"model": {"preset": preset}}}))
@@ -122,6 +127,8 @@ def test_find_checkpoint_ignores_quick_runs_and_other_presets(
     real = _fake_run(tmp_path, 1, "CIFAR-100 at /data", "conv_vit")
     assert book.find_checkpoint() == real and book.find_checkpoint("conv_vit") == real
     assert book.find_checkpoint("vit") is None
+    chapter_run = _fake_run(tmp_path, 0, "CIFAR-100 at /data", "vit", folder="book/vit")  # a full run of chapter 6
+    assert book.find_checkpoint("vit") == chapter_run
     monkeypatch.setenv("VITLIB_CHECKPOINT", str(tmp_path / "missing.ckpt"))
     with pytest.raises(FileNotFoundError, match="VITLIB_CHECKPOINT"):
         book.find_checkpoint()
@@ -228,3 +235,14 @@ def test_training_curves_and_confusion() -> None:
     fig = viz.plot_confusion(torch.tensor([[3, 1], [0, 0]]), ["a", "b"])
     rates = fig.axes[0].images[0].get_array()
     assert rates[0, 0] == pytest.approx(0.75) and rates[1].sum() == 0  # an empty row stays 0, not NaN
+
+
+def test_a_full_run_leaves_a_checkpoint_and_metrics(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VITLIB_QUICK", "1")
+    monkeypatch.setattr(book, "runs_root", lambda: tmp_path)
+    full = book.TrainingBudget(True, "vit_tiny", 1, 64, 2, 1, "32-true", 0)  # "full", but tiny
+    _, trainer = book.train(book.data_source(), full, name="full")
+    log_dir = Path(trainer.log_dir)
+    metrics = json.loads((log_dir / "metrics.json").read_text())
+    assert metrics["config"]["model"]["preset"] == "vit_tiny" and "quick mode" in metrics["dataset"]
+    assert list((log_dir / "checkpoints").glob("*.ckpt"))

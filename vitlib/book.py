@@ -46,6 +46,7 @@ from .data import (
     ensure_cifar100,
     quick_mode,
 )
+from .cli import MetricsWriter
 from .module import ViTModule
 from .schedule import ScheduleConfig
 
@@ -191,6 +192,8 @@ def train(
         trainer = L.Trainer(
             **budget.trainer_kwargs(),
             logger=logger,
+            # A full run leaves a checkpoint and metrics.json, so later chapters find it (find_checkpoint).
+            callbacks=[MetricsWriter()] if budget.full else [],
             enable_checkpointing=budget.full,
             enable_progress_bar=budget.full,
             enable_model_summary=False,
@@ -218,9 +221,10 @@ def quiet_lightning() -> Iterator[None]:
 
 
 def find_checkpoint(preset: str | None = None) -> Path | None:
-    """A trained model to show: ``$VITLIB_CHECKPOINT``, else the newest ``last.ckpt`` of a full CLI
-    run under ``<repository>/runs/vitlib`` (one whose ``metrics.json`` is not from quick mode) with
-    the given ``preset`` (any preset when ``None``); ``None`` when there is none."""
+    """A trained model to show: ``$VITLIB_CHECKPOINT``, else the newest checkpoint of a finished run
+    under ``<repository>/runs/`` (a CLI run in ``runs/vitlib``, or a full run of chapter 6 in
+    ``runs/book``) whose ``metrics.json`` is not from quick mode, with the given ``preset`` (any
+    preset when ``None``); ``None`` when there is none."""
     if os.environ.get("VITLIB_CHECKPOINT"):
         path = Path(os.environ["VITLIB_CHECKPOINT"]).expanduser()
         if not path.is_file():
@@ -230,7 +234,7 @@ def find_checkpoint(preset: str | None = None) -> Path | None:
     if root is None:
         return None
     candidates = []
-    for ckpt in (root / "runs" / "vitlib").glob("version_*/checkpoints/last.ckpt"):
+    for ckpt in (root / "runs").glob("**/version_*/checkpoints/*.ckpt"):
         metrics_file = ckpt.parents[1] / "metrics.json"
         if not metrics_file.is_file():
             continue
