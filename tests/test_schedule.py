@@ -154,3 +154,17 @@ def test_lr_range_test_runs_all_steps_without_early_stop():
     assert len(lrs) == len(losses) == 20
     assert lrs[-1] == pytest.approx(1e-1)
     assert suggestion is not None and 1e-4 <= suggestion <= 1e-1
+
+
+class _ConstantLoss(_TinyClassifier):
+    def training_step(self, batch, batch_idx):
+        return 2.5 + 0.0 * self.net(batch[0]).sum()  # the same loss at every step
+
+
+def test_lr_range_test_losses_are_unbiased_from_the_first_step():
+    # A constant loss must read as that constant everywhere: Lightning's own bias correction is one
+    # step off and reports about half of it at the first step.
+    _, losses, _ = lr_range_test(
+        _ConstantLoss(), _TinyData(), num_steps=10, early_stop_threshold=None, accelerator="cpu", devices=1
+    )
+    assert losses == pytest.approx([2.5] * 10, rel=1e-6)

@@ -184,4 +184,12 @@ def lr_range_test(
         )
     if finder is None:
         raise RuntimeError("Lightning skipped the LR range test (fast_dev_run is on); remove fast_dev_run")
+    # Lightning's bias correction divides the running average by 1 - beta**(k+1) with k the step
+    # count *after* the optimizer step, one too many, so its first values read about half the true
+    # loss; rescaling each point by (1 - beta**(i+2)) / (1 - beta**(i+1)) makes it the standard
+    # bias-corrected average (Lightning 2.6, LRFinder on_train_batch_end).
+    beta = 0.98  # Lightning's _LRCallback default, which lr_find uses
+    finder.results["loss"] = [
+        loss * (1 - beta ** (i + 2)) / (1 - beta ** (i + 1)) for i, loss in enumerate(finder.results["loss"])
+    ]
     return list(finder.results["lr"]), list(finder.results["loss"]), finder.suggestion()
