@@ -155,6 +155,7 @@ def test_no_weight_decay_covers_norms_biases_embeddings():
         ({"dropout": 1.5}, "dropout"),
         ({"drop_path": -0.1}, "drop_path"),
         ({"mlp_ratio": 0}, "mlp_ratio"),
+        ({"mlp_ratio": float("inf")}, "mlp_ratio"),
         ({"stem": "conv", "patch_size": 6, "image_size": 24}, "patch_size"),
         ({"image_size": 36, "patch_size": 12, "stem": "conv"}, "patch_size"),
         ({"depth": 2.5}, "depth"),

@@ -8,6 +8,7 @@ layer.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -64,8 +65,8 @@ class ViTConfig:
         _choice("pool", self.pool, POOLS)
         _probability("dropout", self.dropout)
         _probability("drop_path", self.drop_path)
-        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or not self.mlp_ratio > 0:
-            raise ValueError(f"ViTConfig.mlp_ratio must be a positive number; got {self.mlp_ratio!r}")
+        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or not 0 < self.mlp_ratio < math.inf:
+            raise ValueError(f"ViTConfig.mlp_ratio must be a positive finite number; got {self.mlp_ratio!r}")
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"ViTConfig.image_size ({self.image_size}) must be divisible by ViTConfig.patch_size "
