@@ -58,7 +58,8 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from .augment import AugmentConfig, BatchMixer, MixConfig, soft_target_cross_entropy, train_transform
-from .cli import ViTCLI, write_json_atomic
+from .cli import ViTCLI
+from .files import write_json_atomic
 from .config import ViTConfig
 from .data import DatasetNotFoundError, default_data_dir, ensure_cifar100, load_cifar100, quick_mode, write_cifar100
 from .model import ViT, count_parameters

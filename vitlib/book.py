@@ -281,8 +281,6 @@ def examples(source: DataSource, count: int = 8, train: bool = False) -> tuple[t
 def epoch_history(trainer: L.Trainer) -> dict[str, list[tuple[int, float]]]:
     """Per-epoch metrics of a finished :func:`train` run from its ``metrics.csv``:
     ``{"train/loss": [(epoch, value), ...], "val/top1": [...], ...}``."""
-    import csv
-
     history: dict[str, list[tuple[int, float]]] = {}
     with open(Path(trainer.logger.log_dir) / "metrics.csv", newline="") as f:
         for row in csv.DictReader(f):

@@ -24,17 +24,11 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 
 from .checkpoints import AtomicCheckpointIO, load_checkpoint
 from .data import FINE_LABELS, CIFAR100DataModule, DatasetNotFoundError, quick_mode
-from .files import atomic_write
+from .files import write_json_atomic
 from .loss_check import NonFiniteLossError
 from .module import ViTModule
 
 QUICK_MAX_EPOCHS = 2
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON to a temporary file in the same folder, then rename: readers never see half a file."""
-    with atomic_write(path, "w") as f:
-        json.dump(payload, f, indent=2, default=str)
 
 
 class MetricsWriter(L.Callback):

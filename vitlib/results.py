@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from .files import write_json_atomic
+
 REQUIRED = ("name", "command", "commit", "hardware", "date", "dataset", "metrics")
 BENCH_REQUIRED = ("gpu", "torch", "commit", "date", "rows")
 HOW_TO_RUN = (
@@ -100,9 +102,6 @@ def record_run(
         "trainer": {key: config.get("trainer", {}).get(key) for key in ("max_epochs", "precision", "devices")},
         "run_dir": str(run_dir),
     }
-    # Imported here: the CLI module pulls in Lightning, which rendering the tables does not need.
-    from .cli import write_json_atomic
-
     path = Path(out_dir) / f"{name}.json"
     write_json_atomic(path, payload)
     return path
