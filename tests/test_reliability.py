@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -513,24 +514,64 @@ class Payload:
         return (os.system, ("touch PWNED",))
 
 
-@pytest.mark.parametrize("kind", ["unsafe", "truncated", "text", "empty", "missing", "directory"])
-def test_unusable_checkpoint_files_are_refused_clearly(vit_checkpoint, tmp_path, monkeypatch, kind):
-    monkeypatch.chdir(tmp_path)
-    path = tmp_path / "x.ckpt"
+# What each kind of unusable file is called; none of the messages may pass on torch's advice to
+# load with weights_only=False, which would run the code of an untrusted file.
+UNUSABLE = {
+    "unsafe": "holds Python objects other than tensors",
+    "truncated": "not a readable PyTorch checkpoint: it is a zip archive, but a truncated",
+    "foreign_zip": "not a readable PyTorch checkpoint: it is a zip archive",
+    "plain_pickle": "not a readable PyTorch checkpoint: it is a pickle",
+    "random": "not a readable PyTorch checkpoint: it is neither a zip archive nor a pickle",
+    "text": "not a readable PyTorch checkpoint: it is a text file",
+    "empty": "not a readable PyTorch checkpoint: the file is empty",
+    "tensor": "holds a Tensor, not a checkpoint",
+    "missing": "no such file",
+    "directory": "is a directory",
+}
+
+
+def write_unusable(path: Path, kind: str, checkpoint: Path | None = None) -> None:
     if kind == "unsafe":
         torch.save({"state_dict": {}, "payload": Payload()}, path)
     elif kind == "truncated":
-        path.write_bytes(vit_checkpoint.read_bytes()[:1000])
+        path.write_bytes(checkpoint.read_bytes()[:1000])
+    elif kind == "foreign_zip":
+        shutil.make_archive(str(path.with_suffix("")), "zip", root_dir=REPO / "configs")
+        path.with_suffix(".zip").rename(path)
+    elif kind == "plain_pickle":
+        path.write_bytes(pickle.dumps({"state_dict": {}}, protocol=4))
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     elif kind == "text":
         path.write_text("not a checkpoint")
     elif kind == "empty":
         path.write_bytes(b"")
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), path)
     elif kind == "directory":
         path.mkdir()
-    expected = {"unsafe": "holds Python objects", "missing": "no such file", "directory": "is a directory"}
-    with pytest.raises(CheckpointError, match=expected.get(kind, "not a readable PyTorch checkpoint")):
+
+
+@pytest.mark.parametrize("kind", list(UNUSABLE))
+def test_unusable_checkpoint_files_are_refused_clearly(vit_checkpoint, tmp_path, monkeypatch, kind):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "x.ckpt"
+    write_unusable(path, kind, vit_checkpoint)
+    with pytest.raises(CheckpointError, match=re.escape(UNUSABLE[kind])) as err:
         AtomicCheckpointIO().load_checkpoint(path)
+    assert "weights_only" not in str(err.value) and path.name in str(err.value)
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_cli_with_a_random_file_as_checkpoint_says_what_it_is(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_unusable(tmp_path / "random.ckpt", "random")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--config", QUICK, *SMALL, "--ckpt_path", "random.ckpt"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "random.ckpt is not a readable PyTorch checkpoint: it is neither a zip archive nor a pickle" in err
+    assert "weights_only" not in err and "Traceback" not in err
 
 
 def test_cli_refuses_an_unsafe_checkpoint(tmp_path, monkeypatch, capsys):
@@ -540,6 +581,7 @@ def test_cli_refuses_an_unsafe_checkpoint(tmp_path, monkeypatch, capsys):
         main(["validate", "--config", QUICK, *SMALL, "--ckpt_path", str(tmp_path / "evil.ckpt")])
     err = capsys.readouterr().err
     assert "holds Python objects" in err and "posix.system" in err and "Traceback" not in err
+    assert "weights_only" not in err
     assert not (tmp_path / "PWNED").exists()
 
 

@@ -28,6 +28,8 @@ __all__ = ["CONFIG_KEY", "AtomicCheckpointIO", "CheckpointError", "check_compati
 CONFIG_KEY = "vit_config"  # where ViTModule stores its ViTConfig in a checkpoint
 # Fields that change no parameter: a checkpoint loads into a model that differs only in these.
 RUNTIME_FIELDS = ("dropout", "drop_path")
+EXAMPLE = "(e.g. runs/vitlib/version_0/checkpoints/last.ckpt)"  # where the CLI writes them
+USE_OURS = f"Pass a checkpoint written by vitlib or Lightning {EXAMPLE}"
 
 
 class CheckpointError(ValueError):
@@ -46,33 +48,53 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
 
     ``weights_only`` admits tensors and plain values only; a file that needs any other Python
     object is refused, because unpickling it could run code chosen by whoever made the file.
+    torch's own messages are not passed on: they advise re-running with ``weights_only=False``,
+    the one thing never to do with a file of unknown origin.
     """
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path}: no such file; check the path (e.g. runs/vitlib/version_0/checkpoints/last.ckpt)")
+        raise CheckpointError(f"checkpoint {path}: no such file; check the path {EXAMPLE}")
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory; pass the .ckpt file inside it")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        # torch names the object it refused; other unpickling errors mean a damaged file.
+        # torch names the object it refused; other unpickling errors mean a damaged or foreign file.
         blocked = re.search(r"GLOBAL (\S+)|[Uu]nsupported global: (?:GLOBAL )?(\S+)", str(err))
         if blocked is None:
-            raise _unreadable(path, err) from None
+            raise _unreadable(path) from None
         raise CheckpointError(
             f"{path} holds Python objects other than tensors and plain values ({next(filter(None, blocked.groups()))}), "
-            f"so it was not loaded: unpickling them could run code from the file. If you made it yourself or trust "
-            f"its source, load it with torch.load({str(path)!r}, weights_only=False) and save its state_dict."
+            f"so it was not loaded: unpickling them could run code chosen by whoever made the file. {USE_OURS}."
         ) from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
-        raise _unreadable(path, err) from None
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({err.strerror or err}); check its permissions") from None
+    except (RuntimeError, EOFError, KeyError, ValueError):
+        raise _unreadable(path) from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(
+            f"{path} holds a {type(checkpoint).__name__}, not a checkpoint (a dict with the model's state_dict). {USE_OURS}."
+        )
+    return checkpoint
 
 
-def _unreadable(path: Path, err: Exception) -> CheckpointError:
-    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+def _unreadable(path: Path) -> CheckpointError:
+    """Say what the file is instead, judged from its first bytes."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    if not head:
+        what = "the file is empty"
+    elif head.startswith(b"PK\x03\x04"):  # a zip archive: torch.save's format since PyTorch 1.6
+        what = "it is a zip archive, but a truncated or damaged one, or one that torch.save did not write"
+    elif head.startswith(b"\x80"):  # a pickle: torch.save's format before PyTorch 1.6
+        what = "it is a pickle, but a truncated or damaged one, or one that torch.save did not write"
+    elif b"\0" not in head and head.decode("utf-8", "replace").count("\ufffd") <= 1:  # 1: a cut multi-byte character
+        what = "it is a text file"
+    else:
+        what = "it is neither a zip archive nor a pickle, the two formats torch.save writes"
     return CheckpointError(
-        f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or another kind of file: {detail}); "
-        f"use another checkpoint, e.g. the best-on-val-*.ckpt beside it"
+        f"{path} is not a readable PyTorch checkpoint: {what}. {USE_OURS}; if a last.ckpt is damaged, "
+        f"the best-on-val-*.ckpt beside it."
     )
 
 
