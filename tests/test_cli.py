@@ -100,6 +100,60 @@ def test_missing_dataset_offline_says_where_to_put_it(tmp_path, monkeypatch, cap
     assert "cifar-100-python.tar.gz" in err and "VITLIB_DATA" in err and str(tmp_path / "nowhere") in err
 
 
+def test_default_root_dir_holds_the_whole_run(run_dir, capsys):
+    main(["fit", "--config", QUICK, "--trainer.max_epochs", "1", "--trainer.default_root_dir", "elsewhere", *SMALL])
+    run = run_dir / "elsewhere/vitlib/version_0"
+    for name in ("metrics.json", "metrics.csv", "config.yaml", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    assert list(run.glob("events.out.tfevents.*")) and list(run.glob("checkpoints/best-on-val-*.ckpt"))
+    assert not (run_dir / "runs").exists()
+    assert f"metrics written to {(run / 'metrics.json').resolve()}" in capsys.readouterr().out
+
+
+def test_no_lightning_advertisement(tmp_path):
+    # A subprocess: Lightning's log handler writes to the stderr it found at import, which capsys does not see.
+    env = {**os.environ, "VITLIB_QUICK": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "vitlib", "validate", "--config", QUICK, *SMALL, "--trainer.limit_val_batches", "1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "GPU available" in output  # Lightning's own info lines are shown: the check below can see its log
+    assert "litlogger" not in output and "litmodels" not in output and "Tip:" not in output
+
+
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        # Download off: the missing dataset is a problem of its own.
+        (["test", "--ckpt_path", "missing.ckpt", "--data.download", "false"],
+         ["2 problems, nothing was run", "checkpoint missing.ckpt: no such file", "CIFAR-100 not found in"]),
+        # Download on: said at once too, since the next try would start with that download.
+        (["test", "--ckpt_path", "missing.ckpt"],
+         ["2 problems, nothing was run", "checkpoint missing.ckpt: no such file", "the run would first download it"]),
+        (["predict", "--ckpt_path", "missing.ckpt", "cat.png", "missing.png"],
+         ["2 problems, nothing was run", "checkpoint missing.ckpt: no such file", "no such image file: missing.png"]),
+        # Alone, a missing image is an error line of the prediction; with none left to predict, it stops.
+        (["predict", "gone.png"], ["vitlib: error: no such image file: gone.png\n"]),
+    ],
+)
+def test_every_bad_path_is_reported_at_once_before_any_work(tmp_path, monkeypatch, capsys, command, expected):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VITLIB_QUICK", raising=False)
+    monkeypatch.delenv("VITLIB_DATA", raising=False)
+    downloads = []
+    monkeypatch.setattr("vitlib.data._download", lambda *a, **k: downloads.append(a))
+    Image.new("RGB", (32, 32)).save(tmp_path / "cat.png")
+    with pytest.raises(SystemExit) as exit_info:
+        main([command[0], "--config", QUICK, *command[1:]])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    message = err[err.index("vitlib: error: "):]
+    for text in expected:
+        assert text in message
+    assert "Traceback" not in err and "cat.png" not in message
+    assert downloads == [] and not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
 def test_ddp_on_two_cpu_processes_covers_the_validation_set_once(tmp_path):
     # 101 validation images do not split evenly over 2 ranks: a padding sampler would count 102.
     env = {**os.environ, "VITLIB_QUICK": "1", "PYTHONPATH": str(REPO)}

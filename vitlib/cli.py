@@ -1,13 +1,15 @@
 """``python -m vitlib fit|validate|test|predict``: Lightning's CLI over ViTModule and the CIFAR-100 data.
 
-Every run writes into ``runs/<name>/version_N/``: TensorBoard events, ``metrics.csv``, the
-``config.yaml`` it ran with, ``checkpoints/`` (``last.ckpt`` and the best-on-validation one) and,
-after ``fit`` and ``test``, ``metrics.json`` with the final loss, top-1 and top-5.
+Every run writes into ``runs/vitlib/version_N/`` (``DIR/vitlib/version_N/`` with
+``--trainer.default_root_dir DIR``): TensorBoard events, ``metrics.csv``, the ``config.yaml`` it ran
+with, ``checkpoints/`` (``last.ckpt`` and the best-on-validation one) and, after ``fit`` and
+``test``, ``metrics.json`` with the final loss, top-1 and top-5.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import warnings
@@ -17,18 +19,36 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
 
-from .checkpoints import AtomicCheckpointIO, load_checkpoint
-from .data import FINE_LABELS, CIFAR100DataModule, DatasetNotFoundError, quick_mode
+from .checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint
+from .data import ARCHIVE, FINE_LABELS, CIFAR100DataModule, DatasetNotFoundError, default_data_dir, ensure_cifar100, quick_mode
 from .files import write_json_atomic
 from .loss_check import NonFiniteLossError
 from .module import ViTModule
 
 QUICK_MAX_EPOCHS = 2
+RUNS_DIR = "runs"  # the loggers' save_dir unless --trainer.default_root_dir says otherwise
+
+
+class _NoAdvertisement(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger / litmodels" lines, printed by every
+    Trainer; Lightning has no switch for them, and other info lines (devices, stop reason) stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+_NO_ADVERTISEMENT = _NoAdvertisement()
+
+
+class InputError(ValueError):
+    """Paths given to a command that cannot work: all of them, found before any work starts."""
 
 
 class MetricsWriter(L.Callback):
@@ -95,6 +115,7 @@ class TopKPrinter(BasePredictionWriter):
 
 class ViTCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_ADVERTISEMENT)  # added once
         super().__init__(
             ViTModule,
             CIFAR100DataModule,
@@ -118,8 +139,8 @@ class ViTCLI(LightningCLI):
                 "checkpoint.filename": "best-on-val-epoch{epoch:03d}-top1{val/top1:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
                 "trainer.logger": [
-                    {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs", "name": "vitlib"}},
-                    {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "vitlib"}},
+                    {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": RUNS_DIR, "name": "vitlib"}},
+                    {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": RUNS_DIR, "name": "vitlib"}},
                 ],
             }
         )
@@ -127,12 +148,16 @@ class ViTCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         # Lightning reads the hyperparameters of --ckpt_path next, with a bare torch.load, and
-        # rebuilds the model from them: reading the file here first makes a damaged or unsafe
-        # checkpoint one clear error instead of a traceback.
+        # rebuilds the model from them: checking the file here first makes a damaged or unsafe
+        # checkpoint one clear error instead of a traceback. The other paths are checked with it,
+        # so that a missing checkpoint is not found only after the dataset was downloaded.
         subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and Path(ckpt_path).is_file():
-            load_checkpoint(ckpt_path)
+        if subcommand:
+            problems = _input_problems(subcommand, self.config[subcommand])
+            if len(problems) == 1:
+                raise InputError(problems[0])
+            if problems:
+                raise InputError(f"{len(problems)} problems, nothing was run:\n" + "\n".join(f"  - {p}" for p in problems))
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
@@ -141,6 +166,15 @@ class ViTCLI(LightningCLI):
             config["data.quick"] = True
             epochs = config["trainer.max_epochs"]
             config["trainer.max_epochs"] = QUICK_MAX_EPOCHS if epochs in (None, -1) else min(epochs, QUICK_MAX_EPOCHS)
+        root_dir = config["trainer.default_root_dir"]
+        if root_dir:
+            # Lightning puts its own default logger under default_root_dir; vitlib's loggers follow
+            # it too, unless their save_dir was set (then that one wins, as in Lightning).
+            loggers = config["trainer.logger"]  # a list of class_path/init_args, one of them, or a bool
+            for logger in loggers if isinstance(loggers, list) else [loggers]:
+                init_args = getattr(logger, "init_args", None)
+                if init_args is not None and init_args.get("save_dir") == RUNS_DIR:
+                    init_args["save_dir"] = str(root_dir)
         if self.subcommand == "predict":
             # The bar shares stdout with the printed predictions.
             config["trainer.enable_progress_bar"] = False
@@ -161,6 +195,38 @@ class ViTCLI(LightningCLI):
             if isinstance(logger, CSVLogger) and tensorboard:
                 logger._version = tensorboard[0].version
         return trainer
+
+
+def _input_problems(subcommand: str, config: Any) -> list[str]:
+    """What is wrong with the paths a command was given: the checkpoint, the dataset when it is
+    not to be downloaded, the images to predict. Empty when the command can start."""
+    problems = []
+    ckpt_path = config.get("ckpt_path")
+    # "last" / "best" / "hpc", "registry:NAME" and remote files are Lightning's to resolve.
+    lightning_resolves = str(ckpt_path).split(":")[0].lower() in ("last", "best", "hpc", "registry")
+    if ckpt_path and not lightning_resolves and isinstance(get_filesystem(ckpt_path), LocalFileSystem):
+        try:
+            load_checkpoint(ckpt_path)
+        except CheckpointError as err:
+            problems.append(str(err))
+    quick = config["data.quick"] if config["data.quick"] is not None else quick_mode()
+    root = Path(config["data.data_dir"]).expanduser() if config["data.data_dir"] else default_data_dir()
+    if subcommand != "predict" and not quick and not (root / ARCHIVE).is_file():
+        try:
+            ensure_cifar100(root, download=False)  # without the archive it extracts nothing: only checks
+        except DatasetNotFoundError as err:
+            if not config["data.download"]:
+                problems.append(str(err))
+            elif problems:
+                # Not a problem yet, but the next try would start with a download that may fail.
+                problems.append(f"CIFAR-100 is not in {root.absolute()} either: the run would first download it "
+                                f"(about 170 MB); offline, put {ARCHIVE} there")
+    files = (config["data.predict_files"] or []) if subcommand == "predict" else []
+    missing = [f for f in files if not Path(f).is_file()]
+    # A missing image alone does not stop a prediction (it gets its own error line), unless none is left.
+    if missing and (problems or len(missing) == len(files)):
+        problems.append(f"no such image file: {', '.join(map(str, missing))}")
+    return problems
 
 
 def _files_as_predict_argument(argv: list[str]) -> list[str]:
