@@ -34,23 +34,25 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 from torchmetrics.functional.classification import multiclass_confusion_matrix
-from torchvision.datasets import CIFAR100
-from torchvision.datasets.utils import check_integrity
 
 from .data import (
     COARSE_LABELS,
+    DATASET_OFFICIAL,
+    DATASET_Q75,
     FINE_TO_COARSE,
-    FOLDER,
     CIFAR100DataModule,
     DatasetNotFoundError,
     ensure_cifar100,
+    identify_cifar100,
     quick_mode,
 )
 from .cli import MetricsWriter
 from .module import ViTModule
 from .schedule import ScheduleConfig
 
-KINDS = ("cifar100", "subset", "synthetic")
+# cifar100: the official release (md5-verified); cifar100-q75: the complete JPEG quality-75 copy;
+# subset: other real files in the layout (unverified); synthetic: quick mode's stripes.
+KINDS = ("cifar100", "cifar100-q75", "subset", "synthetic")
 
 
 def repository_root(start: str | Path | None = None) -> Path | None:
@@ -71,12 +73,6 @@ def default_data_root() -> Path:
     return (repository_root() or Path.cwd()) / "data"
 
 
-def _official_md5(root: Path) -> bool:
-    """True when every file under ``root/cifar-100-python`` has the official release's md5."""
-    files = CIFAR100.train_list + CIFAR100.test_list + [[CIFAR100.meta["filename"], CIFAR100.meta["md5"]]]
-    return all(check_integrity(str(root / FOLDER / name), md5) for name, md5 in files)
-
-
 @dataclass(frozen=True)
 class DataSource:
     """Where the notebooks' images come from; ``caption`` goes under every figure made from them."""
@@ -94,6 +90,11 @@ class DataSource:
     @property
     def quick(self) -> bool:
         return self.kind == "synthetic"
+
+    @property
+    def real(self) -> bool:
+        """Real CIFAR-100 images (any kind but synthetic)."""
+        return not self.quick
 
     def datamodule(self, **kwargs: Any) -> CIFAR100DataModule:
         """A :class:`CIFAR100DataModule` that reads this source (``kwargs`` override its defaults;
@@ -117,11 +118,11 @@ def data_source(root: str | Path | None = None, download: bool = True) -> DataSo
     try:
         ensure_cifar100(root, download=download)
     except DatasetNotFoundError:
-        caption = f"synthetic data (quick mode: no CIFAR-100 in {root}, none downloadable): class-coloured stripes"
+        caption = "synthetic data (quick mode: no CIFAR-100 found or downloadable): class-coloured stripes, not real images"
         return DataSource("synthetic", None, caption)
-    if _official_md5(root):
-        return DataSource("cifar100", root, "CIFAR-100 (official release, md5-verified)")
-    return DataSource("subset", root, f"real CIFAR-100 images, a subset (md5 not verified) at {root}")
+    label = identify_cifar100(root)
+    kind = {DATASET_OFFICIAL: "cifar100", DATASET_Q75: "cifar100-q75"}.get(label, "subset")
+    return DataSource(kind, root, label)
 
 
 @dataclass(frozen=True)

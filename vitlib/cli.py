@@ -31,6 +31,7 @@ from .data import ARCHIVE, FINE_LABELS, CIFAR100DataModule, DatasetNotFoundError
 from .files import write_json_atomic
 from .loss_check import NonFiniteLossError
 from .module import ViTModule
+from .throughput import ThroughputMonitor
 
 QUICK_MAX_EPOCHS = 2
 RUNS_DIR = "runs"  # the loggers' save_dir unless --trainer.default_root_dir says otherwise
@@ -84,6 +85,9 @@ class MetricsWriter(L.Callback):
             "global_step": trainer.global_step,
             "config": config,
         }
+        monitor = next((cb for cb in trainer.callbacks if isinstance(cb, ThroughputMonitor)), None)
+        if monitor is not None and stage == "fit":
+            payload["throughput"] = monitor.summary()
         path = (log_dir / "metrics.json").resolve()
         write_json_atomic(path, payload)
         print(f"metrics written to {path}")
@@ -121,7 +125,8 @@ class ViTCLI(LightningCLI):
             CIFAR100DataModule,
             *args,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"callbacks": [MetricsWriter(), TopKPrinter(), LearningRateMonitor("step")]},
+            # ThroughputMonitor first: its fit-end timing must be taken before MetricsWriter writes it.
+            trainer_defaults={"callbacks": [ThroughputMonitor(), MetricsWriter(), TopKPrinter(), LearningRateMonitor("step")]},
             auto_configure_optimizers=False,
             **kwargs,
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import hashlib
 import os
 import pickle
 import shutil
@@ -30,7 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import CIFAR100
 from torchvision.datasets.vision import StandardTransform
-from torchvision.datasets.utils import download_url, extract_archive
+from torchvision.datasets.utils import check_integrity, download_url, extract_archive
 from torchvision.transforms import v2
 
 from .augment import (
@@ -62,6 +64,7 @@ __all__ = [
     "default_data_dir",
     "denormalize",
     "ensure_cifar100",
+    "identify_cifar100",
     "load_cifar100",
     "make_synthetic_cifar100",
     "normalize",
@@ -300,6 +303,52 @@ def ensure_cifar100(root: str | Path, download: bool = True, verify_md5: bool = 
     raise DatasetNotFoundError(f"CIFAR-100 not found in {root} ({reason}). {_how_to_fix(root)}")
 
 
+# What a results file or caption calls each dataset (identify_cifar100).
+DATASET_OFFICIAL = "CIFAR-100 (official release, md5-verified)"
+DATASET_Q75 = "CIFAR-100 (JPEG q75 copy)"
+DATASET_UNVERIFIED = "CIFAR-100 layout, unverified files (neither the official release nor the JPEG q75 copy)"
+# sha256 of each split's pixel array (N x 3072 uint8 planes, as stored in its pickle) in the
+# quality-75 JPEG copy of CIFAR-100 decoded with Pillow's libjpeg-turbo: pixels, not file bytes,
+# identify it, because the pickles' bytes depend on the pickle protocol that wrote them.
+Q75_PIXELS_SHA256 = {
+    "train": "5b15b7eb2e65c02b2d1c642e6b844f629124b4c229377ac4c066b8a2fdbc66c5",
+    "test": "70b865edb46f698c6edd1856811e06ff245c2bffef65302b53fb4b0a63afbd0b",
+}
+
+
+def official_md5(root: str | Path) -> bool:
+    """True when every file under ``root/cifar-100-python`` has the official release's md5."""
+    files = CIFAR100.train_list + CIFAR100.test_list + [[CIFAR100.meta["filename"], CIFAR100.meta["md5"]]]
+    return all(check_integrity(str(Path(root) / FOLDER / name), md5) for name, md5 in files)
+
+
+def _pixels_sha256(file: Path) -> str | None:
+    try:
+        with open(file, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        return hashlib.sha256(np.ascontiguousarray(entry["data"], dtype=np.uint8).tobytes()).hexdigest()
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError):
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def _identify(folder: Path, stamp: tuple[float, ...]) -> str:
+    if official_md5(folder.parent):
+        return DATASET_OFFICIAL
+    if all(_pixels_sha256(folder / split) == digest for split, digest in Q75_PIXELS_SHA256.items()):
+        return DATASET_Q75
+    return DATASET_UNVERIFIED
+
+
+def identify_cifar100(root: str | Path) -> str:
+    """Which CIFAR-100 lies under ``root/cifar-100-python``: ``DATASET_OFFICIAL``, ``DATASET_Q75``
+    or ``DATASET_UNVERIFIED``; the label every results file and caption carries. About a second
+    (md5 and pixel hashes); cached until the files change."""
+    folder = Path(root).expanduser().absolute() / FOLDER
+    stamp = tuple(p.stat().st_mtime if p.exists() else -1.0 for p in (folder / name for name in FILES))
+    return _identify(folder, stamp)
+
+
 def load_cifar100(
     root: str | Path,
     train: bool,
@@ -520,11 +569,8 @@ class CIFAR100DataModule(L.LightningDataModule):
 
     def describe(self, split: str) -> dict[str, str]:
         """Which data a split's metrics come from, for results files and figure captions."""
-        if self.quick:
-            dataset = "synthetic data in the CIFAR-100 layout (quick mode)"
-        else:
-            checked = "" if self.hparams.verify_md5 else " (md5 not verified)"
-            dataset = f"CIFAR-100 at {self.data_dir.resolve()}{checked}"
+        # Never the data folder's path: results files and the book are read on other machines.
+        dataset = "synthetic data in the CIFAR-100 layout (quick mode)" if self.quick else identify_cifar100(self.data_dir)
         if split == "train":
             images = "training set" if self.hparams.val_split == 0 else "training set minus the held-out images"
         elif split == "val" and self.hparams.val_split > 0:

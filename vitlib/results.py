@@ -12,6 +12,7 @@ date, dataset, metrics), and renders every such file (and the GPU benchmark file
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -23,7 +24,11 @@ from typing import Any
 
 import torch
 
+from .checkpoints import CONFIG_KEY, load_checkpoint
+from .config import ViTConfig
 from .files import write_json_atomic
+from .model import ViT
+from .pretrained import WEIGHTS_NAME, save_pretrained, sha256_of
 
 REQUIRED = ("name", "command", "commit", "hardware", "date", "dataset", "metrics")
 BENCH_REQUIRED = ("gpu", "torch", "commit", "date", "rows")
@@ -56,14 +61,62 @@ def this_machine() -> str:
     return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
+def read_history(metrics_csv: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch values of a run's ``metrics.csv`` (Lightning's CSVLogger):
+    ``{"train/loss": [(epoch, value), ...], "val/top1": [...], ..., "lr": [...]}``.
+
+    ``lr`` is the learning rate of the last step of each epoch (the logger writes it per step,
+    without an epoch number: each step is matched to the epoch whose end row it precedes)."""
+    history: dict[str, list[tuple[int, float]]] = {}
+    lr_steps: list[tuple[int, float]] = []
+    epoch_ends: dict[int, int] = {}
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            lr = row.get("lr-AdamW/pg1") or row.get("lr-AdamW")
+            if lr and row.get("step"):
+                lr_steps.append((int(row["step"]), float(lr)))
+            if not row.get("epoch"):
+                continue
+            epoch = int(row["epoch"])
+            epoch_ends[epoch] = max(epoch_ends.get(epoch, 0), int(row.get("step") or 0))
+            for key, value in row.items():
+                if "/" in key and not key.startswith("lr-") and value not in ("", None):
+                    history.setdefault(key, []).append((epoch, float(value)))
+    for epoch, end in sorted(epoch_ends.items()):
+        before = [lr for step, lr in lr_steps if step < end]
+        if before:
+            history.setdefault("lr", []).append((epoch, before[-1]))
+    return history
+
+
+def _export_weights(run_dir: Path, folder: Path) -> dict[str, Any]:
+    """The run's ``last.ckpt`` as a ``save_pretrained`` folder; its file names and sha256."""
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt} not found: the run left no last checkpoint to export")
+    checkpoint = load_checkpoint(ckpt)
+    model = ViT(ViTConfig.from_dict(checkpoint[CONFIG_KEY]))
+    prefix = "model."
+    model.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
+    save_pretrained(model, folder)
+    weights = folder / WEIGHTS_NAME
+    return {"folder": folder.name, "sha256": sha256_of(weights), "bytes": weights.stat().st_size}
+
+
 def record_run(
     run_dir: str | Path,
     name: str,
     out_dir: str | Path = "results",
     command: str | None = None,
     hardware: str | None = None,
+    weights: bool = True,
 ) -> Path:
     """Write ``out_dir/<name>.json`` from a finished run's ``metrics.json``; returns its path.
+
+    The record holds the provenance, the final metrics, the per-epoch history (from the run's
+    ``metrics.csv``), the timing of ``ThroughputMonitor`` and, with ``weights``, the last
+    checkpoint's weights exported to ``out_dir/<name>/`` by ``save_pretrained`` (config.json +
+    model.safetensors, with their sha256 in the record) for ``from_pretrained``.
 
     Record right after the run, on the machine that ran it: the commit and hardware are read from
     the checkout and machine at hand (``hardware`` overrides the latter). The default command
@@ -100,8 +153,12 @@ def record_run(
         "metrics": {key: run[key] for key in ("loss", "top1", "top5", "samples", "epoch", "global_step") if key in run},
         "model": config.get("model", {}),
         "trainer": {key: config.get("trainer", {}).get(key) for key in ("max_epochs", "precision", "devices")},
-        "run_dir": str(run_dir),
+        "data": config.get("data", {}),
+        "throughput": run.get("throughput"),
+        "history": read_history(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else {},
     }
+    if weights:
+        payload["weights"] = _export_weights(run_dir, Path(out_dir) / name)
     path = Path(out_dir) / f"{name}.json"
     write_json_atomic(path, payload)
     return path
@@ -217,9 +274,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default="results", help="folder for the results file (default: results)")
     parser.add_argument("--command", help="the command that ran it (default: repeat it from its config.yaml)")
     parser.add_argument("--hardware", help="the machine that ran it (default: this machine's GPUs or CPU)")
+    parser.add_argument("--no-weights", action="store_true", help="do not export the last checkpoint's weights")
     args = parser.parse_args(argv)
     try:
-        path = record_run(args.run_dir, args.name, args.out, args.command, args.hardware)
+        path = record_run(args.run_dir, args.name, args.out, args.command, args.hardware, weights=not args.no_weights)
     except (FileNotFoundError, ValueError) as err:
         parser.exit(2, f"vitlib.results: error: {err}\n")
     print(f"recorded {path}")

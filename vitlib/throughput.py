@@ -1,0 +1,106 @@
+"""How fast a run trains, and whether its data loop keeps the model busy.
+
+:class:`ThroughputMonitor` is a Lightning callback that times a ``fit``: the wall time of the whole
+run (from the trainer's construction, so data loading and set-up count), the time of every training
+epoch, and, when training ends, the **bare step** of the same model in the same process with the
+same threads: forward + backward + AdamW on one batch held in memory, no data loading, no
+augmentation, no logging. The ratio of the two is the share of the machine the model really gets;
+a loop that starves the model shows as a ratio well under 1.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+from .augment import soft_target_cross_entropy
+
+
+def bare_step_images_per_s(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 10, warmup: int = 3
+) -> float:
+    """Images per second of forward + cross-entropy + backward + AdamW on ``images`` (a copy of
+    ``model`` trains, so the model itself is left as it was)."""
+    model = copy.deepcopy(model).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=images.is_cuda or None)
+
+    def step() -> None:
+        loss = soft_target_cross_entropy(model(images), labels, 0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    if images.is_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if images.is_cuda:
+        torch.cuda.synchronize()
+    return steps * images.shape[0] / (time.perf_counter() - start)
+
+
+class ThroughputMonitor(L.Callback):
+    """Times a ``fit`` (see the module docstring); :meth:`summary` is written to ``metrics.json``.
+
+    Per epoch it logs ``time/train_epoch_s`` and ``time/train_images_per_s`` (the training loop
+    alone, validation excluded), so they land in ``metrics.csv`` beside the losses.
+    """
+
+    def __init__(self, bare_steps: int = 10) -> None:
+        self.bare_steps = bare_steps
+        self.created = time.perf_counter()
+        self.epoch_start = 0.0
+        self.train_s = 0.0
+        self.train_images = 0
+        self.bare: float | None = None
+        self.wall_s: float | None = None
+        self.resumed_from: str | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # A resumed run's wall time and images/s cover only its own part: the record says so.
+        self.resumed_from = str(trainer.ckpt_path) if trainer.ckpt_path else None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        seconds = time.perf_counter() - self.epoch_start
+        batch_size = getattr(trainer.datamodule, "batch_size", 0)
+        images = trainer.num_training_batches * batch_size * trainer.world_size
+        self.train_s += seconds
+        self.train_images += images
+        module.log("time/train_epoch_s", seconds, on_epoch=True, on_step=False)
+        module.log("time/train_images_per_s", images / seconds, on_epoch=True, on_step=False)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.bare_steps <= 0 or not trainer.is_global_zero or self.train_images == 0:
+            return
+        images, labels = next(iter(trainer.train_dataloader))
+        images, labels = images.to(module.device), labels.to(module.device)
+        self.bare = bare_step_images_per_s(module.model, images, labels, steps=self.bare_steps)
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.wall_s = time.perf_counter() - self.created
+
+    def summary(self) -> dict[str, Any]:
+        """Seconds and images/s of this run; ``None`` for what was not measured."""
+        train_rate = self.train_images / self.train_s if self.train_s else None
+        fit_rate = self.train_images / self.wall_s if self.wall_s else None
+        return {
+            "fit_wall_s": self.wall_s,
+            "train_s": self.train_s,
+            "train_images": self.train_images,
+            "fit_images_per_s": fit_rate,  # whole fit: set-up and validation included
+            "train_images_per_s": train_rate,  # training epochs only
+            "bare_step_images_per_s": self.bare,
+            "train_vs_bare": train_rate / self.bare if train_rate and self.bare else None,
+            "threads": torch.get_num_threads(),
+            "resumed_from": self.resumed_from,
+        }
