@@ -39,7 +39,7 @@ def test_files_that_fail_the_md5_are_a_subset(no_quick: None, cifar_root: Path, 
     monkeypatch.setenv("VITLIB_DATA", str(cifar_root))
     source = book.data_source(download=False)
     assert source.kind == "subset" and source.root == cifar_root.resolve()
-    assert "md5 not verified" in source.caption
+    assert "unverified" in source.caption and str(cifar_root) not in source.caption
     datamodule = source.datamodule()
     assert datamodule.hparams.verify_md5 is False and datamodule.quick is False
     images, labels = book.examples(source, count=6)
@@ -50,7 +50,8 @@ def test_files_that_fail_the_md5_are_a_subset(no_quick: None, cifar_root: Path, 
 def test_no_dataset_falls_back_to_synthetic_and_says_why(no_quick: None, tmp_path: Path) -> None:
     source = book.data_source(tmp_path / "empty", download=False)
     assert source.kind == "synthetic"
-    assert str(tmp_path / "empty") in source.caption
+    # Says why, without printing a path of this machine into the book.
+    assert "no CIFAR-100 found" in source.caption and str(tmp_path) not in source.caption
 
 
 def test_data_source_rejects_unknown_kind() -> None:
@@ -222,9 +223,11 @@ def test_rollout_heatmaps_and_comparison() -> None:
     model = ViT(ViTConfig.from_preset("vit_tiny"))
     probs, heat = viz.rollout_heatmaps(model, torch.randn(3, 3, 32, 32))
     assert probs.shape == (3, 100) and heat.shape == (3, 8, 8)
-    assert float(heat.amax()) == pytest.approx(1.0)
+    # Units of the uniform share: the rollout row over the 64 patches (the class token keeps some
+    # weight itself) averages just under 1.
+    assert 0.5 < float(heat.mean()) <= 1.0
     fig = viz.plot_attention_comparison(torch.rand(3, 3, 32, 32), {"a": heat, "b": heat})
-    assert len(fig.axes) == 6
+    assert len(fig.axes) == 6 + 1  # and one colour bar
 
 
 def test_training_curves_and_confusion() -> None:

@@ -6,20 +6,43 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from vitlib import results
+from vitlib import ViT, ViTConfig, results
+from vitlib.checkpoints import CONFIG_KEY
 
 
-def _run_dir(tmp_path: Path, dataset: str = "CIFAR-100 at /data", **metrics: float) -> Path:
+TINY = ViTConfig.from_preset("vit_tiny")
+
+# What Lightning's CSVLogger writes: per-step learning rates without an epoch, per-epoch metrics.
+METRICS_CSV = """epoch,lr-AdamW/pg1,lr-AdamW/pg2,step,train/loss,train/top1,val/loss,val/top1,val/top5
+,0.001,0.001,0,,,,,
+,0.002,0.002,4,,,,,
+0,,,4,,,3.9,0.11,0.30
+0,,,4,4.2,0.05,,,
+,0.0015,0.0015,5,,,,,
+,0.0005,0.0005,9,,,,,
+1,,,9,,,3.5,0.17,0.41
+1,,,9,3.8,0.12,,,
+"""
+
+
+def _run_dir(tmp_path: Path, dataset: str = "CIFAR-100 (JPEG q75 copy)", **metrics: float) -> Path:
+    """A finished fit's folder as the CLI leaves it: metrics.json, metrics.csv, checkpoints/last.ckpt."""
     run = tmp_path / "runs" / "vitlib" / "version_0"
-    run.mkdir(parents=True)
+    (run / "checkpoints").mkdir(parents=True)
     values = {"loss": 1.5, "top1": 0.61, "top5": 0.86, **metrics}
     payload = {
         "stage": "fit", "split": "val", "dataset": dataset, "images": "test set (used as the validation set)",
-        **values, "samples": 10000, "epoch": 99, "global_step": 19500,
+        **values, "samples": 10000, "epoch": 100, "global_step": 19500,
         "config": {"model": {"preset": "conv_vit"}, "trainer": {"max_epochs": 100, "precision": "bf16-mixed"}},
+        "throughput": {"fit_wall_s": 3600.0, "train_images_per_s": 300.0, "bare_step_images_per_s": 310.0},
     }  # fmt: skip
     (run / "metrics.json").write_text(json.dumps(payload))
+    (run / "metrics.csv").write_text(METRICS_CSV)
+    model = ViT(TINY)
+    state = {f"model.{name}": tensor for name, tensor in model.state_dict().items()}
+    torch.save({"state_dict": state, CONFIG_KEY: TINY.to_dict()}, run / "checkpoints" / "last.ckpt")
     return run
 
 
@@ -32,7 +55,8 @@ def test_record_run_writes_everything_needed_to_trust_and_repeat_it(tmp_path: Pa
     assert record["metrics"]["top1"] == 0.6123 and record["metrics"]["samples"] == 10000
     assert record["command"] == f"python -m vitlib fit --config {run / 'config.yaml'}"
     assert record["hardware"] == "1 x Test GPU"
-    assert record["dataset"] == "CIFAR-100 at /data"
+    assert record["dataset"] == "CIFAR-100 (JPEG q75 copy)"
+    assert record["epochs"] == 100 and record["throughput"]["fit_wall_s"] == 3600.0
     assert record["model"]["preset"] == "conv_vit" and record["trainer"]["max_epochs"] == 100
     assert record["date"][:4].isdigit() and "T" in record["date"]
     assert record["commit"]  # a commit hash, or a statement that there is no git checkout
@@ -74,7 +98,38 @@ def test_accuracy_table_shows_recorded_runs(tmp_path: Path) -> None:
     results.record_run(_run_dir(tmp_path, top1=0.6123, top5=0.8765), "conv-vit", tmp_path / "results", hardware="GPU X")
     table = results.accuracy_table(tmp_path / "results")
     assert "conv-vit" in table and "61.23 %" in table and "87.65 %" in table and "GPU X" in table
-    assert "| 100 |" in table  # epochs = last epoch index + 1
+    assert "| 100 |" in table  # epochs trained (Lightning's epoch counter after fit)
+
+
+def test_history_has_every_epoch_and_the_lr_at_its_end(tmp_path: Path) -> None:
+    history = results.read_history(_run_dir(tmp_path) / "metrics.csv")
+    assert history["val/top1"] == [(0, 0.11), (1, 0.17)] and history["train/loss"] == [(0, 4.2), (1, 3.8)]
+    # An epoch's rows carry the index of its last step (4, then 9): the LR logged at that step.
+    assert history["lr"] == [(0, 0.002), (1, 0.0005)]
+
+
+def test_recorded_weights_load_back_exactly(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path)
+    results.record_run(run, "tiny", tmp_path / "results", hardware="CPU")
+    recorded = results.load_record("tiny", tmp_path / "results", url=None)
+    assert recorded is not None and recorded.history["val/top1"][-1] == (1, 0.17)
+    assert len(recorded.record["weights"]["sha256"]) == 64
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    loaded = recorded.model().state_dict()
+    assert loaded.keys() == {k.removeprefix("model.") for k in saved}
+    assert all(torch.equal(loaded[k.removeprefix("model.")], v) for k, v in saved.items())
+    assert "100 epochs on CPU" in recorded.describe() and "JPEG q75" in recorded.describe()
+    assert results.load_record("missing", tmp_path / "results", url=None) is None
+
+
+def test_a_damaged_weights_file_is_refused(tmp_path: Path) -> None:
+    results.record_run(_run_dir(tmp_path), "tiny", tmp_path / "results", hardware="CPU")
+    weights = tmp_path / "results" / "tiny" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256"):
+        results.load_record("tiny", tmp_path / "results", url=None).model()
 
 
 def test_benchmark_table_rows(tmp_path: Path) -> None:

@@ -17,6 +17,9 @@ from vitlib.viz import (  # noqa: E402
     model_attention,
     plot_attention_heads,
     plot_attention_layers,
+    HEAT_LABEL,
+    heat_scale,
+    overlay,
     prediction_collage,
     token_heatmap,
     upsample_heatmap,
@@ -106,12 +109,27 @@ def test_token_heatmap_uses_class_row_or_mean_row():
     with_cls[0, 1:] = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0])  # other rows prefer the last patch
     heat = token_heatmap(with_cls, has_cls_token=True, grid=grid)
     assert heat.shape == (1, grid, grid)
-    assert torch.allclose(heat[0], torch.tensor([[0.0, 1.0], [1 / 3, 0.0]]))
+    # In units of the uniform share (1/4 per patch): the class row's patch weights times 4.
+    assert torch.allclose(heat[0], torch.tensor([[0.4, 1.6], [0.8, 0.4]]))
 
     no_cls = torch.tensor([[[0.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]]])
     heat = token_heatmap(no_cls, has_cls_token=False, grid=grid)
-    # Mean row: [0, .75, 0, .25] -> normalised to [0, 1, 0, 1/3].
-    assert torch.allclose(heat[0], torch.tensor([[0.0, 1.0], [0.0, 1 / 3]]))
+    # Mean row: [0, .75, 0, .25] -> times 4 patches: [0, 3, 0, 1].
+    assert torch.allclose(heat[0], torch.tensor([[0.0, 3.0], [0.0, 1.0]]))
+
+
+def test_uniform_attention_is_a_flat_map_on_a_fixed_scale():
+    # Near-uniform attention must not be stretched into blobs: it maps to ~1 everywhere, and the
+    # colour scale (0 .. at least 2) keeps it one flat colour.
+    grid = 8
+    uniform = torch.full((1, grid * grid + 1, grid * grid + 1), 1.0 / (grid * grid + 1))
+    uniform += 1e-4 * torch.rand_like(uniform)
+    heat = token_heatmap(uniform, has_cls_token=True, grid=grid)
+    assert torch.allclose(heat, torch.ones_like(heat), atol=0.02)
+    assert heat_scale(heat) == 2.0
+    fig, ax = plt.subplots()
+    layer = overlay(ax, torch.rand(3, 32, 32), heat[0])
+    assert layer.get_clim() == (0.0, 2.0)
 
 
 def test_token_heatmap_rejects_a_wrong_grid():
@@ -178,8 +196,10 @@ def test_plot_attention_heads_has_one_panel_per_head(vit_and_images):
     model, images = vit_and_images
     _, maps = model_attention(model, images)
     fig = plot_attention_heads(images[1], maps, layer=1, has_cls_token=model.cfg.pool == "cls", index=1)
-    assert len(fig.axes) == model.cfg.heads
-    assert all(len(ax.images) == 2 for ax in fig.axes)  # image + heat map
+    panels, colorbar = fig.axes[:-1], fig.axes[-1]
+    assert len(panels) == model.cfg.heads and colorbar.get_ylabel() == HEAT_LABEL
+    assert all(len(ax.images) == 2 for ax in panels)  # image + heat map
+    assert len({ax.images[1].get_clim() for ax in panels}) == 1  # one scale for all heads
     _assert_panels_rendered(fig)
 
 
@@ -187,8 +207,8 @@ def test_plot_attention_layers_has_one_panel_per_block_plus_rollout(vit_and_imag
     model, images = vit_and_images
     _, maps = model_attention(model, images)
     fig = plot_attention_layers(images[0], maps, has_cls_token=model.cfg.pool == "cls")
-    assert len(fig.axes) == model.cfg.depth + 1
-    assert fig.axes[-1].get_title() == "rollout"
+    assert len(fig.axes) == model.cfg.depth + 2  # blocks, rollout, colour bar
+    assert fig.axes[-2].get_title() == "rollout" and fig.axes[-1].get_ylabel() == HEAT_LABEL
     _assert_panels_rendered(fig)
 
 
@@ -207,8 +227,12 @@ def test_prediction_collage_marks_right_and_wrong(vit_and_images, with_heatmaps)
         grid = model.cfg.grid_size
         heatmaps = upsample_heatmap(token_heatmap(attention_rollout(maps), cls, grid), 32)
     fig = prediction_collage(images, labels, probs, heatmaps, classes, ncols=2, k=3)
-    assert len(fig.axes) == 2 * len(images)  # image + bar chart per sample
-    image_axes, bar_axes = fig.axes[0::2], fig.axes[1::2]
+    # image + bar chart per sample, and one colour bar for the heat maps
+    assert len(fig.axes) == 2 * len(images) + with_heatmaps
+    if with_heatmaps:
+        assert fig.axes[-1].get_ylabel() == HEAT_LABEL
+    panels = fig.axes[: 2 * len(images)]
+    image_axes, bar_axes = panels[0::2], panels[1::2]
     assert to_rgba(image_axes[0].title.get_color()) == to_rgba("tab:green")
     assert to_rgba(image_axes[1].title.get_color()) == to_rgba("tab:red")
     assert image_axes[1].get_title() == f"true: {classes[labels[1]]}\npred: {classes[predicted[1]]}"

@@ -18,7 +18,6 @@ caption states the outcome:
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from .data import (
     COARSE_LABELS,
     DATASET_OFFICIAL,
     DATASET_Q75,
+    FINE_LABELS,
     FINE_TO_COARSE,
     CIFAR100DataModule,
     DatasetNotFoundError,
@@ -48,6 +48,7 @@ from .data import (
 )
 from .cli import MetricsWriter
 from .module import ViTModule
+from .results import RecordedRun, load_record, read_history
 from .schedule import ScheduleConfig
 
 # cifar100: the official release (md5-verified); cifar100-q75: the complete JPEG quality-75 copy;
@@ -95,6 +96,12 @@ class DataSource:
     def real(self) -> bool:
         """Real CIFAR-100 images (any kind but synthetic)."""
         return not self.quick
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names for the labels: CIFAR-100's for real images; for synthetic ones names that say
+        what they are ("stripes 3"), so that no striped square is ever labelled "fox"."""
+        return list(FINE_LABELS) if self.real else [f"stripes {i}" for i in range(len(FINE_LABELS))]
 
     def datamodule(self, **kwargs: Any) -> CIFAR100DataModule:
         """A :class:`CIFAR100DataModule` that reads this source (``kwargs`` override its defaults;
@@ -247,6 +254,17 @@ def find_checkpoint(preset: str | None = None) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
 
 
+# The recorded CPU run (configs/cpu.yaml) that chapters 1, 6 and 7 show.
+CPU_RUN = "cpu-recipe"
+
+
+def recorded_run(name: str = CPU_RUN) -> RecordedRun | None:
+    """The recorded run ``name`` from this checkout's ``results/``, else from the repository on
+    GitHub (Colab); ``None`` when neither has it. Never trains."""
+    root = repository_root()
+    return load_record(name, folder=root / "results" if root else None)
+
+
 def load_checkpoint(path: str | Path) -> ViTModule:
     """A :class:`ViTModule` from a Lightning checkpoint, on the CPU, in eval mode."""
     module = ViTModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
@@ -280,15 +298,8 @@ def examples(source: DataSource, count: int = 8, train: bool = False) -> tuple[t
 
 
 def epoch_history(trainer: L.Trainer) -> dict[str, list[tuple[int, float]]]:
-    """Per-epoch metrics of a finished :func:`train` run from its ``metrics.csv``:
-    ``{"train/loss": [(epoch, value), ...], "val/top1": [...], ...}``."""
-    history: dict[str, list[tuple[int, float]]] = {}
-    with open(Path(trainer.logger.log_dir) / "metrics.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if "/" in key and value not in ("", None):
-                    history.setdefault(key, []).append((int(row["epoch"]), float(value)))
-    return history
+    """Per-epoch metrics of a finished :func:`train` run (see :func:`vitlib.results.read_history`)."""
+    return read_history(Path(trainer.logger.log_dir) / "metrics.csv")
 
 
 def predict(model: torch.nn.Module, loader: Any) -> tuple[torch.Tensor, torch.Tensor]:

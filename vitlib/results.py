@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import http.client
 import json
 import os
 import platform
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,7 @@ from .checkpoints import CONFIG_KEY, load_checkpoint
 from .config import ViTConfig
 from .files import write_json_atomic
 from .model import ViT
-from .pretrained import WEIGHTS_NAME, save_pretrained, sha256_of
+from .pretrained import TIMEOUT_S, WEIGHTS_NAME, from_pretrained, save_pretrained, sha256_of
 
 REQUIRED = ("name", "command", "commit", "hardware", "date", "dataset", "metrics")
 BENCH_REQUIRED = ("gpu", "torch", "commit", "date", "rows")
@@ -66,7 +70,7 @@ def read_history(metrics_csv: str | Path) -> dict[str, list[tuple[int, float]]]:
     ``{"train/loss": [(epoch, value), ...], "val/top1": [...], ..., "lr": [...]}``.
 
     ``lr`` is the learning rate of the last step of each epoch (the logger writes it per step,
-    without an epoch number: each step is matched to the epoch whose end row it precedes)."""
+    without an epoch number; an epoch's rows carry the step index of its last step)."""
     history: dict[str, list[tuple[int, float]]] = {}
     lr_steps: list[tuple[int, float]] = []
     epoch_ends: dict[int, int] = {}
@@ -83,7 +87,7 @@ def read_history(metrics_csv: str | Path) -> dict[str, list[tuple[int, float]]]:
                 if "/" in key and not key.startswith("lr-") and value not in ("", None):
                     history.setdefault(key, []).append((epoch, float(value)))
     for epoch, end in sorted(epoch_ends.items()):
-        before = [lr for step, lr in lr_steps if step < end]
+        before = [lr for step, lr in lr_steps if step <= end]
         if before:
             history.setdefault("lr", []).append((epoch, before[-1]))
     return history
@@ -151,6 +155,8 @@ def record_run(
         "stage": run.get("stage"),
         "split": run.get("split"),
         "metrics": {key: run[key] for key in ("loss", "top1", "top5", "samples", "epoch", "global_step") if key in run},
+        # After fit, Lightning's epoch counter stands at the number of epochs trained.
+        "epochs": run.get("epoch") if run.get("stage") == "fit" else None,
         "model": config.get("model", {}),
         "trainer": {key: config.get("trainer", {}).get(key) for key in ("max_epochs", "precision", "devices")},
         "data": config.get("data", {}),
@@ -162,6 +168,60 @@ def record_run(
     path = Path(out_dir) / f"{name}.json"
     write_json_atomic(path, payload)
     return path
+
+
+# Where a checkout-less reader (Colab) finds the committed records and weights.
+RECORDS_URL = "https://raw.githubusercontent.com/vitlib/vit-cifar100-book/main/results/"
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """A recorded run: its results file and where its weights are (a folder or a URL)."""
+
+    record: dict[str, Any]
+    weights_location: str
+
+    @property
+    def name(self) -> str:
+        return self.record["name"]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.record["metrics"]
+
+    @property
+    def history(self) -> dict[str, list[tuple[int, float]]]:
+        return {key: [(int(e), float(v)) for e, v in points] for key, points in self.record.get("history", {}).items()}
+
+    def model(self) -> ViT:
+        """The recorded weights as a :class:`~vitlib.ViT` in eval mode (sha256-checked)."""
+        sha256 = self.record.get("weights", {}).get("sha256")
+        return from_pretrained(self.weights_location, sha256=sha256).eval()
+
+    def describe(self) -> str:
+        """One line of provenance for a caption: run, epochs, hardware, data, commit, date."""
+        r = self.record
+        return (
+            f"recorded run '{r['name']}': {r.get('epochs') or '?'} epochs on {r['hardware']}, {r['dataset']}, "
+            f"commit {str(r['commit'])[:10]}, {str(r['date'])[:10]}"
+        )
+
+
+def load_record(name: str, folder: str | Path | None = "results", url: str | None = RECORDS_URL) -> RecordedRun | None:
+    """The recorded run ``name``: ``folder/<name>.json`` with its weights in ``folder/<name>/``,
+    else the same files under ``url`` (e.g. on Colab, without a checkout); ``None`` when neither
+    has it."""
+    if folder is not None and (Path(folder) / f"{name}.json").is_file():
+        record = json.loads((Path(folder) / f"{name}.json").read_text())
+        return RecordedRun(record, str(Path(folder) / name))
+    if url is None:
+        return None
+    try:
+        with urllib.request.urlopen(f"{url}{name}.json", timeout=TIMEOUT_S) as response:
+            record = json.loads(response.read())
+    except (urllib.error.URLError, OSError, http.client.HTTPException, json.JSONDecodeError):
+        return None
+    return RecordedRun(record, f"{url}{name}/")
 
 
 def _load_folder(folder: str | Path, required: Sequence[str]) -> list[dict[str, Any]]:
@@ -223,7 +283,7 @@ def accuracy_table(folder: str | Path = "results") -> str:
             "top-1": _percent(r["metrics"].get("top1")),
             "top-5": _percent(r["metrics"].get("top5")),
             "loss": r["metrics"].get("loss"),
-            "epochs": r["metrics"].get("epoch", -1) + 1 if "epoch" in r["metrics"] else "?",
+            "epochs": r.get("epochs") or "?",
             "dataset": r["dataset"],
             "hardware": r["hardware"],
             "date": str(r["date"])[:10],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
@@ -68,16 +69,10 @@ def attention_rollout(
     return rollout
 
 
-def _normalise(heat: torch.Tensor) -> torch.Tensor:
-    """Scale each ``[B, ...]`` map to [0, 1] (a constant map becomes all zeros)."""
-    flat = rearrange(heat, "b ... -> b (...)")
-    low = flat.amin(dim=1).view(-1, *[1] * (heat.ndim - 1))
-    span = (flat.amax(dim=1) - flat.amin(dim=1)).view_as(low)
-    return (heat - low) / span.clamp_min(torch.finfo(heat.dtype).tiny)
-
-
 def token_heatmap(matrix: torch.Tensor, has_cls_token: bool, grid: int) -> torch.Tensor:
-    """``[B, N, N]`` token-to-token weights -> ``[B, grid, grid]`` map over the patches, in [0, 1].
+    """``[B, N, N]`` token-to-token weights -> ``[B, grid, grid]`` map over the patches, in units
+    of uniform attention: 1 everywhere when every patch gets the same weight, 4 on a patch that
+    gets four times its share. Never stretched per map, so near-uniform attention looks uniform.
 
     With a class token: the class token's row (what the classifier reads). Without one (mean
     pooling): the mean of the rows, because the pooled representation is the mean of the tokens.
@@ -89,7 +84,21 @@ def token_heatmap(matrix: torch.Tensor, has_cls_token: bool, grid: int) -> torch
             f"{'plus a class token' if has_cls_token else 'without a class token'}; check grid and has_cls_token"
         )
     weights = matrix[:, 0, 1:] if has_cls_token else matrix.mean(dim=1)
-    return _normalise(rearrange(weights.float(), "b (h w) -> b h w", h=grid))
+    return rearrange(weights.float(), "b (h w) -> b h w", h=grid) * (grid * grid)
+
+
+HEAT_LABEL = "attention ÷ uniform share (1 = uniform)"
+
+
+def heat_scale(*heats: torch.Tensor) -> float:
+    """The top of one colour scale for every panel of a figure: the largest value, and at least
+    2 (twice the uniform share), so that a flat map near 1 shows as one flat colour."""
+    return max(2.0, *(float(h.max()) for h in heats))
+
+
+def add_heat_colorbar(fig: Figure, mappable: Any, axes: Sequence[Axes]) -> None:
+    """One colour bar for the heat maps of ``axes`` (they share ``mappable``'s scale)."""
+    fig.colorbar(mappable, ax=list(axes), shrink=0.8, label=HEAT_LABEL)
 
 
 def upsample_heatmap(heat: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -102,12 +111,17 @@ def _show_image(ax: Axes, image: torch.Tensor) -> None:
     ax.set_axis_off()
 
 
-def overlay(ax: Axes, image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5, cmap: str = "inferno") -> None:
-    """Draw ``image`` ([3, H, W] in [0, 1]) with ``heat`` ([H, W]) over it; a coarser map is upsampled."""
+def overlay(
+    ax: Axes, image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5, cmap: str = "inferno", vmax: float | None = None
+) -> Any:
+    """Draw ``image`` ([3, H, W] in [0, 1]) with ``heat`` ([H, W]) over it on the scale [0, ``vmax``]
+    (default: :func:`heat_scale` of this map); a coarser map is upsampled. Returns the heat layer
+    (for a colour bar)."""
     if heat.shape != image.shape[-2:]:
         heat = upsample_heatmap(heat[None], tuple(image.shape[-2:]))[0]
     _show_image(ax, image)
-    ax.imshow(heat.detach().cpu().numpy(), cmap=cmap, alpha=alpha)
+    top = heat_scale(heat) if vmax is None else vmax
+    return ax.imshow(heat.detach().cpu().numpy(), cmap=cmap, alpha=alpha, vmin=0.0, vmax=top)
 
 
 def _patch_grid(num_tokens: int, has_cls_token: bool) -> int:
@@ -143,9 +157,11 @@ def plot_attention_heads(
     attn = maps[layer][index]  # [heads, N, N]
     heat = token_heatmap(attn, has_cls_token, _patch_grid(attn.shape[-1], has_cls_token))
     fig, axes = _panels(len(heat), ncols)
+    top = heat_scale(heat)
     for head, (ax, head_heat) in enumerate(zip(axes, heat)):
-        overlay(ax, image, head_heat, alpha=alpha)
+        layer_image = overlay(ax, image, head_heat, alpha=alpha, vmax=top)
         ax.set_title(f"head {head}", fontsize=9)
+    add_heat_colorbar(fig, layer_image, axes)
     fig.suptitle(f"Block {layer}: attention per head")
     return fig
 
@@ -167,9 +183,12 @@ def plot_attention_layers(
     matrices.append(attention_rollout(sample, head_fusion, discard_ratio))
     titles = [f"block {i}" for i in range(len(maps))] + ["rollout"]
     fig, axes = _panels(len(matrices), ncols)
-    for ax, matrix, title in zip(axes, matrices, titles):
-        overlay(ax, image, token_heatmap(matrix, has_cls_token, grid)[0], alpha=alpha)
+    heats = [token_heatmap(matrix, has_cls_token, grid)[0] for matrix in matrices]
+    top = heat_scale(*heats)
+    for ax, heat, title in zip(axes, heats, titles):
+        layer_image = overlay(ax, image, heat, alpha=alpha, vmax=top)
         ax.set_title(title, fontsize=9)
+    add_heat_colorbar(fig, layer_image, axes)
     fig.suptitle("Attention per block (heads averaged) and rollout")
     return fig
 
@@ -198,13 +217,16 @@ def prediction_collage(
     nrows = math.ceil(count / ncols)
     fig = plt.figure(figsize=(2.6 * ncols, 4.0 * nrows), layout="constrained")
     cells = fig.add_gridspec(2 * nrows, ncols, height_ratios=[3, 2] * nrows)
+    top = heat_scale(heatmaps) if heatmaps is not None else None
+    heat_layer, image_axes = None, []
     for i in range(count):
         row, col = divmod(i, ncols)
         image_ax = fig.add_subplot(cells[2 * row, col])
+        image_axes.append(image_ax)
         if heatmaps is None:
             _show_image(image_ax, images[i])
         else:
-            overlay(image_ax, images[i], heatmaps[i], alpha=alpha)
+            heat_layer = overlay(image_ax, images[i], heatmaps[i], alpha=alpha, vmax=top)
         true, predicted = int(labels[i]), int(top_classes[i, 0])
         image_ax.set_title(
             f"true: {classes[true]}\npred: {classes[predicted]}",
@@ -219,6 +241,8 @@ def prediction_collage(
         bar_ax.invert_yaxis()  # most probable on top
         bar_ax.set_xlim(0, 1)
         bar_ax.tick_params(axis="x", labelsize=7)
+    if heat_layer is not None:
+        add_heat_colorbar(fig, heat_layer, image_axes)
     return fig
 
 
@@ -502,13 +526,15 @@ def plot_attention_comparison(images: torch.Tensor, heatmaps: dict[str, torch.Te
     count = len(images)
     fig = plt.figure(figsize=(1.8 * (count + 1), 1.9 * len(heatmaps) + 0.3), layout="constrained")
     axes = fig.subplots(len(heatmaps), count, squeeze=False)
+    top = heat_scale(*heatmaps.values())
     for row, (name, heat) in enumerate(heatmaps.items()):
         for col in range(count):
-            overlay(axes[row, col], images[col], heat[col], alpha=alpha)
+            heat_layer = overlay(axes[row, col], images[col], heat[col], alpha=alpha, vmax=top)
         axes[row, 0].set_axis_on()
         axes[row, 0].set_xticks([])
         axes[row, 0].set_yticks([])
         axes[row, 0].set_ylabel(name, fontsize=9)
+    add_heat_colorbar(fig, heat_layer, axes.ravel())
     return fig
 
 
