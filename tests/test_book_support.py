@@ -213,10 +213,28 @@ def test_mixed_batch_titles_show_the_two_largest_weights() -> None:
 def test_sharpness_is_zero_for_uniform_attention() -> None:
     uniform = [torch.full((1, 2, 5, 5), 0.2)]
     entropy = viz.attention_entropy(uniform)
-    fig = viz.plot_sharpness({"uniform": entropy}, num_tokens=5)
+    fig = viz.plot_sharpness({"uniform": entropy}, 5)
     heights = [bar.get_height() for bar in fig.axes[0].patches]
     assert heights == pytest.approx([0.0], abs=1e-6)
     assert math.log(5) == pytest.approx(float(entropy.mean()))
+
+
+def test_lsa_uniform_attention_is_measured_against_the_tokens_it_can_attend_to() -> None:
+    # LSA masks the diagonal: uniform attention over the other N - 1 tokens has entropy log(N - 1),
+    # so it must read as 0 (not as sharper than uniform against log N).
+    n = 5
+    lsa_uniform = torch.full((1, 2, n, n), 1 / (n - 1)) * (1 - torch.eye(n))
+    mhsa_uniform = torch.full((1, 2, n, n), 1 / n)
+    cfg = ViTConfig.from_preset("vit_tiny")
+    assert viz.attendable_tokens(cfg.replace(attention="lsa")) == cfg.num_tokens - 1
+    assert viz.attendable_tokens(cfg) == cfg.num_tokens
+    entropies = {"lsa": viz.attention_entropy([lsa_uniform]), "mhsa": viz.attention_entropy([mhsa_uniform])}
+    fig = viz.plot_sharpness(entropies, {"lsa": n - 1, "mhsa": n})
+    heights = [bar.get_height() for bar in fig.axes[0].patches]
+    assert heights == pytest.approx([0.0, 0.0], abs=1e-6)
+    # Against log N the LSA model would look sharper than uniform by log(N / (N - 1)).
+    wrong = viz.plot_sharpness(entropies, n)
+    assert wrong.axes[0].patches[0].get_height() == pytest.approx(math.log(n / (n - 1)), abs=1e-6)
 
 
 def test_rollout_heatmaps_and_comparison() -> None:

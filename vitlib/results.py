@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import http.client
 import json
 import os
@@ -27,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from .checkpoints import CONFIG_KEY, load_checkpoint
-from .config import ViTConfig
+from .config import PRESETS, ViTConfig
+from .data import default_data_dir, identify_cifar100, quick_mode
 from .files import write_json_atomic
 from .model import ViT
 from .pretrained import TIMEOUT_S, WEIGHTS_NAME, from_pretrained, save_pretrained, sha256_of
@@ -93,6 +96,31 @@ def read_history(metrics_csv: str | Path) -> dict[str, list[tuple[int, float]]]:
     return history
 
 
+def _stopped_run(run_dir: Path) -> dict[str, Any]:
+    """What ``metrics.json`` would hold for a fit stopped before its end, from its ``config.yaml``
+    and ``metrics.csv``: the last validation of the epochs that finished."""
+    config_file, csv_file = run_dir / "config.yaml", run_dir / "metrics.csv"
+    if not (config_file.is_file() and csv_file.is_file()):
+        raise FileNotFoundError(f"{run_dir} has no config.yaml and metrics.csv: not the folder of a `vitlib fit` run")
+    config = yaml.safe_load(config_file.read_text())
+    history = read_history(csv_file)
+    if not history.get("val/top1"):
+        raise ValueError(f"{run_dir} finished no validation: nothing to record")
+    last = {key: points[-1][1] for key, points in history.items() if key.startswith("val/")}
+    epochs = history["val/top1"][-1][0] + 1
+    data = config.get("data", {})
+    quick = data.get("quick") or (data.get("quick") is None and quick_mode())
+    return {
+        "stage": "fit", "split": "val",
+        "dataset": "synthetic data in the CIFAR-100 layout (quick mode)" if quick else identify_cifar100(data.get("data_dir") or default_data_dir()),
+        "images": f"{data.get('val_split')} training images held out (seed {data.get('seed')})" if data.get("val_split") else "test set (used as the validation set)",
+        "loss": last.get("val/loss"), "top1": last.get("val/top1"), "top5": last.get("val/top5"), "samples": int(last.get("val/count", 0)),
+        "epoch": epochs,
+        "stopped_early": f"stopped after {epochs} of {config.get('trainer', {}).get('max_epochs')} epochs",
+        "config": config,
+    }  # fmt: skip
+
+
 def _export_weights(run_dir: Path, folder: Path) -> dict[str, Any]:
     """The run's ``last.ckpt`` as a ``save_pretrained`` folder; its file names and sha256."""
     ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -114,8 +142,13 @@ def record_run(
     command: str | None = None,
     hardware: str | None = None,
     weights: bool = True,
+    unfinished: bool = False,
 ) -> Path:
     """Write ``out_dir/<name>.json`` from a finished run's ``metrics.json``; returns its path.
+
+    ``unfinished=True`` also records a fit that was stopped before its end (no ``metrics.json``):
+    its metrics are the last validation in ``metrics.csv`` and the record says how many of the
+    planned epochs ran.
 
     The record holds the provenance, the final metrics, the per-epoch history (from the run's
     ``metrics.csv``), the timing of ``ThroughputMonitor`` and, with ``weights``, the last
@@ -129,14 +162,18 @@ def record_run(
     """
     run_dir = Path(run_dir)
     metrics_file = run_dir / "metrics.json"
-    if not metrics_file.is_file():
+    if not metrics_file.is_file() and not unfinished:
         raise FileNotFoundError(
             f"{metrics_file} not found: pass the folder of a finished run (runs/vitlib/version_N), "
-            "written by `python -m vitlib fit` or `test`"
+            "written by `python -m vitlib fit` or `test` (or record a stopped one with unfinished=True)"
         )
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ValueError(f"name must be a plain file name without slashes; got {name!r}")
-    run = json.loads(metrics_file.read_text())
+    if metrics_file.is_file():
+        run = json.loads(metrics_file.read_text())
+    else:
+        run = _stopped_run(run_dir)
+        metrics_file = run_dir / "metrics.csv"
     dataset = run.get("dataset", "unknown")
     if "quick mode" in dataset:
         raise ValueError(
@@ -161,6 +198,9 @@ def record_run(
         "trainer": {key: config.get("trainer", {}).get(key) for key in ("max_epochs", "precision", "devices")},
         "data": config.get("data", {}),
         "throughput": run.get("throughput"),
+        # A resumed run's timing covers only its own part; a stopped one did not finish its schedule.
+        "resumed_from": (run.get("throughput") or {}).get("resumed_from"),
+        "stopped_early": run.get("stopped_early"),
         "history": read_history(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else {},
     }
     if weights:
@@ -222,6 +262,38 @@ def load_record(name: str, folder: str | Path | None = "results", url: str | Non
     except (urllib.error.URLError, OSError, http.client.HTTPException, json.JSONDecodeError):
         return None
     return RecordedRun(record, f"{url}{name}/")
+
+
+def recipe_row(record: dict[str, Any]) -> dict[str, Any]:
+    """The recipe of a recorded run as one table row: model, optimizer, schedule, batch, epochs,
+    augmentation, read from the config it ran with."""
+    model, data = record.get("model", {}), record.get("data", {})
+    arch = {**dataclasses.asdict(PRESETS[model.get("preset", "vit")]), **(model.get("overrides") or {})}
+    schedule, optimizer = model.get("schedule") or {}, model.get("optimizer") or {}
+    augment, mix = data.get("augment"), data.get("mix")
+    if schedule.get("name") == "cyclic":
+        shape = f"triangular cyclic {schedule.get('base_lr')} to {schedule.get('max_lr')}, half cycle {schedule.get('half_cycle_epochs')} epochs"
+    else:
+        shape = f"{schedule.get('name')}: warm-up {schedule.get('warmup_epochs')} epochs to {schedule.get('max_lr')}, down to {schedule.get('min_lr')}"
+    steps = [] if not augment else [f"crop (pad {augment.get('crop_padding')})"] * bool(augment.get("crop_padding"))
+    steps += ["flip"] * bool(augment and augment.get("flip"))
+    if augment and augment.get("randaugment"):
+        steps.append(f"RandAugment N={augment.get('randaugment_ops')} M={augment.get('randaugment_magnitude')}")
+    if mix:
+        steps.append(f"CutMix/MixUp p={mix.get('prob')}")
+    return {
+        "run": record["name"],
+        "model": f"{arch['stem']} stem, {arch['attention']}, {arch['dim']} x {arch['depth']}, patch {arch['patch_size']}, {arch['pool']} pool",
+        "heads": arch["heads"],
+        "MLP ratio": arch["mlp_ratio"],
+        "optimizer": f"AdamW, weight decay {optimizer.get('weight_decay', 0.05)}",
+        "label smoothing": model.get("label_smoothing"),
+        "stochastic depth": arch["drop_path"],
+        "batch": data.get("batch_size"),
+        "epochs": record.get("epochs"),
+        "schedule": shape,
+        "augmentation": ", ".join(steps) or "none",
+    }
 
 
 def _load_folder(folder: str | Path, required: Sequence[str]) -> list[dict[str, Any]]:
@@ -295,6 +367,58 @@ def accuracy_table(folder: str | Path = "results") -> str:
     return markdown_table(rows)
 
 
+# Published results the book compares with (CIFAR-100 from scratch), cited on the results page.
+REFERENCE_RESULTS = (
+    {"result": "reference Lightning notebook (reshalfahsi)", "top-1": "64.92 %", "setting": "ViT, 100 epochs, T4 GPU, about 3 hours, official CIFAR-100"},
+    {"result": "Keras example: Train a ViT on small datasets (Heras)", "top-1": "56.1 %", "setting": "SPT + LSA, 50 epochs, images resized to 72x72, GPU, official CIFAR-100"},
+)  # fmt: skip
+
+
+def throughput_table(folder: str | Path = "results") -> str:
+    """Markdown: wall time and images/s of every recorded run that measured them (the whole
+    ``fit``, its training epochs, and the bare step of the same model in the same process)."""
+    rows = []
+    for r in load_results(folder):
+        t = r.get("throughput") or {}
+        if not t.get("fit_wall_s"):
+            continue
+        rows.append({
+            "run": r["name"],
+            "hardware": r["hardware"],
+            "fit wall time (min)": f"{t['fit_wall_s'] / 60:.1f}",
+            "images/s, whole fit": f"{t['fit_images_per_s']:.0f}",
+            "images/s, training epochs": f"{t['train_images_per_s']:.0f}",
+            "images/s, bare step": f"{t['bare_step_images_per_s']:.0f}" if t.get("bare_step_images_per_s") else "n/a",
+            "training / bare": f"{t['train_vs_bare']:.0%}" if t.get("train_vs_bare") else "n/a",
+            "threads": t.get("threads"),
+            "resumed": "yes" if t.get("resumed_from") else "no",
+        })  # fmt: skip
+    return markdown_table(rows) if rows else "**No recorded run measured its speed.**"
+
+
+def tuning_table(folder: str | Path = "results/tuning") -> str:
+    """Markdown: the runs that chose a recipe, validated on held-out training images (never the
+    test set): each run's model and schedule, its held-out top-1 after every epoch, its speed."""
+    runs = load_results(folder)
+    if not runs:
+        return "**No tuning run is recorded.**"
+    rows = []
+    for r in runs:
+        arch = {**dataclasses.asdict(PRESETS[r["model"].get("preset", "vit")]), **(r["model"].get("overrides") or {})}
+        history = {k: [(int(e), float(v)) for e, v in pts] for k, pts in r.get("history", {}).items()}
+        speed = [v for _, v in history.get("time/train_images_per_s", [])]
+        rows.append({
+            "run": r["name"],
+            "model": f"{arch['stem']} stem, {arch['dim']} x {arch['depth']}, {arch['heads']} heads",
+            "schedule": f"{(r['model'].get('schedule') or {}).get('name')}, {r['trainer'].get('max_epochs')} epochs, max LR {(r['model'].get('schedule') or {}).get('max_lr')}",
+            "held-out top-1 by epoch": " → ".join(f"{100 * v:.1f} %" for _, v in history.get("val/top1", [])),
+            "train images/s": f"{sum(speed) / len(speed):.0f}" if speed else "not measured",
+            "note": r.get("stopped_early") or "",
+            "split": r.get("images", "?"),
+        })  # fmt: skip
+    return markdown_table(rows)
+
+
 def benchmark_table(folder: str | Path = "benchmarks/results") -> str:
     """Markdown: one row per benchmarked configuration, or a statement that none is recorded."""
     benches = load_benchmarks(folder)
@@ -335,9 +459,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--command", help="the command that ran it (default: repeat it from its config.yaml)")
     parser.add_argument("--hardware", help="the machine that ran it (default: this machine's GPUs or CPU)")
     parser.add_argument("--no-weights", action="store_true", help="do not export the last checkpoint's weights")
+    parser.add_argument("--unfinished", action="store_true", help="record a fit stopped before its end (no metrics.json)")
     args = parser.parse_args(argv)
     try:
-        path = record_run(args.run_dir, args.name, args.out, args.command, args.hardware, weights=not args.no_weights)
+        path = record_run(args.run_dir, args.name, args.out, args.command, args.hardware, weights=not args.no_weights, unfinished=args.unfinished)
     except (FileNotFoundError, ValueError) as err:
         parser.exit(2, f"vitlib.results: error: {err}\n")
     print(f"recorded {path}")

@@ -430,23 +430,31 @@ def plot_attention_matrices(matrices: dict[str, torch.Tensor], log_scale: bool =
     return fig
 
 
-def plot_sharpness(entropies: dict[str, torch.Tensor], num_tokens: int) -> Figure:
-    """How far attention is from uniform, per block, for several models: ``log N`` minus the
-    attention entropy (``[layers, heads]`` each, from :func:`attention_entropy`), in nats. 0 is
-    uniform attention over the ``N`` tokens, ``log N`` attention to a single token. Bars are the head
-    mean, whiskers the least and the most focused head."""
+def attendable_tokens(cfg: Any) -> int:
+    """How many tokens each query can attend to: all ``N`` with plain attention, ``N - 1`` with
+    LSA, whose mask removes the query itself (uniform attention then has entropy ``log(N - 1)``)."""
+    return cfg.num_tokens - (cfg.attention == "lsa")
+
+
+def plot_sharpness(entropies: dict[str, torch.Tensor], attendable: int | dict[str, int]) -> Figure:
+    """How far attention is from uniform, per block, for several models: ``log M`` minus the
+    attention entropy (``[layers, heads]`` each, from :func:`attention_entropy`), in nats, where
+    ``M`` is the number of tokens a query can attend to (:func:`attendable_tokens`; one per model
+    when they differ). 0 is uniform attention over those tokens, ``log M`` attention to a single
+    token. Bars are the head mean, whiskers the least and the most focused head."""
+    counts = attendable if isinstance(attendable, dict) else dict.fromkeys(entropies, attendable)
     fig, ax = plt.subplots(figsize=(7, 3.4), layout="constrained")
     width = 0.8 / len(entropies)
     for i, (name, entropy) in enumerate(entropies.items()):
-        sharpness = math.log(num_tokens) - entropy.detach().float().cpu()
+        sharpness = math.log(counts[name]) - entropy.detach().float().cpu()
         mean, low, high = sharpness.mean(dim=1), sharpness.amin(dim=1), sharpness.amax(dim=1)
         blocks = torch.arange(len(mean)) + (i - (len(entropies) - 1) / 2) * width
-        ax.bar(blocks.numpy(), mean.numpy(), width, label=name,
+        ax.bar(blocks.numpy(), mean.numpy(), width, label=f"{name} (M = {counts[name]})",
                yerr=torch.stack([mean - low, high - mean]).numpy(), capsize=3)  # fmt: skip
     ax.set_xticks(range(len(next(iter(entropies.values())))))
     ax.set_xlabel("block")
-    ax.set_ylabel(f"log {num_tokens} - entropy (nats)")
-    ax.set_title("Sharpness of attention: 0 = uniform over all tokens", fontsize=10)
+    ax.set_ylabel("log M - entropy (nats)")
+    ax.set_title("Sharpness of attention: 0 = uniform over the M tokens a query can attend to", fontsize=10)
     ax.legend(fontsize=8)
     return fig
 
