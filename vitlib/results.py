@@ -16,9 +16,6 @@ import csv
 import dataclasses
 import http.client
 import json
-import os
-import platform
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -27,13 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from .checkpoints import CONFIG_KEY, load_checkpoint
 from .config import PRESETS, ViTConfig
 from .data import default_data_dir, identify_cifar100, quick_mode
 from .files import write_json_atomic
+from .provenance import git_commit, this_machine
 from .model import ViT
 from .pretrained import TIMEOUT_S, WEIGHTS_NAME, from_pretrained, save_pretrained, sha256_of
 
@@ -45,27 +42,6 @@ HOW_TO_RUN = (
     "--ckpt_path runs/vitlib/version_N/checkpoints/last.ckpt`, then record the run with "
     "`python -m vitlib.results runs/vitlib/version_N --name <name>` and commit `results/<name>.json`."
 )
-
-
-def _git_commit(folder: Path) -> str:
-    """The checked-out commit, with ``-dirty`` when tracked files have uncommitted changes."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return commit + ("-dirty" if dirty else "")
-
-
-def this_machine() -> str:
-    """The GPUs of this machine (count and name), else its CPU."""
-    if torch.cuda.is_available():
-        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        return f"{len(names)} x {names[0]}" if len(set(names)) == 1 else ", ".join(names)
-    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def read_history(metrics_csv: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -184,7 +160,7 @@ def record_run(
     payload = {
         "name": name,
         "command": command or f"python -m vitlib {run.get('stage', 'fit')} --config {run_dir / 'config.yaml'}",
-        "commit": _git_commit(run_dir.resolve()),
+        "commit": git_commit(run_dir.resolve()),
         "hardware": hardware or this_machine(),
         "date": finished.isoformat(timespec="seconds"),
         "dataset": dataset,

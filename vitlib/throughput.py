@@ -10,14 +10,25 @@ a loop that starves the model shows as a ratio well under 1.
 
 from __future__ import annotations
 
+import argparse
 import copy
+import json
+import shlex
+import sys
 import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
 from .augment import soft_target_cross_entropy
+from .config import ViTConfig
+from .files import write_json_atomic
+from .model import ViT, count_parameters
+from .provenance import git_commit, this_machine
 
 
 def bare_step_images_per_s(
@@ -104,3 +115,57 @@ class ThroughputMonitor(L.Callback):
             "threads": torch.get_num_threads(),
             "resumed_from": self.resumed_from,
         }
+
+
+def compare_bare_steps(models: dict[str, dict[str, Any]], batch_size: int = 128, steps: int = 10) -> list[dict[str, Any]]:
+    """Bare-step images/s of several ``vit``-preset variants (``{name: ViTConfig overrides}``),
+    measured one after the other in this process on random images; each row also gives its speed
+    relative to the first."""
+    rows = []
+    for name, overrides in models.items():
+        model = ViT(ViTConfig.from_preset("vit", **overrides))
+        images = torch.randn(batch_size, 3, model.cfg.image_size, model.cfg.image_size)
+        labels = torch.randint(0, model.cfg.num_classes, (batch_size,))
+        rate = bare_step_images_per_s(model, images, labels, steps=steps)
+        rows.append({"name": name, "overrides": overrides, "parameters": count_parameters(model), "images_per_s": rate})
+    for row in rows:
+        row["relative_to_first"] = row["images_per_s"] / rows[0]["images_per_s"]
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m vitlib.throughput",
+        description="Bare training-step images/s of model variants, one after the other in one process.",
+    )
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=JSON",
+                        help='a variant, e.g. \'w96={"stem": "conv", "dim": 96, "heads": 3}\' (repeat; the first is the baseline)')  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--out", help="write the rows with provenance to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        models = {name: json.loads(spec) for name, spec in (item.split("=", 1) for item in args.model)}
+        rows = compare_bare_steps(models, args.batch_size, args.steps)
+    except (ValueError, TypeError) as err:  # a malformed --model or an invalid ViTConfig field
+        parser.exit(2, f"vitlib.throughput: error: {err}\n")
+    for row in rows:
+        print(f"{row['name']}: {row['parameters']:,} parameters, {row['images_per_s']:.0f} images/s "
+              f"({row['relative_to_first']:.2f}x the first)")  # fmt: skip
+    if args.out:
+        payload = {
+            "command": "python -m vitlib.throughput " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+            "commit": git_commit(Path.cwd()),
+            "hardware": this_machine(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "batch_size": args.batch_size,
+            "rows": rows,
+        }
+        write_json_atomic(Path(args.out), payload)
+        print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
