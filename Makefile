@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test book quick clean
+.PHONY: install test book quick clean data-q75
 
 install: $(STAMP)
 
@@ -21,8 +21,19 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q tests notebooks --nbmake
 
-# Executes the notebooks (cached in _build/.jupyter_cache); .nojekyll: GitHub Pages serves _static as is.
-book: $(STAMP)
+# The complete CIFAR-100 as quality-75 JPEGs, where ../shared has it (CI and this project's
+# machines; never committed): built into the git-ignored data-q75/, so that the book shows real
+# images. build.py writes meta last, so meta marks a complete build.
+Q75_SOURCE := ../shared/data/cifar100-q75
+Q75 := data-q75
+
+data-q75: $(STAMP)
+	@if [ -f $(Q75_SOURCE)/build.py ] && [ ! -f $(Q75)/cifar-100-python/meta ]; then $(PY) $(Q75_SOURCE)/build.py $(Q75); fi
+
+# Executes the notebooks (cached in _build/.jupyter_cache) on the q75 copy when it is there, else
+# on $$VITLIB_DATA / data/ or synthetic data; .nojekyll: GitHub Pages serves _static as is.
+book: $(STAMP) data-q75
+	if [ -f $(Q75)/cifar-100-python/meta ]; then export VITLIB_DATA="$(CURDIR)/$(Q75)"; fi; \
 	$(VENV)/bin/jupyter-book build . -W
 	touch _build/html/.nojekyll
 

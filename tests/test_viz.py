@@ -12,14 +12,16 @@ from matplotlib.colors import to_rgba  # noqa: E402
 
 from vitlib import ViT, ViTConfig  # noqa: E402
 from vitlib.viz import (  # noqa: E402
+    HEAT_LABEL,
     attention_entropy,
     attention_rollout,
+    caption,
+    heat_scale,
     model_attention,
+    overlay,
     plot_attention_heads,
     plot_attention_layers,
-    HEAT_LABEL,
-    heat_scale,
-    overlay,
+    plot_patches,
     prediction_collage,
     token_heatmap,
     upsample_heatmap,
@@ -242,3 +244,20 @@ def test_prediction_collage_marks_right_and_wrong(vit_and_images, with_heatmaps)
     widths = [patch.get_width() for patch in bar_axes[2].patches]
     assert widths == pytest.approx(probs[2].topk(3).values.tolist())
     _assert_panels_rendered(fig)
+
+
+def test_in_a_notebook_the_caption_is_page_text_and_the_image_has_alt_text(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr("vitlib.viz._notebook_shell", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    fig = plot_patches(torch.rand(3, 32, 32), 4)
+    caption(fig, "CIFAR-100 (JPEG q75 copy) <test>")
+    (output,) = shown
+    page = output.data
+    assert '<figcaption>CIFAR-100 (JPEG q75 copy) &lt;test&gt;</figcaption>' in page
+    alt = page.split('alt="', 1)[1].split('"', 1)[0]
+    assert alt.startswith("Figure: ") and len(alt) > len("Figure: ")
+    assert page.count("data:image/png;base64,") == 1
+    assert fig._supxlabel is None  # the caption is not drawn into the PNG

@@ -119,6 +119,7 @@ def record_run(
     hardware: str | None = None,
     weights: bool = True,
     unfinished: bool = False,
+    note: str | None = None,
 ) -> Path:
     """Write ``out_dir/<name>.json`` from a finished run's ``metrics.json``; returns its path.
 
@@ -177,6 +178,7 @@ def record_run(
         # A resumed run's timing covers only its own part; a stopped one did not finish its schedule.
         "resumed_from": (run.get("throughput") or {}).get("resumed_from"),
         "stopped_early": run.get("stopped_early"),
+        "note": note,
         "history": read_history(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else {},
     }
     if weights:
@@ -346,7 +348,7 @@ def accuracy_table(folder: str | Path = "results") -> str:
 # Published results the book compares with (CIFAR-100 from scratch), cited on the results page.
 REFERENCE_RESULTS = (
     {"result": "reference Lightning notebook (reshalfahsi)", "top-1": "64.92 %", "setting": "ViT, 100 epochs, T4 GPU, about 3 hours, official CIFAR-100"},
-    {"result": "Keras example: Train a ViT on small datasets (Heras)", "top-1": "56.1 %", "setting": "SPT + LSA, 50 epochs, images resized to 72x72, GPU, official CIFAR-100"},
+    {"result": "Keras example: Train a ViT on small datasets (Gosthipaty)", "top-1": "56.1 %", "setting": "SPT + LSA, 50 epochs, images resized to 72x72, GPU, official CIFAR-100"},
 )  # fmt: skip
 
 
@@ -370,6 +372,26 @@ def throughput_table(folder: str | Path = "results") -> str:
             "resumed": "yes" if t.get("resumed_from") else "no",
         })  # fmt: skip
     return markdown_table(rows) if rows else "**No recorded run measured its speed.**"
+
+
+def bare_step_table(folder: str | Path = "results/speed") -> str:
+    """Markdown: the bare-step comparisons of ``python -m vitlib.throughput --out`` in ``folder``."""
+    files = sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []
+    rows = []
+    for file in files:
+        payload = json.loads(file.read_text())
+        for row in payload["rows"]:
+            rows.append({
+                "model": row["name"],
+                "overrides": ", ".join(f"{k}={v}" for k, v in row["overrides"].items()),
+                "parameters": f"{row['parameters']:,}",
+                "images/s, bare step": f"{row['images_per_s']:.0f}",
+                "relative": f"{row['relative_to_first']:.2f}x",
+                "hardware": payload["hardware"],
+                "batch, threads": f"{payload['batch_size']}, {payload['threads']}",
+                "commit": str(payload["commit"])[:10],
+            })  # fmt: skip
+    return markdown_table(rows) if rows else "**No bare-step comparison is recorded.**"
 
 
 def tuning_table(folder: str | Path = "results/tuning") -> str:
@@ -436,9 +458,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--hardware", help="the machine that ran it (default: this machine's GPUs or CPU)")
     parser.add_argument("--no-weights", action="store_true", help="do not export the last checkpoint's weights")
     parser.add_argument("--unfinished", action="store_true", help="record a fit stopped before its end (no metrics.json)")
+    parser.add_argument("--note", help="anything else a reader of the record should know (e.g. the command's own wall time)")
     args = parser.parse_args(argv)
     try:
-        path = record_run(args.run_dir, args.name, args.out, args.command, args.hardware, weights=not args.no_weights, unfinished=args.unfinished)
+        path = record_run(args.run_dir, args.name, args.out, args.command, args.hardware, weights=not args.no_weights, unfinished=args.unfinished, note=args.note)
     except (FileNotFoundError, ValueError) as err:
         parser.exit(2, f"vitlib.results: error: {err}\n")
     print(f"recorded {path}")

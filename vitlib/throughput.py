@@ -67,7 +67,7 @@ class ThroughputMonitor(L.Callback):
     def __init__(self, bare_steps: int = 10) -> None:
         self.bare_steps = bare_steps
         self.created = time.perf_counter()
-        self.epoch_start = 0.0
+        self.epoch_start = self.val_start = self.val_s = 0.0
         self.train_s = 0.0
         self.train_images = 0
         self.bare: float | None = None
@@ -80,9 +80,17 @@ class ThroughputMonitor(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.epoch_start = time.perf_counter()
+        self.val_s = 0.0
+
+    # Lightning validates inside the training epoch, before on_train_epoch_end: its time is taken out.
+    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.val_s += time.perf_counter() - self.val_start
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        seconds = time.perf_counter() - self.epoch_start
+        seconds = time.perf_counter() - self.epoch_start - self.val_s
         batch_size = getattr(trainer.datamodule, "batch_size", 0)
         images = trainer.num_training_batches * batch_size * trainer.world_size
         self.train_s += seconds

@@ -8,6 +8,9 @@ script can ``savefig`` them.
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import math
 import textwrap
 from collections.abc import Sequence
@@ -268,11 +271,51 @@ def model_attention(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch
 # --------------------------------------------------------------------------- the book's figures
 
 
-def caption(fig: Figure, text: str) -> Figure:
-    """Write ``text`` (e.g. which data a figure came from) under the figure, wrapped to its width;
-    returns ``fig``."""
-    fig.supxlabel(textwrap.fill(text, width=max(40, int(fig.get_figwidth() * 15))), fontsize=8, color="dimgray")
+def caption(fig: Figure, text: str, alt: str | None = None) -> Figure:
+    """Show ``fig`` with ``text`` (e.g. which data it came from) as its caption; returns ``fig``.
+
+    In a notebook the figure is displayed as an HTML ``<figure>``: the PNG with alt text (``alt``,
+    else the figure's titles) and the caption as a ``<figcaption>``, so that the caption is page
+    text, readable at any zoom and searchable, not pixels inside the image. Elsewhere (a script)
+    the text is written under the figure, wrapped to its width.
+    """
+    shell = _notebook_shell()
+    if shell is None:
+        fig.supxlabel(textwrap.fill(text, width=max(40, int(fig.get_figwidth() * 15))), fontsize=8, color="dimgray")
+        return fig
+    from IPython.display import HTML, display
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)  # displayed once, here, not again by the inline backend
+    png = base64.b64encode(buffer.getvalue()).decode("ascii")
+    description = alt or figure_description(fig)
+    display(HTML(
+        f'<figure class="vitlib-figure"><img src="data:image/png;base64,{png}" alt="{html.escape(description)}" '
+        f'style="max-width:100%;height:auto"><figcaption>{html.escape(text)}</figcaption></figure>'
+    ))  # fmt: skip
     return fig
+
+
+def _notebook_shell() -> Any:
+    """The running IPython kernel, or ``None`` outside a notebook."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return shell if shell is not None and hasattr(shell, "kernel") else None
+
+
+def figure_description(fig: Figure) -> str:
+    """Alt text from a figure's own titles: its title, then its panels' titles and axis labels."""
+    parts = [fig._suptitle.get_text()] if fig._suptitle is not None else []
+    for ax in fig.axes:
+        parts += [ax.get_title(), ax.get_ylabel() if not ax.get_title() else ""]
+    words = [p.replace("\n", " ") for p in parts if p]
+    unique = list(dict.fromkeys(words))
+    summary = "; ".join(unique[:8]) + (f" and {len(unique) - 8} more panels" if len(unique) > 8 else "")
+    return f"Figure: {summary}" if summary else "Figure"
 
 
 def plot_image_grid(

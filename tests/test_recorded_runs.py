@@ -1,0 +1,151 @@
+"""The real-data path: recognising the q75 copy, timing a fit, recording runs (finished or stopped),
+comparing bare steps, and the recorded CPU run the book is built from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vitlib import book, data, results, throughput
+from vitlib.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = str(REPO / "configs" / "quick.yaml")
+SMALL = ["--data.quick_train_size", "128", "--data.quick_test_size", "64", "--data.batch_size", "32"]
+CPU_RECORD = REPO / "results" / f"{book.CPU_RUN}.json"
+
+
+def _pixel_sha256(file: Path) -> str:
+    with open(file, "rb") as f:
+        return hashlib.sha256(pickle.load(f, encoding="latin1")["data"].tobytes()).hexdigest()
+
+
+def test_the_q75_copy_is_recognised_by_its_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = data.make_synthetic_cifar100(tmp_path / "copy", n_train=64, n_test=32)
+    assert data.identify_cifar100(root) == data.DATASET_UNVERIFIED
+    # The same check with this set's pixel hashes in place of the q75 copy's.
+    folder = root / data.FOLDER
+    monkeypatch.setattr(data, "Q75_PIXELS_SHA256", {s: _pixel_sha256(folder / s) for s in ("train", "test")})
+    data._identify.cache_clear()
+    assert data.identify_cifar100(root) == data.DATASET_Q75
+    # One changed pixel is no longer the copy.
+    with open(folder / "test", "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    entry["data"][0, 0] ^= 1
+    with open(folder / "test", "wb") as f:
+        pickle.dump(entry, f)
+    assert data.identify_cifar100(root) == data.DATASET_UNVERIFIED
+
+
+def test_a_data_source_on_the_copy_names_it_and_reads_it_unverified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VITLIB_QUICK", raising=False)
+    root = data.make_synthetic_cifar100(tmp_path / "copy", n_train=64, n_test=32)
+    folder = root / data.FOLDER
+    monkeypatch.setattr(data, "Q75_PIXELS_SHA256", {s: _pixel_sha256(folder / s) for s in ("train", "test")})
+    data._identify.cache_clear()
+    source = book.data_source(root, download=False)
+    assert source.kind == "cifar100-q75" and source.caption == "CIFAR-100 (JPEG q75 copy)"
+    assert source.datamodule().hparams.verify_md5 is False
+    assert source.class_names[3] == "bear"
+    assert book.DataSource("synthetic", None, "stripes").class_names[3] == "stripes 3"
+
+
+def test_a_fit_records_its_speed_against_the_bare_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VITLIB_QUICK", "1")
+    main(["fit", "--config", QUICK, "--trainer.max_epochs", "2", *SMALL])
+    run = tmp_path / "runs" / "vitlib" / "version_0"
+    speed = json.loads((run / "metrics.json").read_text())["throughput"]
+    assert speed["train_images"] == 2 * (128 // 32) * 32
+    assert 0 < speed["train_s"] < speed["fit_wall_s"]
+    assert speed["fit_images_per_s"] < speed["train_images_per_s"]  # set-up and validation cost time
+    assert speed["bare_step_images_per_s"] > 0 and speed["train_vs_bare"] > 0
+    assert speed["threads"] == torch.get_num_threads() and speed["resumed_from"] is None
+    history = results.read_history(run / "metrics.csv")
+    assert [e for e, _ in history["time/train_epoch_s"]] == [0, 1] and len(history["lr"]) == 2
+
+
+def test_a_stopped_run_is_recorded_only_when_asked_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cifar_root: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VITLIB_QUICK", "1")
+    main(["fit", "--config", QUICK, "--trainer.max_epochs", "2", *SMALL])
+    run = tmp_path / "runs" / "vitlib" / "version_0"
+    (run / "metrics.json").unlink()  # as if killed after its last epoch's validation
+    with pytest.raises(FileNotFoundError, match="unfinished"):
+        results.record_run(run, "stopped", tmp_path / "results", weights=False)
+    with pytest.raises(ValueError, match="not a result"):  # still quick mode
+        results.record_run(run, "stopped", tmp_path / "results", weights=False, unfinished=True)
+    # The same run as if it had read real files: recorded, with what it did not finish.
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"].update(quick=False, data_dir=str(cifar_root))
+    config["trainer"]["max_epochs"] = 5
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.delenv("VITLIB_QUICK")
+    record = json.loads(results.record_run(run, "stopped", tmp_path / "results", weights=False, unfinished=True).read_text())
+    assert record["stopped_early"] == "stopped after 2 of 5 epochs" and record["epochs"] == 2
+    assert record["metrics"]["top1"] == results.read_history(run / "metrics.csv")["val/top1"][-1][1]
+    assert record["dataset"] == data.DATASET_UNVERIFIED
+    assert "stopped after 2 of 5" in results.tuning_table(tmp_path / "results")
+
+
+def test_bare_steps_of_variants_in_one_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "speed.json"
+    throughput.main(["--model", 'wide={"dim": 64, "depth": 1, "heads": 2}', "--model", 'narrow={"dim": 32, "depth": 1, "heads": 2}',
+                     "--batch-size", "8", "--steps", "2", "--out", str(out)])  # fmt: skip
+    payload = json.loads(out.read_text())
+    wide, narrow = payload["rows"]
+    assert wide["relative_to_first"] == 1.0 and narrow["images_per_s"] > 0
+    assert wide["parameters"] > narrow["parameters"]
+    assert payload["command"].startswith("python -m vitlib.throughput") and payload["threads"] >= 1
+    assert "narrow" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        throughput.main(["--model", 'bad={"dim": 65, "heads": 2}'])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.skipif(not CPU_RECORD.is_file(), reason="no recorded CPU run in results/")
+def test_the_recorded_cpu_run_is_complete_and_its_weights_are_intact() -> None:
+    recorded = results.load_record(book.CPU_RUN, REPO / "results", url=None)
+    record = recorded.record
+    assert set(results.REQUIRED) <= set(record)
+    assert record["dataset"] == data.DATASET_Q75 and record["split"] == "val" and "test set" in record["images"]
+    assert record["metrics"]["top1"] >= 0.45 and record["metrics"]["samples"] == 10000
+    assert record["throughput"]["fit_wall_s"] <= 3600 and record["resumed_from"] is None
+    epochs = record["epochs"]
+    assert [e for e, _ in recorded.history["val/top1"]] == list(range(epochs))
+    assert recorded.history["val/top1"][-1][1] == pytest.approx(record["metrics"]["top1"])
+    model = recorded.model()  # checks the weights' SHA-256
+    assert model.cfg.to_dict() == json.loads((REPO / "results" / book.CPU_RUN / "config.json").read_text())
+
+
+def _q75_root() -> Path | None:
+    for root in (REPO / "data-q75",):
+        if (root / data.FOLDER / "meta").is_file() and data.identify_cifar100(root) == data.DATASET_Q75:
+            return root
+    return None
+
+
+@pytest.mark.skipif(not CPU_RECORD.is_file(), reason="no recorded CPU run in results/")
+def test_the_recorded_weights_evaluate_to_the_recorded_top1() -> None:
+    root = _q75_root()
+    if root is None:
+        pytest.skip("the CIFAR-100 q75 copy is not built in data-q75/ (make book builds it from ../shared)")
+    recorded = results.load_record(book.CPU_RUN, REPO / "results", url=None)
+    datamodule = data.CIFAR100DataModule(str(root), batch_size=500, num_workers=0, verify_md5=False, download=False, quick=False)
+    datamodule.setup("test")
+    probs, labels = book.predict(recorded.model(), datamodule.test_dataloader())
+    top1 = float((probs.argmax(dim=1) == labels).float().mean())
+    top5 = float((probs.topk(5, dim=1).indices == labels[:, None]).any(dim=1).float().mean())
+    # The same images and weights: equal up to float summation order (a few images at most).
+    assert top1 == pytest.approx(recorded.metrics["top1"], abs=3e-4)
+    assert top5 == pytest.approx(recorded.metrics["top5"], abs=3e-4)
