@@ -161,7 +161,8 @@ def record_run(
     payload = {
         "name": name,
         "command": command or f"python -m vitlib {run.get('stage', 'fit')} --config {run_dir / 'config.yaml'}",
-        "commit": git_commit(run_dir.resolve()),
+        # The checkout recording it (run folders usually live outside one, e.g. under /tmp).
+        "commit": git_commit(Path.cwd()),
         "hardware": hardware or this_machine(),
         "date": finished.isoformat(timespec="seconds"),
         "dataset": dataset,
