@@ -22,7 +22,6 @@ from vitlib.patching import PatchEmbedding  # noqa: E402
 def no_quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VITLIB_QUICK", raising=False)
     monkeypatch.delenv("VITLIB_DATA", raising=False)
-    monkeypatch.delenv("VITLIB_CHECKPOINT", raising=False)
 
 
 # --------------------------------------------------------------------------- the data source
@@ -85,11 +84,6 @@ def test_train_logs_per_epoch_history(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert [epoch for epoch, _ in history["val/top1"]] == [0, 1]
     probs, labels = book.predict(module, trainer.datamodule.val_dataloader())
     assert probs.shape == (len(labels), 100) and torch.allclose(probs.sum(dim=1), torch.ones(len(labels)))
-    trainer.save_checkpoint(tmp_path / "t.ckpt")
-    loaded = book.load_checkpoint(tmp_path / "t.ckpt")
-    assert not loaded.training and loaded.hparams.preset == budget.preset
-    for name, tensor in module.state_dict().items():
-        assert torch.equal(tensor.cpu(), loaded.state_dict()[name]), name
 
 
 def test_superclass_confusion_counts_coarse_pairs() -> None:
@@ -109,33 +103,24 @@ def _fake_checkout(root: Path) -> None:
     (root / "_toc.yml").write_text("")
 
 
-def _fake_run(root: Path, version: int, dataset: str, preset: str, folder: str = "vitlib") -> Path:
-    run = root / "runs" / folder / f"version_{version}"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
-    (run / "metrics.json").write_text(json.dumps({"dataset": dataset, "config": {"model": {"preset": preset}}}))
-    return run / "checkpoints" / "last.ckpt"
-
-
-def test_find_checkpoint_ignores_quick_runs_and_other_presets(
-    no_quick: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_recorded_run_is_found_from_a_notebook_folder_of_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from vitlib import results, save_pretrained
+    from vitlib.pretrained import WEIGHTS_NAME, sha256_of
+
     _fake_checkout(tmp_path)
-    monkeypatch.chdir(tmp_path / "vitlib")  # a notebook runs in a subfolder of the checkout
-    assert book.find_checkpoint() is None
-    _fake_run(tmp_path, 0, "synthetic data in the CIFAR-100 layout (quick mode)", "vit")
-    assert book.find_checkpoint() is None
-    real = _fake_run(tmp_path, 1, "CIFAR-100 at /data", "conv_vit")
-    assert book.find_checkpoint() == real and book.find_checkpoint("conv_vit") == real
-    assert book.find_checkpoint("vit") is None
-    chapter_run = _fake_run(tmp_path, 0, "CIFAR-100 at /data", "vit", folder="book/vit")  # a full run of chapter 6
-    assert book.find_checkpoint("vit") == chapter_run
-    monkeypatch.setenv("VITLIB_CHECKPOINT", str(tmp_path / "missing.ckpt"))
-    with pytest.raises(FileNotFoundError, match="VITLIB_CHECKPOINT"):
-        book.find_checkpoint()
-
-
-# --------------------------------------------------------------------------- measure
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")  # where a chapter runs
+    monkeypatch.setattr(results, "RECORDS_URL", None)  # no download in a test
+    assert book.recorded_run("tiny") is None
+    model = ViT(ViTConfig.from_preset("vit_tiny"))
+    folder = save_pretrained(model, tmp_path / "results" / "tiny")
+    record = {"name": "tiny", "metrics": {"top1": 0.5}, "weights": {"sha256": sha256_of(folder / WEIGHTS_NAME)}}
+    (tmp_path / "results" / "tiny.json").write_text(json.dumps(record))
+    found = book.recorded_run("tiny")
+    assert found is not None and found.metrics["top1"] == 0.5
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in found.model().state_dict().items())
 
 
 def test_receptive_fields_of_the_stems() -> None:

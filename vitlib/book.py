@@ -11,14 +11,13 @@ caption states the outcome:
   subset; and when there is no dataset at all, synthetic data again, saying why.
 * the **training budget** (:func:`training_budget`): the full recipe on a GPU with the full
   dataset, a short demonstration run otherwise.
-* the **trained model** (:func:`find_checkpoint`): the checkpoint of a full run when one exists,
-  else ``None``, and the notebook says it shows an untrained or briefly trained model.
+* the **trained model** (:func:`recorded_run`): the recorded run committed in ``results/`` (or
+  fetched from the repository by URL), else ``None``, and the notebook says what it cannot show.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -48,6 +47,7 @@ from .data import (
 )
 from .cli import MetricsWriter
 from .module import ViTModule
+from . import results
 from .results import RecordedRun, load_record, read_history
 from .schedule import ScheduleConfig
 
@@ -200,7 +200,7 @@ def train(
         trainer = L.Trainer(
             **budget.trainer_kwargs(),
             logger=logger,
-            # A full run leaves a checkpoint and metrics.json, so later chapters find it (find_checkpoint).
+            # A full run leaves a checkpoint and metrics.json, to be recorded with vitlib.results.
             callbacks=[MetricsWriter()] if budget.full else [],
             enable_checkpointing=budget.full,
             enable_progress_bar=budget.full,
@@ -228,33 +228,7 @@ def quiet_lightning() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def find_checkpoint(preset: str | None = None) -> Path | None:
-    """A trained model to show: ``$VITLIB_CHECKPOINT``, else the newest checkpoint of a finished run
-    under ``<repository>/runs/`` (a CLI run in ``runs/vitlib``, or a full run of chapter 6 in
-    ``runs/book``) whose ``metrics.json`` is not from quick mode, with the given ``preset`` (any
-    preset when ``None``); ``None`` when there is none."""
-    if os.environ.get("VITLIB_CHECKPOINT"):
-        path = Path(os.environ["VITLIB_CHECKPOINT"]).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"VITLIB_CHECKPOINT={path} does not exist; unset it or point it at a .ckpt file")
-        return path
-    root = repository_root()
-    if root is None:
-        return None
-    candidates = []
-    for ckpt in (root / "runs").glob("**/version_*/checkpoints/*.ckpt"):
-        metrics_file = ckpt.parents[1] / "metrics.json"
-        if not metrics_file.is_file():
-            continue
-        metrics = json.loads(metrics_file.read_text())
-        run_preset = metrics.get("config", {}).get("model", {}).get("preset")
-        if "quick mode" in metrics.get("dataset", "quick mode") or (preset and run_preset != preset):
-            continue
-        candidates.append(ckpt)
-    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
-
-
-# The recorded CPU run (configs/cpu.yaml) that chapters 1, 6 and 7 show.
+# The recorded CPU run (configs/cpu.yaml) that chapters 1, 2, 6 and 7 show.
 CPU_RUN = "cpu-recipe"
 
 
@@ -262,13 +236,7 @@ def recorded_run(name: str = CPU_RUN) -> RecordedRun | None:
     """The recorded run ``name`` from this checkout's ``results/``, else from the repository on
     GitHub (Colab); ``None`` when neither has it. Never trains."""
     root = repository_root()
-    return load_record(name, folder=root / "results" if root else None)
-
-
-def load_checkpoint(path: str | Path) -> ViTModule:
-    """A :class:`ViTModule` from a Lightning checkpoint, on the CPU, in eval mode."""
-    module = ViTModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
-    return module.eval()
+    return load_record(name, folder=root / "results" if root else None, url=results.RECORDS_URL)
 
 
 def device() -> torch.device:
