@@ -34,7 +34,6 @@ import gc
 import json
 import math
 import os
-import platform
 import re
 import shlex
 import subprocess
@@ -63,6 +62,7 @@ from .files import write_json_atomic
 from .config import ViTConfig
 from .data import DatasetNotFoundError, default_data_dir, ensure_cifar100, load_cifar100, quick_mode, write_cifar100
 from .model import ViT, count_parameters
+from .provenance import cpu_name
 from .schedule import ScheduleConfig, build_scheduler
 
 __all__ = ["ROWS", "Row", "StepTimer", "main", "matmul_peak_flops", "run_benchmark", "training_flops_per_image"]
@@ -390,16 +390,6 @@ def git_commit() -> tuple[str | None, bool | None]:
     except (OSError, subprocess.CalledProcessError):
         return None, None
     return commit.stdout.strip(), bool(status.stdout.strip())
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def hardware(device: torch.device) -> str:

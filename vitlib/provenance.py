@@ -28,10 +28,10 @@ def this_machine() -> str:
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         return f"{len(names)} x {names[0]}" if len(set(names)) == 1 else ", ".join(names)
-    return f"CPU: {_cpu_name()}, {os.cpu_count()} cores, no GPU"
+    return f"CPU: {cpu_name()}, {os.cpu_count()} cores, no GPU"
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
