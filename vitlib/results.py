@@ -329,7 +329,7 @@ def accuracy_table(folder: str | Path = "results") -> str:
     rows = [
         {
             "run": r["name"],
-            "model": r.get("model", {}).get("preset", "?"),
+            "model": recipe_row(r)["model"] if r.get("model") else "?",
             "split": r.get("split", "?"),
             "top-1": _percent(r["metrics"].get("top1")),
             "top-5": _percent(r["metrics"].get("top5")),
@@ -372,7 +372,11 @@ def throughput_table(folder: str | Path = "results") -> str:
             "threads": t.get("threads"),
             "resumed": "yes" if t.get("resumed_from") else "no",
         })  # fmt: skip
-    return markdown_table(rows) if rows else "**No recorded run measured its speed.**"
+    if not rows:
+        return "**No recorded run measured its speed.**"
+    # What a record says about its own numbers (an overrun, a disturbed machine) goes with them.
+    notes = [f"- {r['name']}: {r['note']}" for r in load_results(folder) if r.get("note") and (r.get("throughput") or {}).get("fit_wall_s")]
+    return markdown_table(rows) + ("\n\nNotes recorded with the runs:\n\n" + "\n".join(notes) if notes else "")
 
 
 def bare_step_table(folder: str | Path = "results/speed") -> str:
@@ -405,13 +409,11 @@ def tuning_table(folder: str | Path = "results/tuning") -> str:
     for r in runs:
         arch = {**dataclasses.asdict(PRESETS[r["model"].get("preset", "vit")]), **(r["model"].get("overrides") or {})}
         history = {k: [(int(e), float(v)) for e, v in pts] for k, pts in r.get("history", {}).items()}
-        speed = [v for _, v in history.get("time/train_images_per_s", [])]
         rows.append({
             "run": r["name"],
             "model": f"{arch['stem']} stem, {arch['dim']} x {arch['depth']}, {arch['heads']} heads",
             "schedule": f"{(r['model'].get('schedule') or {}).get('name')}, {r['trainer'].get('max_epochs')} epochs, max LR {(r['model'].get('schedule') or {}).get('max_lr')}",
             "held-out top-1 by epoch": " → ".join(f"{100 * v:.1f} %" for _, v in history.get("val/top1", [])),
-            "train images/s": f"{sum(speed) / len(speed):.0f}" if speed else "not measured",
             "note": r.get("stopped_early") or "",
             "split": r.get("images", "?"),
         })  # fmt: skip
