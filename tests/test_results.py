@@ -114,6 +114,9 @@ def test_recorded_weights_load_back_exactly(tmp_path: Path) -> None:
     recorded = results.load_record("tiny", tmp_path / "results", url=None)
     assert recorded is not None and recorded.history["val/top1"][-1] == (1, 0.17)
     assert len(recorded.record["weights"]["sha256"]) == 64
+    # The model's size, from the exported model: the tiny preset's parameters, FLOPs of a forward.
+    assert recorded.record["size"]["parameters"] == sum(p.numel() for p in ViT(TINY).parameters())
+    assert recorded.record["size"]["flops_per_image"] > 2 * recorded.record["size"]["parameters"]
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     loaded = recorded.model().state_dict()
     assert loaded.keys() == {k.removeprefix("model.") for k in saved}

@@ -31,7 +31,8 @@ from .config import PRESETS, ViTConfig
 from .data import default_data_dir, identify_cifar100, quick_mode
 from .files import write_json_atomic
 from .provenance import git_commit, this_machine
-from .model import ViT
+from .measure import model_flops
+from .model import ViT, count_parameters
 from .pretrained import TIMEOUT_S, WEIGHTS_NAME, from_pretrained, save_pretrained, sha256_of
 
 REQUIRED = ("name", "command", "commit", "hardware", "date", "dataset", "metrics")
@@ -97,8 +98,9 @@ def _stopped_run(run_dir: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _export_weights(run_dir: Path, folder: Path) -> dict[str, Any]:
-    """The run's ``last.ckpt`` as a ``save_pretrained`` folder; its file names and sha256."""
+def _export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The run's ``last.ckpt`` as a ``save_pretrained`` folder: ``(its folder name, sha256 and
+    bytes; the model's parameters and FLOPs per image)``."""
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt} not found: the run left no last checkpoint to export")
@@ -108,7 +110,8 @@ def _export_weights(run_dir: Path, folder: Path) -> dict[str, Any]:
     model.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
     save_pretrained(model, folder)
     weights = folder / WEIGHTS_NAME
-    return {"folder": folder.name, "sha256": sha256_of(weights), "bytes": weights.stat().st_size}
+    size = {"parameters": count_parameters(model), "flops_per_image": model_flops(model)}
+    return {"folder": folder.name, "sha256": sha256_of(weights), "bytes": weights.stat().st_size}, size
 
 
 def record_run(
@@ -130,7 +133,8 @@ def record_run(
     The record holds the provenance, the final metrics, the per-epoch history (from the run's
     ``metrics.csv``), the timing of ``ThroughputMonitor`` and, with ``weights``, the last
     checkpoint's weights exported to ``out_dir/<name>/`` by ``save_pretrained`` (config.json +
-    model.safetensors, with their sha256 in the record) for ``from_pretrained``.
+    model.safetensors, with their sha256 in the record) for ``from_pretrained``, and the model's
+    size (parameters, FLOPs per image).
 
     Record right after the run, on the machine that ran it: the commit and hardware are read from
     the checkout and machine at hand (``hardware`` overrides the latter). The default command
@@ -183,7 +187,7 @@ def record_run(
         "history": read_history(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else {},
     }
     if weights:
-        payload["weights"] = _export_weights(run_dir, Path(out_dir) / name)
+        payload["weights"], payload["size"] = _export_weights(run_dir, Path(out_dir) / name)
     path = Path(out_dir) / f"{name}.json"
     write_json_atomic(path, payload)
     return path

@@ -1,0 +1,95 @@
+"""vitlib.grid: which runs the stem x attention grid needs, its commands, its table and finding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vitlib import grid
+from vitlib.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _record(folder: Path, stem: str, attention: str, seed: int, top1: float, **extra: object) -> None:
+    """A results file as record_run writes it (only the fields the grid reads, plus the required ones)."""
+    name = grid.run_name(stem, attention, seed)
+    payload = {
+        "name": name, "command": "python -m vitlib fit ...", "commit": "abc", "hardware": "CPU", "date": f"2026-12-02T1{seed}:00:00",
+        "dataset": "CIFAR-100 (JPEG q75 copy)", "metrics": {"top1": top1, "top5": top1 + 0.3, "loss": 2.0}, "epochs": 4,
+        "size": {"parameters": 500_000, "flops_per_image": 40_000_000},
+        "throughput": {"fit_wall_s": 600.0, "fit_images_per_s": 400.0, "bare_step_images_per_s": 420.0},
+        **extra,
+    }  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(payload))
+
+
+def _six(folder: Path, best: tuple[str, str]) -> None:
+    for i, (stem, attention) in enumerate(grid.CELLS):
+        _record(folder, stem, attention, 0, 0.40 if (stem, attention) == best else 0.30 + 0.01 * i)
+
+
+def test_the_plan_adds_the_best_cells_repeats_once_all_six_are_in(tmp_path: Path) -> None:
+    assert len(grid.CELLS) == 6 and grid.BASELINE in grid.CELLS
+    first = grid.planned_runs({})
+    assert first == [(*cell, 0) for cell in grid.CELLS] + [("patch", "mhsa", 1), ("patch", "mhsa", 2)]
+    assert grid.best_cell({}) is None
+
+    _six(tmp_path / "a", best=("spt", "lsa"))
+    records = grid._records(tmp_path / "a")
+    assert grid.best_cell(records) == ("spt", "lsa")
+    assert grid.planned_runs(records)[-2:] == [("spt", "lsa", 1), ("spt", "lsa", 2)]
+
+    _six(tmp_path / "b", best=grid.BASELINE)  # the baseline wins: its repeats are all there is
+    assert len(grid.planned_runs(grid._records(tmp_path / "b"))) == 8
+
+
+def test_a_grid_command_is_one_the_cli_accepts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    command = grid.fit_command("spt", "lsa", 2, 3, "data-q75", "runs/grid")
+    assert command[:6] == ["python", "-m", "vitlib", "fit", "--config", grid.RECIPE]
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit) as stop:
+        cli_main([*command[3:], "--print_config"])
+    assert stop.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["overrides"]["stem"] == "spt" and config["model"]["overrides"]["attention"] == "lsa"
+    assert config["model"]["overrides"]["dim"] == 96  # the rest of the CPU recipe's trunk stays
+    assert config["seed_everything"] == 2 and config["trainer"]["max_epochs"] == 3
+    assert config["trainer"]["default_root_dir"] == "runs/grid/spt-lsa-seed2"
+
+
+def test_table_and_finding_report_mean_and_spread_over_seeds(tmp_path: Path) -> None:
+    assert "No grid run is recorded" in grid.grid_table(tmp_path)
+    _six(tmp_path, best=("conv", "mhsa"))
+    assert grid.finding(tmp_path) is None  # no repeats yet: no claim
+    for seed, top1 in ((1, 0.32), (2, 0.31)):
+        _record(tmp_path, "patch", "mhsa", seed, top1)
+    for seed, top1 in ((1, 0.41), (2, 0.39)):
+        _record(tmp_path, "conv", "mhsa", seed, top1)
+    found = {(c.stem, c.attention): c for c in grid.cells(tmp_path)}
+    assert found["patch", "mhsa"].top1 == pytest.approx([30.0, 32.0, 31.0])
+    assert found["patch", "mhsa"].describe() == "31.0 ± 1.0 % (3 seeds)"
+    assert found["conv", "lsa"].describe().endswith("(1 seed)")
+    table = grid.grid_table(tmp_path)
+    assert "conv stem + MHSA" in table and "40.0 ± 1.0 % (3 seeds)" in table and "0.500" in table and "40.0" in table
+    sentence = grid.finding(tmp_path)
+    assert "conv stem + MHSA" in sentence and "+9.0 points" in sentence and "9 times" in sentence
+
+    _record(tmp_path, "conv", "mhsa", 2, 0.30)  # now conv's seeds spread widely: no clear gap
+    assert "not clearly larger" in grid.finding(tmp_path)
+
+
+def test_the_command_line_lists_what_is_left_and_checks_its_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(REPO)
+    _record(tmp_path / "records", "patch", "mhsa", 0, 0.3)
+    grid.main(["--data-dir", "configs", "--out", str(tmp_path / "records"), "--dry-run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 7 and not any("patch-mhsa-seed0" in line for line in lines)
+    assert all(line.startswith("python -m vitlib fit --config configs/cpu.yaml") for line in lines)
+    with pytest.raises(SystemExit) as stop:
+        grid.main(["--data-dir", str(tmp_path / "missing")])
+    assert stop.value.code == 2 and "--data-dir" in capsys.readouterr().err

@@ -1,0 +1,215 @@
+"""The controlled comparison of chapters 2, 3 and 7: stem x attention under one recipe.
+
+Six models share the CPU recipe (``configs/cpu.yaml``: trunk, schedule shape, augmentation, seed)
+and differ only in their stem (patch, conv, SPT) and attention (MHSA, LSA); all train the same
+number of epochs on the same data. The baseline (patch + MHSA) and the best of the six are trained
+with two more seeds, so that a difference can be set against the seed-to-seed spread. One command
+trains and records the whole grid; a run already recorded is skipped, so an interrupted grid
+resumes where it stopped::
+
+    python -m vitlib.grid --data-dir data-q75
+
+Each run is recorded like any other (:func:`vitlib.results.record_run`):
+``results/grid/<stem>-<attention>-seed<N>.json`` with its history, timing, parameters, FLOPs per
+image and weights. Which cell is "best" is read from the test split, the only held-out set this
+comparison has: the repeats then test whether that pick survives other seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import shlex
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ATTENTIONS, STEMS
+from .results import load_results, markdown_table, record_run
+
+CELLS: tuple[tuple[str, str], ...] = tuple(itertools.product(STEMS, ATTENTIONS))
+BASELINE = ("patch", "mhsa")
+SEEDS = (0, 1, 2)
+# Each run about 10 minutes on two CPU cores (the recipe's model at about 500 images/s).
+EPOCHS = 4
+RECIPE = "configs/cpu.yaml"
+FOLDER = "results/grid"
+NAMES = {"patch": "patch", "conv": "conv stem", "spt": "SPT", "mhsa": "MHSA", "lsa": "LSA"}
+
+
+def run_name(stem: str, attention: str, seed: int) -> str:
+    return f"{stem}-{attention}-seed{seed}"
+
+
+def cell_label(stem: str, attention: str) -> str:
+    """``"conv stem + LSA"``: a cell as the book writes it."""
+    return f"{NAMES[stem]} + {NAMES[attention]}"
+
+
+def fit_command(stem: str, attention: str, seed: int, epochs: int, data_dir: str, root: str) -> list[str]:
+    """The ``python -m vitlib fit`` command line of one grid run, writing under ``root``."""
+    return [
+        "python", "-m", "vitlib", "fit", "--config", RECIPE,
+        "--model.overrides.stem", stem, "--model.overrides.attention", attention,
+        "--seed_everything", str(seed), "--trainer.max_epochs", str(epochs),
+        "--data.data_dir", data_dir, "--data.verify_md5", "false", "--data.download", "false",
+        "--trainer.default_root_dir", str(Path(root) / run_name(stem, attention, seed)),
+    ]  # fmt: skip
+
+
+def best_cell(records: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
+    """The cell whose seed-0 run has the highest top-1; ``None`` until all six are recorded."""
+    firsts = {cell: records.get(run_name(*cell, 0)) for cell in CELLS}
+    if any(record is None for record in firsts.values()):
+        return None
+    return max(CELLS, key=lambda cell: firsts[cell]["metrics"]["top1"])
+
+
+def planned_runs(records: dict[str, dict[str, Any]]) -> list[tuple[str, str, int]]:
+    """Every run of the grid as far as ``records`` decide it: the six cells with seed 0, the
+    baseline's repeats, then, once the six are in, the best cell's repeats."""
+    runs = [(*cell, 0) for cell in CELLS] + [(*BASELINE, seed) for seed in SEEDS[1:]]
+    best = best_cell(records)
+    if best is not None and best != BASELINE:
+        runs += [(*best, seed) for seed in SEEDS[1:]]
+    return runs
+
+
+def _records(folder: str | Path) -> dict[str, dict[str, Any]]:
+    return {record["name"]: record for record in load_results(folder)}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One stem x attention cell: its runs' results (one per seed) and its size."""
+
+    stem: str
+    attention: str
+    runs: tuple[dict[str, Any], ...]
+
+    @property
+    def label(self) -> str:
+        return cell_label(self.stem, self.attention)
+
+    @property
+    def top1(self) -> list[float]:
+        return [100 * run["metrics"]["top1"] for run in self.runs]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.top1)
+
+    @property
+    def spread(self) -> float | None:
+        """Sample standard deviation of top-1 (points) over seeds; ``None`` for a single run."""
+        return statistics.stdev(self.top1) if len(self.runs) > 1 else None
+
+    def describe(self) -> str:
+        """``"41.2 ± 0.3 % (3 seeds)"`` or ``"41.2 % (1 seed)"``."""
+        if self.spread is None:
+            return f"{self.mean:.1f} % (1 seed)"
+        return f"{self.mean:.1f} ± {self.spread:.1f} % ({len(self.runs)} seeds)"
+
+
+def cells(folder: str | Path = FOLDER) -> list[Cell]:
+    """The recorded cells in the grid's order (stems, then attentions), each with its runs."""
+    records = load_results(folder)
+    found = []
+    for stem, attention in CELLS:
+        runs = [r for r in records if r["name"].startswith(f"{stem}-{attention}-seed")]
+        if runs:
+            found.append(Cell(stem, attention, tuple(sorted(runs, key=lambda r: r["name"]))))
+    return found
+
+
+def _mean_of(runs: Sequence[dict[str, Any]], key: str) -> float | None:
+    values = [run["throughput"][key] for run in runs if (run.get("throughput") or {}).get(key)]
+    return statistics.fmean(values) if values else None
+
+
+def grid_table(folder: str | Path = FOLDER) -> str:
+    """Markdown: one row per recorded cell with test top-1 (mean ± sample standard deviation over
+    seeds, and each seed), top-5, parameters, FLOPs per image, wall time and images/s."""
+    found = cells(folder)
+    if not found:
+        return "**No grid run is recorded.** `python -m vitlib.grid --data-dir DIR` trains and records it."
+    rows = []
+    for cell in found:
+        first = cell.runs[0]
+        size = first.get("size") or {}
+        fit_s, fit_rate, bare = (_mean_of(cell.runs, k) for k in ("fit_wall_s", "fit_images_per_s", "bare_step_images_per_s"))
+        rows.append({
+            "stem + attention": cell.label,
+            "test top-1": cell.describe(),
+            "per seed": ", ".join(f"{v:.1f}" for v in cell.top1),
+            "top-5": f"{statistics.fmean(100 * r['metrics']['top5'] for r in cell.runs):.1f} %",
+            "parameters (M)": f"{size['parameters'] / 1e6:.3f}" if size else "?",
+            "MFLOPs / image": f"{size['flops_per_image'] / 1e6:.1f}" if size else "?",
+            "epochs": first.get("epochs"),
+            "fit (min)": f"{fit_s / 60:.1f}" if fit_s else "?",
+            "fit images/s": f"{fit_rate:.0f}" if fit_rate else "?",
+            "bare step images/s": f"{bare:.0f}" if bare else "?",
+        })  # fmt: skip
+    return markdown_table(rows)
+
+
+def finding(folder: str | Path = FOLDER) -> str | None:
+    """One sentence: the best cell against the baseline, with their seed spread, and whether the
+    gap exceeds it; ``None`` until both have repeats."""
+    found = {(c.stem, c.attention): c for c in cells(folder)}
+    ranked = sorted(found.values(), key=lambda c: c.mean, reverse=True)
+    base = found.get(BASELINE)
+    repeated = [c for c in ranked if c.spread is not None and (c.stem, c.attention) != BASELINE]
+    if base is None or base.spread is None or not repeated:
+        return None
+    best = repeated[0]
+    gap, noise = best.mean - base.mean, max(base.spread, best.spread or 0.0)
+    verdict = (
+        f"{gap / noise:.0f} times the larger seed-to-seed standard deviation" if gap > 2 * noise
+        else "not clearly larger than the seed-to-seed spread"
+    )  # fmt: skip
+    return (
+        f"Trained side by side for {best.runs[0].get('epochs')} epochs under one CPU recipe, the {best.label} ViT "
+        f"reaches {best.describe()} test top-1 against {base.describe()} for the plain patch + MHSA ViT: "
+        f"{gap:+.1f} points, {verdict}."
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m vitlib.grid",
+        description="Train and record the stem x attention grid (skips runs already recorded).",
+    )
+    parser.add_argument("--data-dir", required=True, help="CIFAR-100 in torchvision's layout (e.g. data-q75)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs of every run (default {EPOCHS})")
+    parser.add_argument("--out", default=FOLDER, help=f"folder of the records (default {FOLDER})")
+    parser.add_argument("--runs", default="runs/grid", help="folder of the runs' logs and checkpoints")
+    parser.add_argument("--note", help="added to every record (e.g. whether the machine was shared)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands still to run and stop")
+    args = parser.parse_args(argv)
+    if not (Path(RECIPE).is_file() and Path(args.data_dir).is_dir()):
+        parser.exit(2, f"vitlib.grid: error: run from the repository root (needs {RECIPE}) with an existing --data-dir; "
+                       f"got data dir {args.data_dir!r}\n")  # fmt: skip
+    while True:
+        records = _records(args.out)
+        todo = [run for run in planned_runs(records) if run_name(*run) not in records]
+        if args.dry_run or not todo:
+            for run in todo:
+                print(shlex.join(fit_command(*run, args.epochs, args.data_dir, args.runs)))
+            return
+        stem, attention, seed = todo[0]
+        command = fit_command(stem, attention, seed, args.epochs, args.data_dir, args.runs)
+        print(f"vitlib.grid: {run_name(stem, attention, seed)} ({len(todo)} runs left)", flush=True)
+        if subprocess.run([sys.executable, *command[1:]]).returncode:
+            parser.exit(1, f"vitlib.grid: error: {run_name(stem, attention, seed)} failed (its output is above); "
+                           "fix it and run the same command again to go on\n")  # fmt: skip
+        finished = (Path(args.runs) / run_name(stem, attention, seed)).glob("vitlib/version_*/metrics.json")
+        record_run(max(finished, key=lambda p: p.stat().st_mtime).parent, run_name(stem, attention, seed), args.out, command=shlex.join(command), note=args.note)
+
+
+if __name__ == "__main__":
+    main()
