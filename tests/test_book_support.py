@@ -243,6 +243,28 @@ def test_training_curves_and_confusion() -> None:
     assert rates[0, 0] == pytest.approx(0.75) and rates[1].sum() == 0  # an empty row stays 0, not NaN
 
 
+def test_run_curves_give_each_model_one_colour_and_each_seed_one_line() -> None:
+    seed = {"train/loss": [(0, 4.0), (1, 3.5)], "val/top1": [(0, 0.1), (1, 0.2)]}
+    fig = viz.plot_run_curves({"patch": [seed, seed, seed], "conv": [seed]})
+    loss_ax, acc_ax = fig.axes
+    assert len(loss_ax.lines) == 4 and len(acc_ax.lines) == 4
+    assert loss_ax.lines[0].get_color() == loss_ax.lines[2].get_color() != loss_ax.lines[3].get_color()
+    assert [t.get_text() for t in acc_ax.get_legend().get_texts()] == ["patch (3 seeds)", "conv (1 seed)"]
+
+
+def test_grid_runs_come_from_the_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(book, "repository_root", lambda: tmp_path)
+    assert book.grid_records() == [] and book.grid_run("conv", "lsa") is None
+    folder = tmp_path / "results" / "grid"
+    folder.mkdir(parents=True)
+    record = {"name": "conv-lsa-seed0", "command": "c", "commit": "x", "hardware": "CPU", "date": "2026-12-02",
+              "dataset": "CIFAR-100 (JPEG q75 copy)", "metrics": {"top1": 0.3}}  # fmt: skip
+    (folder / "conv-lsa-seed0.json").write_text(json.dumps(record))
+    assert [r["name"] for r in book.grid_records()] == ["conv-lsa-seed0"]
+    run = book.grid_run("conv", "lsa")
+    assert run is not None and run.metrics["top1"] == 0.3 and run.weights_location == str(folder / "conv-lsa-seed0")
+
+
 def test_a_full_run_leaves_a_checkpoint_and_metrics(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("VITLIB_QUICK", "1")
     monkeypatch.setattr(book, "runs_root", lambda: tmp_path)

@@ -63,24 +63,26 @@ def test_a_grid_command_is_one_the_cli_accepts(tmp_path: Path, monkeypatch: pyte
 
 
 def test_table_and_finding_report_mean_and_spread_over_seeds(tmp_path: Path) -> None:
-    assert "No grid run is recorded" in grid.grid_table(tmp_path)
+    assert "No grid run is recorded" in grid.grid_table(grid.load(tmp_path))
     _six(tmp_path, best=("conv", "mhsa"))
-    assert grid.finding(tmp_path) is None  # no repeats yet: no claim
+    assert grid.finding(grid.load(tmp_path)) is None  # no repeats yet: no claim
     for seed, top1 in ((1, 0.32), (2, 0.31)):
         _record(tmp_path, "patch", "mhsa", seed, top1)
     for seed, top1 in ((1, 0.41), (2, 0.39)):
         _record(tmp_path, "conv", "mhsa", seed, top1)
-    found = {(c.stem, c.attention): c for c in grid.cells(tmp_path)}
+    found = {(c.stem, c.attention): c for c in grid.cells(grid.load(tmp_path))}
     assert found["patch", "mhsa"].top1 == pytest.approx([30.0, 32.0, 31.0])
     assert found["patch", "mhsa"].describe() == "31.0 ± 1.0 % (3 seeds)"
     assert found["conv", "lsa"].describe().endswith("(1 seed)")
-    table = grid.grid_table(tmp_path)
+    table = grid.grid_table(grid.load(tmp_path))
     assert "conv stem + MHSA" in table and "40.0 ± 1.0 % (3 seeds)" in table and "0.500" in table and "40.0" in table
-    sentence = grid.finding(tmp_path)
+    matrix = grid.matrix_table(grid.load(tmp_path))
+    assert "| SPT | " in matrix and "MHSA" in matrix.splitlines()[0] and "40.0 ± 1.0 % (3 seeds)" in matrix
+    sentence = grid.finding(grid.load(tmp_path))
     assert "conv stem + MHSA" in sentence and "+9.0 points" in sentence and "9 times" in sentence
 
     _record(tmp_path, "conv", "mhsa", 2, 0.30)  # now conv's seeds spread widely: no clear gap
-    assert "not clearly larger" in grid.finding(tmp_path)
+    assert "not clearly larger" in grid.finding(grid.load(tmp_path))
 
 
 def test_the_command_line_lists_what_is_left_and_checks_its_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -47,7 +47,7 @@ from .data import (
 )
 from .cli import MetricsWriter
 from .module import ViTModule
-from . import results
+from . import grid, results
 from .results import RecordedRun, load_record, read_history
 from .schedule import ScheduleConfig
 
@@ -237,6 +237,29 @@ def recorded_run(name: str = CPU_RUN) -> RecordedRun | None:
     GitHub (Colab); ``None`` when neither has it. Never trains."""
     root = repository_root()
     return load_record(name, folder=root / "results" if root else None, url=results.RECORDS_URL)
+
+
+def grid_run(stem: str, attention: str, seed: int = 0) -> RecordedRun | None:
+    """One run of the stem x attention grid (:mod:`vitlib.grid`), like :func:`recorded_run`."""
+    root = repository_root()
+    return load_record(
+        grid.run_name(stem, attention, seed), folder=root / grid.FOLDER if root else None, url=f"{results.RECORDS_URL}grid/"
+    )
+
+
+def grid_records() -> list[dict[str, Any]]:
+    """Every recorded run of the grid: this checkout's ``results/grid/``, else fetched run by run
+    from the repository (Colab); empty when neither has them."""
+    root = repository_root()
+    if root is not None:
+        return grid.load(root / grid.FOLDER)
+    found: dict[str, dict[str, Any]] = {}
+    while True:  # the best cell's repeats are known only once the six first runs are in
+        todo = [run for run in grid.planned_runs(found) if grid.run_name(*run) not in found]
+        fetched = [run for run in (grid_run(*r) for r in todo) if run is not None]
+        if not fetched:
+            return sorted(found.values(), key=lambda r: str(r["date"]))
+        found.update({run.name: run.record for run in fetched})
 
 
 def device() -> torch.device:

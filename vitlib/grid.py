@@ -83,6 +83,11 @@ def _records(folder: str | Path) -> dict[str, dict[str, Any]]:
     return {record["name"]: record for record in load_results(folder)}
 
 
+def load(folder: str | Path = FOLDER) -> list[dict[str, Any]]:
+    """The grid's results files in ``folder`` (none when it does not exist)."""
+    return load_results(folder)
+
+
 @dataclass(frozen=True)
 class Cell:
     """One stem x attention cell: its runs' results (one per seed) and its size."""
@@ -115,9 +120,8 @@ class Cell:
         return f"{self.mean:.1f} ± {self.spread:.1f} % ({len(self.runs)} seeds)"
 
 
-def cells(folder: str | Path = FOLDER) -> list[Cell]:
+def cells(records: Sequence[dict[str, Any]]) -> list[Cell]:
     """The recorded cells in the grid's order (stems, then attentions), each with its runs."""
-    records = load_results(folder)
     found = []
     for stem, attention in CELLS:
         runs = [r for r in records if r["name"].startswith(f"{stem}-{attention}-seed")]
@@ -131,10 +135,10 @@ def _mean_of(runs: Sequence[dict[str, Any]], key: str) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def grid_table(folder: str | Path = FOLDER) -> str:
+def grid_table(records: Sequence[dict[str, Any]]) -> str:
     """Markdown: one row per recorded cell with test top-1 (mean ± sample standard deviation over
     seeds, and each seed), top-5, parameters, FLOPs per image, wall time and images/s."""
-    found = cells(folder)
+    found = cells(records)
     if not found:
         return "**No grid run is recorded.** `python -m vitlib.grid --data-dir DIR` trains and records it."
     rows = []
@@ -157,10 +161,19 @@ def grid_table(folder: str | Path = FOLDER) -> str:
     return markdown_table(rows)
 
 
-def finding(folder: str | Path = FOLDER) -> str | None:
+def matrix_table(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown: test top-1 with one row per stem and one column per attention."""
+    found = {(c.stem, c.attention): c.describe() for c in cells(records)}
+    return markdown_table([
+        {"stem": NAMES[stem], **{NAMES[attention]: found.get((stem, attention), "not run") for attention in ATTENTIONS}}
+        for stem in STEMS
+    ])  # fmt: skip
+
+
+def finding(records: Sequence[dict[str, Any]]) -> str | None:
     """One sentence: the best cell against the baseline, with their seed spread, and whether the
     gap exceeds it; ``None`` until both have repeats."""
-    found = {(c.stem, c.attention): c for c in cells(folder)}
+    found = {(c.stem, c.attention): c for c in cells(records)}
     ranked = sorted(found.values(), key=lambda c: c.mean, reverse=True)
     base = found.get(BASELINE)
     repeated = [c for c in ranked if c.spread is not None and (c.stem, c.attention) != BASELINE]

@@ -557,6 +557,27 @@ def plot_training_curves(history: dict[str, list[tuple[int, float]]]) -> Figure:
     return fig
 
 
+def plot_run_curves(runs: dict[str, Sequence[dict[str, list[tuple[int, float]]]]]) -> Figure:
+    """Training loss and test top-1 per epoch of several models on one pair of axes:
+    ``runs[name]`` is one history per seed (:attr:`vitlib.results.RecordedRun.history`); a model's
+    seeds share its colour, so their spread shows as a band of lines."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(7, 3), layout="constrained")
+    for colour, (name, histories) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], runs.items()):
+        for seed, history in enumerate(histories):
+            label = f"{name} ({len(histories)} seed{'s' * (len(histories) > 1)})" if seed == 0 else None
+            for ax, key in ((loss_ax, "train/loss"), (acc_ax, "val/top1")):
+                if history.get(key):
+                    epochs, values = zip(*history[key])
+                    ax.plot(epochs, values, color=colour, marker="o", ms=2.5, lw=1, alpha=0.85, label=label)
+    for ax, ylabel in ((loss_ax, "training loss"), (acc_ax, "test top-1")):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    acc_ax.legend(fontsize=7)
+    return fig
+
+
 def plot_confusion(matrix: torch.Tensor, names: Sequence[str]) -> Figure:
     """A confusion matrix (rows: true class, normalised to sum to 1; columns: predicted class)."""
     counts = matrix.detach().float().cpu()
