@@ -79,7 +79,10 @@ def test_table_and_finding_report_mean_and_spread_over_seeds(tmp_path: Path) -> 
     matrix = grid.matrix_table(grid.load(tmp_path))
     assert "| SPT | " in matrix and "MHSA" in matrix.splitlines()[0] and "40.0 ± 1.0 % (3 seeds)" in matrix
     sentence = grid.finding(grid.load(tmp_path))
-    assert "conv stem + MHSA" in sentence and "+9.0 points" in sentence and "9 times" in sentence
+    assert "conv stem + MHSA: 40.0 ± 1.0 % (3 seeds) against patch + MHSA: 31.0 ± 1.0 % (3 seeds), +9.0 points, 9 times" in sentence
+    assert "one seed each" in grid.compare(grid.load(tmp_path), ("spt", "lsa"), ("conv", "lsa"))
+    assert grid.compare(grid.load(tmp_path / "none"), ("spt", "lsa"), grid.BASELINE) is None
+    assert grid.describe(grid.load(tmp_path)).startswith("10 recorded grid runs (python -m vitlib.grid), 4 epochs each on CPU")
 
     _record(tmp_path, "conv", "mhsa", 2, 0.30)  # now conv's seeds spread widely: no clear gap
     assert "not clearly larger" in grid.finding(grid.load(tmp_path))
