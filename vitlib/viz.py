@@ -596,7 +596,8 @@ def plot_attention_comparison(images: torch.Tensor, heatmaps: dict[str, torch.Te
     """One row per model, one column per image: each model's attention map over the image.
     ``images [B, 3, H, W]`` in [0, 1]; ``heatmaps[name]`` is ``[B, h, w]``."""
     count = len(images)
-    fig = plt.figure(figsize=(1.8 * (count + 1), 1.9 * len(heatmaps) + 0.3), layout="constrained")
+    # Panels of 1.1 in: six images and the colour bar fit the page column.
+    fig = plt.figure(figsize=(1.1 * count + 0.9, 1.15 * len(heatmaps) + 0.3), layout="constrained")
     axes = fig.subplots(len(heatmaps), count, squeeze=False)
     top = heat_scale(*heatmaps.values())
     for row, (name, heat) in enumerate(heatmaps.items()):
@@ -605,7 +606,7 @@ def plot_attention_comparison(images: torch.Tensor, heatmaps: dict[str, torch.Te
         axes[row, 0].set_axis_on()
         axes[row, 0].set_xticks([])
         axes[row, 0].set_yticks([])
-        axes[row, 0].set_ylabel(name, fontsize=9)
+        axes[row, 0].set_ylabel(name, fontsize=7)
     add_heat_colorbar(fig, heat_layer, axes.ravel())
     return fig
 
