@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 
-from vitlib import ViT, ViTConfig  # noqa: E402
+from vitlib import ViT, ViTConfig, viz  # noqa: E402
 from vitlib.viz import (  # noqa: E402
     HEAT_LABEL,
     attention_entropy,
@@ -261,3 +261,27 @@ def test_in_a_notebook_the_caption_is_page_text_and_the_image_has_alt_text(monke
     assert alt.startswith("Figure: ") and len(alt) > len("Figure: ")
     assert page.count("data:image/png;base64,") == 1
     assert fig._supxlabel is None  # the caption is not drawn into the PNG
+
+
+def test_every_book_figure_fits_the_page_column(vit_and_images):
+    """Figures wider than the text column are shrunk by the browser, and their labels with them."""
+    model, images = vit_and_images
+    logits, maps = viz.model_attention(model, images)
+    probs, heat = viz.rollout_heatmaps(model, images)
+    image = images[0].clamp(0, 1)
+    stages = [("stage", torch.rand(8, 16, 16)), ("tokens", torch.rand(8, 8, 8))]
+    seed = {"train/loss": [(0, 4.0)], "val/top1": [(0, 0.1)]}
+    figures = {
+        "patches": viz.plot_patches(image, 4),
+        "feature maps": viz.plot_feature_maps(image, stages),
+        "heads": viz.plot_attention_heads(image, maps, layer=0, has_cls_token=model.cfg.pool == "cls", ncols=12),
+        "blocks": viz.plot_attention_layers(image, maps, has_cls_token=model.cfg.pool == "cls"),
+        "collage": viz.prediction_collage(images.clamp(0, 1), torch.zeros(len(images), dtype=torch.long), probs, heat, [str(i) for i in range(100)]),
+        "comparison": viz.plot_attention_comparison(images.clamp(0, 1)[:1].repeat(6, 1, 1, 1), {"a": heat[:1].repeat(6, 1, 1)}),
+        "curves": viz.plot_training_curves({"train/loss": [(0, 4.0)]}),
+        "run curves": viz.plot_run_curves({"a": [seed]}),
+        "confusion": viz.plot_confusion(torch.eye(20), [str(i) for i in range(20)]),
+        "schedules": viz.plot_lr_schedules({"a": [0.1, 0.2]}, steps_per_epoch=1),
+    }
+    too_wide = {name: round(fig.get_size_inches()[0], 2) for name, fig in figures.items() if fig.get_size_inches()[0] > viz.PAGE_WIDTH + 1e-6}
+    assert not too_wide, f"wider than {viz.PAGE_WIDTH} in: {too_wide}"

@@ -26,6 +26,9 @@ from matplotlib.ticker import MaxNLocator
 
 HEAD_FUSIONS = ("mean", "max", "min")
 _CORRECT, _WRONG = "tab:green", "tab:red"
+# The book's text column is about 720 px wide and figures are saved at 100 dpi: a figure this wide
+# (inches) is shown at its own size, so its labels stay as large as they were drawn.
+PAGE_WIDTH = 7.2
 
 
 def _fuse_heads(attn: torch.Tensor, head_fusion: str) -> torch.Tensor:
@@ -139,9 +142,10 @@ def _patch_grid(num_tokens: int, has_cls_token: bool) -> int:
 
 
 def _panels(count: int, ncols: int, panel_size: float = 2.0) -> tuple[Figure, list[Axes]]:
-    """A figure with exactly ``count`` axes on a grid ``ncols`` wide."""
+    """A figure with exactly ``count`` axes on a grid ``ncols`` wide, no wider than the page."""
     ncols = min(ncols, count)
     nrows = math.ceil(count / ncols)
+    panel_size = min(panel_size, PAGE_WIDTH / ncols)
     fig = plt.figure(figsize=(panel_size * ncols, panel_size * nrows + 0.3), layout="constrained")
     return fig, [fig.add_subplot(nrows, ncols, i + 1) for i in range(count)]
 
@@ -218,7 +222,8 @@ def prediction_collage(
     labels = labels.detach().cpu()
     ncols = min(ncols, count)
     nrows = math.ceil(count / ncols)
-    fig = plt.figure(figsize=(2.6 * ncols, 4.0 * nrows), layout="constrained")
+    column = min(2.6, PAGE_WIDTH / ncols)
+    fig = plt.figure(figsize=(column * ncols, 1.55 * column * nrows), layout="constrained")
     cells = fig.add_gridspec(2 * nrows, ncols, height_ratios=[3, 2] * nrows)
     top = heat_scale(heatmaps) if heatmaps is not None else None
     heat_layer, image_axes = None, []
@@ -346,7 +351,7 @@ def plot_patches(image: torch.Tensor, patch_size: int, per_row: int = 16) -> Fig
     grid_h, grid_w = h // patch_size, w // patch_size
     patches = rearrange(image, "c (gh p1) (gw p2) -> (gh gw) c p1 p2", p1=patch_size, p2=patch_size)
     flat = rearrange(patches, "n c p1 p2 -> n (p1 p2 c)")  # the row layout of vitlib.patching.patchify
-    fig = plt.figure(figsize=(13, 4.2), layout="constrained")
+    fig = plt.figure(figsize=(PAGE_WIDTH, 2.8), layout="constrained")
     left, middle, right = fig.subplots(1, 3, width_ratios=[1, 1.6, 1])
     _show_image(left, image)
     for k in range(1, grid_h):
@@ -357,13 +362,13 @@ def plot_patches(image: torch.Tensor, patch_size: int, per_row: int = 16) -> Fig
         row, col = divmod(index, grid_w)
         left.text((col + 0.5) * patch_size - 0.5, (row + 0.5) * patch_size - 0.5, str(index),
                   color="white", fontsize=6, ha="center", va="center")  # fmt: skip
-    left.set_title(f"{h}x{w} image, {patch_size}x{patch_size} patches", fontsize=10)
+    left.set_title(f"{h}x{w} image, {patch_size}x{patch_size} patches", fontsize=9)
     _show_image(middle, _tile(patches, per_row))
-    middle.set_title(f"the sequence: {len(patches)} patches in raster order", fontsize=10)
+    middle.set_title(f"the sequence: {len(patches)} patches in raster order", fontsize=9)
     right.imshow(flat.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
-    right.set_xlabel(f"{flat.shape[1]} values = {patch_size}x{patch_size} pixels x {c} channels")
-    right.set_ylabel("patch (token) index")
-    right.set_title("patchify: one row per patch", fontsize=10)
+    right.set_xlabel(f"{flat.shape[1]} values = {patch_size}x{patch_size} px x {c} channels", fontsize=8)
+    right.set_ylabel("patch (token) index", fontsize=8)
+    right.set_title("patchify: one row per patch", fontsize=9)
     return fig
 
 
@@ -406,7 +411,8 @@ def conv_stem_stages(stem: torch.nn.Module, image: torch.Tensor) -> list[tuple[s
 
 def plot_feature_maps(image: torch.Tensor, stages: Sequence[tuple[str, torch.Tensor]], channels: int = 8) -> Figure:
     """The input image, then one row per stage showing its first ``channels`` feature maps."""
-    fig = plt.figure(figsize=(1.5 * (channels + 1), 1.6 * len(stages) + 0.4), layout="constrained")
+    panel = PAGE_WIDTH / (channels + 1)
+    fig = plt.figure(figsize=(PAGE_WIDTH, (panel + 0.2) * len(stages) + 0.4), layout="constrained")
     axes = fig.subplots(len(stages), channels + 1, squeeze=False)
     for row, (name, maps) in enumerate(stages):
         if row == 0:
@@ -514,7 +520,7 @@ def plot_mixed_batch(images: torch.Tensor, targets: torch.Tensor, classes: Seque
 
 def plot_lr_schedules(traces: dict[str, Sequence[float]], steps_per_epoch: int) -> Figure:
     """Learning rate per optimizer step for each named schedule, against epochs."""
-    fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 3.4), layout="constrained")
     for name, trace in traces.items():
         epochs = torch.arange(len(trace)) / steps_per_epoch
         ax.plot(epochs.numpy(), list(trace), label=name, lw=1.4)
@@ -542,7 +548,7 @@ def plot_lr_range_test(lrs: Sequence[float], losses: Sequence[float], suggestion
 def plot_training_curves(history: dict[str, list[tuple[int, float]]]) -> Figure:
     """Loss and top-1 per epoch for train and validation; ``history["train/loss"]`` is a list of
     ``(epoch, value)`` (see ``vitlib.book.epoch_history``)."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.2), layout="constrained")
     for ax, metric in ((loss_ax, "loss"), (acc_ax, "top1")):
         for split in ("train", "val"):
             points = history.get(f"{split}/{metric}", [])
@@ -561,7 +567,7 @@ def plot_run_curves(runs: dict[str, Sequence[dict[str, list[tuple[int, float]]]]
     """Training loss and test top-1 per epoch of several models on one pair of axes:
     ``runs[name]`` is one history per seed (:attr:`vitlib.results.RecordedRun.history`); a model's
     seeds share its colour, so their spread shows as a band of lines."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(7, 3), layout="constrained")
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3), layout="constrained")
     for colour, (name, histories) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], runs.items()):
         for seed, history in enumerate(histories):
             label = f"{name} ({len(histories)} seed{'s' * (len(histories) > 1)})" if seed == 0 else None
@@ -582,7 +588,7 @@ def plot_confusion(matrix: torch.Tensor, names: Sequence[str]) -> Figure:
     """A confusion matrix (rows: true class, normalised to sum to 1; columns: predicted class)."""
     counts = matrix.detach().float().cpu()
     rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
-    fig, ax = plt.subplots(figsize=(8.5, 7.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 6.4), layout="constrained")
     shown = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     ax.set_yticks(range(len(names)), names, fontsize=7)
@@ -596,8 +602,8 @@ def plot_attention_comparison(images: torch.Tensor, heatmaps: dict[str, torch.Te
     """One row per model, one column per image: each model's attention map over the image.
     ``images [B, 3, H, W]`` in [0, 1]; ``heatmaps[name]`` is ``[B, h, w]``."""
     count = len(images)
-    # Panels of 1.1 in: six images and the colour bar fit the page column.
-    fig = plt.figure(figsize=(1.1 * count + 0.9, 1.15 * len(heatmaps) + 0.3), layout="constrained")
+    panel = min(1.6, (PAGE_WIDTH - 0.9) / count)  # 0.9 in for the row names and the colour bar
+    fig = plt.figure(figsize=(panel * count + 0.9, (panel + 0.05) * len(heatmaps) + 0.3), layout="constrained")
     axes = fig.subplots(len(heatmaps), count, squeeze=False)
     top = heat_scale(*heatmaps.values())
     for row, (name, heat) in enumerate(heatmaps.items()):
