@@ -274,3 +274,12 @@ def test_a_full_run_leaves_a_checkpoint_and_metrics(monkeypatch: pytest.MonkeyPa
     metrics = json.loads((log_dir / "metrics.json").read_text())
     assert metrics["config"]["model"]["preset"] == "vit_tiny" and "quick mode" in metrics["dataset"]
     assert list((log_dir / "checkpoints").glob("*.ckpt"))
+
+
+def test_the_data_note_warns_when_the_images_are_synthetic() -> None:
+    synthetic = book.DataSource("synthetic", None, "synthetic stripes <not real>")
+    note = book.data_note(synthetic)
+    assert 'class="admonition warning"' in note and "Synthetic data, not CIFAR-100" in note
+    assert "synthetic stripes &lt;not real&gt;" in note  # the caption is text, never markup
+    real = book.data_note(book.DataSource("cifar100-q75", Path("data-q75"), "CIFAR-100 (JPEG q75 copy), test split"))
+    assert 'class="admonition note"' in real and "warning" not in real and "CIFAR-100 (JPEG q75 copy)" in real

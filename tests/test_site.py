@@ -40,6 +40,10 @@ PAGES = [
     ("book/intro.html", 1, "CIFAR-100"),
     ("notebooks/06_training.html", 2, "recorded run"),
     ("notebooks/07_attention.html", 4, "attention") if REAL_DATA else ("notebooks/07_attention.html", 0, "not drawn"),
+    # The stem x attention grid: its curves need only the records; sharpness also real images.
+    ("notebooks/02_convolutional_stems.html", 2, "side by side"),
+    ("notebooks/03_spt_and_lsa.html", 4 if REAL_DATA else 2, "SPT and LSA, trained"),
+    ("book/results.html", 0, "Stem x attention"),
 ]
 
 
@@ -197,8 +201,13 @@ PAGE_REPORT = """(() => {
     src: img.currentSrc || img.src, inArticle: article.contains(img), complete: img.complete,
     width: img.naturalWidth, height: img.naturalHeight, alt: img.getAttribute("alt") || "", caption: captionOf(img)}));
   const links = Array.from(document.querySelectorAll("a[href]")).map(a => a.href);
+  const code = document.querySelector("div.cell_input pre");
+  const note = article.querySelector("div.admonition");
   return {title: document.title, heading: (article.querySelector("h1") || {}).textContent || "",
-          text: article.innerText, height: document.documentElement.scrollHeight, images, links};
+          text: article.innerText, height: document.documentElement.scrollHeight, images, links,
+          searches: document.querySelectorAll(".search-button__button").length,
+          codeWrap: code ? getComputedStyle(code).whiteSpace : null,
+          note: note ? note.innerText : null};
 })()"""
 
 
@@ -229,6 +238,12 @@ def test_page_loads_cleanly_with_its_figures(site_url: str, browser: DevTools, p
     assert info["heading"].strip() and len(info["text"]) > 500, f"{page} has no content: {info['title']!r}"
     assert phrase in info["text"], f"{page} does not say {phrase!r}"
     assert "/tmp/" not in info["text"] and "/work/" not in info["text"], f"{page} prints a path of the build machine"
+    assert info["searches"] == 1, f"{page}: {info['searches']} search boxes"
+    words = [part.strip().lower() for part in info["title"].split("—")]
+    assert len(set(words)) == len(words), f"{page}: the title repeats itself: {info['title']!r}"
+    if info["codeWrap"] is not None:  # a chapter: code wraps, and its data is a note at the top
+        assert info["codeWrap"] == "pre-wrap", f"{page}: long code lines scroll sideways"
+        assert info["note"] and ("CIFAR-100" in info["note"] or "synthetic" in info["note"].lower()), f"{page}: no data note"
     broken = [img["src"][:120] for img in info["images"] if not (img["complete"] and img["width"] > 0)]
     assert not broken, f"{page}: images that did not load: {broken}"
     figures = [img for img in info["images"] if img["inArticle"] and img["width"] >= 100 and img["height"] >= 100]

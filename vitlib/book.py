@@ -18,6 +18,7 @@ caption states the outcome:
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import os
 import platform
@@ -272,6 +273,22 @@ def report(source: DataSource | None = None) -> str:
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     line = f"Python {platform.python_version()}, torch {torch.__version__}, device: {name}"
     return line + (f"; data: {source.caption}" if source else "")
+
+
+def data_note(source: DataSource) -> str:
+    """HTML for the top of a chapter: which data its figures use, as a note (a warning when the
+    images are synthetic). An admonition in the theme's own classes, so the built page styles it
+    like a MyST note, and plain Jupyter or Colab still shows it as a wrapped paragraph."""
+    kind, title = ("note", "Data") if source.real else ("warning", "Synthetic data, not CIFAR-100")
+    return f'<div class="admonition {kind}"><p class="admonition-title">{title}</p><p>{html.escape(source.caption)}</p></div>'
+
+
+def show_setup(source: DataSource) -> None:
+    """A chapter's first output: the machine it runs on (one line) and the data note."""
+    from IPython.display import HTML, display
+
+    print(report())
+    display(HTML(data_note(source)))
 
 
 def examples(source: DataSource, count: int = 8, train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
