@@ -99,6 +99,9 @@ def test_accuracy_table_shows_recorded_runs(tmp_path: Path) -> None:
     table = results.accuracy_table(tmp_path / "results")
     assert "conv-vit" in table and "61.23 %" in table and "87.65 %" in table and "GPU X" in table
     assert "| 100 |" in table  # epochs trained (Lightning's epoch counter after fit)
+    # The long command goes under the table, collapsed, not into its row.
+    rows, _, collapsed = table.partition("<details>")
+    assert "python -m vitlib fit" not in rows and "**conv-vit**: `python -m vitlib fit --config" in collapsed
 
 
 def test_history_has_every_epoch_and_the_lr_at_its_end(tmp_path: Path) -> None:

@@ -343,11 +343,17 @@ def accuracy_table(folder: str | Path = "results") -> str:
             "hardware": r["hardware"],
             "date": str(r["date"])[:10],
             "commit": str(r["commit"])[:10],
-            "command": f"`{r['command']}`",
         }
         for r in results
     ]
-    return markdown_table(rows)
+    commands = [f"- **{r['name']}**: `{r['command']}`" for r in results]
+    return markdown_table(rows) + "\n\n" + details("The command that re-creates each run", commands)
+
+
+def details(summary: str, lines: Sequence[str]) -> str:
+    """Markdown inside a collapsed ``<details>`` block: long provenance (commands, notes) under a
+    table instead of in its cells, where it would make every row tall."""
+    return f"<details>\n<summary>{summary}</summary>\n\n" + "\n".join(lines) + "\n\n</details>"
 
 
 # Published results the book compares with (CIFAR-100 from scratch), cited on the results page.
@@ -380,7 +386,7 @@ def throughput_table(folder: str | Path = "results") -> str:
         return "**No recorded run measured its speed.**"
     # What a record says about its own numbers (an overrun, a disturbed machine) goes with them.
     notes = [f"- {r['name']}: {r['note']}" for r in load_results(folder) if r.get("note") and (r.get("throughput") or {}).get("fit_wall_s")]
-    return markdown_table(rows) + ("\n\nNotes recorded with the runs:\n\n" + "\n".join(notes) if notes else "")
+    return markdown_table(rows) + ("\n\n" + details("Notes recorded with the runs", notes) if notes else "")
 
 
 def bare_step_table(folder: str | Path = "results/speed") -> str:
