@@ -145,12 +145,14 @@ def test_lr_range_test_sweeps_increasing_lrs_and_restores_the_weights():
     assert all(torch.equal(a, b) for a, b in zip(before, module.parameters()))
 
 
-def test_lr_range_test_runs_all_steps_without_early_stop():
+def test_lr_range_test_runs_all_steps_without_early_stop(capfd):
     torch.manual_seed(0)
     lrs, losses, suggestion = lr_range_test(
         _TinyClassifier(), _TinyData(), min_lr=1e-4, max_lr=1e-1, num_steps=20, early_stop_threshold=None,
         accelerator="cpu", devices=1,
     )
+    # Lightning's own lr_find progress bar stays silent (in a notebook it printed a line a step).
+    assert "Finding best initial lr" not in capfd.readouterr().err
     assert len(lrs) == len(losses) == 20
     assert lrs[-1] == pytest.approx(1e-1)
     assert suggestion is not None and 1e-4 <= suggestion <= 1e-1

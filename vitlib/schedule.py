@@ -7,9 +7,11 @@ with ``"interval": "step"``: the schedules are measured in optimizer steps, not 
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 import torch
 from torch.optim.lr_scheduler import (
@@ -157,7 +159,7 @@ def lr_range_test(
     ``trainer_kwargs`` go to ``lightning.Trainer``.
     """
     import lightning.pytorch as pl
-    from lightning.pytorch.tuner import Tuner
+    from lightning.pytorch.tuner import Tuner, lr_finder
 
     if not 0 < min_lr < max_lr:
         raise ValueError(f"lr_range_test needs 0 < min_lr < max_lr; got min_lr={min_lr}, max_lr={max_lr}")
@@ -171,7 +173,10 @@ def lr_range_test(
         "enable_model_summary": False,
     }
     # lr_find saves a temporary checkpoint under default_root_dir; keep it out of the working folder.
-    with tempfile.TemporaryDirectory() as root:
+    # Its own "Finding best initial lr" bar ignores enable_progress_bar and, outside a terminal, prints
+    # one line per step (a page of them in a notebook): hand it a disabled tqdm.
+    quiet_bar = functools.partial(lr_finder.tqdm, disable=True)
+    with tempfile.TemporaryDirectory() as root, mock.patch.object(lr_finder, "tqdm", quiet_bar):
         trainer = pl.Trainer(**{**quiet, "default_root_dir": root, **trainer_kwargs})
         finder = Tuner(trainer).lr_find(
             module,
