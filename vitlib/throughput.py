@@ -130,6 +130,9 @@ def compare_bare_steps(models: dict[str, dict[str, Any]], batch_size: int = 128,
     measured one after the other in this process on random images; each row also gives its speed
     relative to the first."""
     rows = []
+    # The first measurement of a process runs slow (thread pool, allocator): warm up, discard it.
+    warm = ViT(ViTConfig.from_preset("vit", **next(iter(models.values()))))
+    bare_step_images_per_s(warm, torch.randn(batch_size, 3, 32, 32), torch.randint(0, 100, (batch_size,)), steps=steps)
     for name, overrides in models.items():
         model = ViT(ViTConfig.from_preset("vit", **overrides))
         images = torch.randn(batch_size, 3, model.cfg.image_size, model.cfg.image_size)
