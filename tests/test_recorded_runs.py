@@ -1,5 +1,5 @@
 """The real-data path: recognising the q75 copy, timing a fit, recording runs (finished or stopped),
-comparing bare steps, and the recorded CPU run the book is built from."""
+comparing bare steps, and the recorded CPU run and grid the book is built from."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from vitlib import book, data, results, throughput
+from vitlib import book, data, grid, results, throughput
 from vitlib.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,3 +151,30 @@ def test_the_recorded_weights_evaluate_to_the_recorded_top1() -> None:
     # The same images and weights: equal up to float summation order (a few images at most).
     assert top1 == pytest.approx(recorded.metrics["top1"], abs=3e-4)
     assert top5 == pytest.approx(recorded.metrics["top5"], abs=3e-4)
+
+
+GRID = REPO / grid.FOLDER
+
+
+@pytest.mark.skipif(not GRID.is_dir(), reason="no recorded grid in results/grid/")
+def test_the_recorded_grid_is_complete_comparable_and_intact() -> None:
+    records = {r["name"]: r for r in grid.load(GRID)}
+    missing = [grid.run_name(*run) for run in grid.planned_runs(records) if grid.run_name(*run) not in records]
+    assert not missing, f"grid runs not recorded: {missing}"
+    # One recipe: the same epochs, data, trunk and schedule everywhere; only stem, attention, seed vary.
+    assert {r["epochs"] for r in records.values()} == {records["patch-mhsa-seed0"]["epochs"]}
+    assert {r["dataset"] for r in records.values()} == {data.DATASET_Q75}
+    trunks = {json.dumps({k: v for k, v in r["model"]["overrides"].items() if k not in ("stem", "attention")}, sort_keys=True) for r in records.values()}
+    assert len(trunks) == 1 and len({json.dumps(r["model"]["schedule"], sort_keys=True) for r in records.values()}) == 1
+    for name, record in records.items():
+        stem, attention, seed = name.split("-")
+        overrides = record["model"]["overrides"]
+        assert (overrides["stem"], overrides["attention"]) == (stem, attention)
+        assert f"--seed_everything {seed.removeprefix('seed')} " in record["command"]
+        assert record["stopped_early"] is None and record["resumed_from"] is None
+        assert record["size"]["parameters"] > 0 and record["throughput"]["fit_wall_s"] > 0
+        recorded = results.load_record(name, GRID, url=None)
+        assert recorded.history["val/top1"][-1][1] == pytest.approx(record["metrics"]["top1"])
+        model = recorded.model()  # checks the weights' SHA-256
+        assert (model.cfg.stem, model.cfg.attention) == (stem, attention)
+        assert sum(p.numel() for p in model.parameters()) == record["size"]["parameters"]
