@@ -504,7 +504,7 @@ def plot_sharpness(entropies: dict[str, torch.Tensor], attendable: int | dict[st
     ax.set_xlabel("block")
     ax.set_ylabel("log M - entropy (nats)")
     ax.set_title("Sharpness of attention: 0 = uniform over the M tokens a query can attend to", fontsize=10)
-    ax.legend(fontsize=8)
+    fig.legend(loc="outside lower center", ncols=3, fontsize=7)  # below the bars, never over them
     return fig
 
 
