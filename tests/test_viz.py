@@ -278,7 +278,7 @@ def test_every_book_figure_fits_the_page_column(vit_and_images):
         "blocks": viz.plot_attention_layers(image, maps, has_cls_token=model.cfg.pool == "cls"),
         "collage": viz.prediction_collage(images.clamp(0, 1), torch.zeros(len(images), dtype=torch.long), probs, heat, [str(i) for i in range(100)]),
         "comparison": viz.plot_attention_comparison(images.clamp(0, 1)[:1].repeat(6, 1, 1, 1), {"a": heat[:1].repeat(6, 1, 1)}),
-        "curves": viz.plot_training_curves({"train/loss": [(0, 4.0)]}),
+        "curves": viz.plot_training_curves({"train/loss": [(0, 4.0)], "val/top1": [(0, 0.1)]}),
         "run curves": viz.plot_run_curves({"a": [seed]}),
         "confusion": viz.plot_confusion(torch.eye(20), [str(i) for i in range(20)]),
         "schedules": viz.plot_lr_schedules({"a": [0.1, 0.2]}, steps_per_epoch=1),
