@@ -670,3 +670,10 @@ def test_lsa_needs_a_second_token():
     with pytest.raises(ValueError, match="ViTConfig.attention='lsa'.*at least 2 tokens"):
         ViTConfig(image_size=8, patch_size=8, pool="mean", attention="lsa", dim=16, heads=2)
     assert ViTConfig(image_size=8, patch_size=8, pool="cls", attention="lsa", dim=16, heads=2).num_tokens == 2
+
+
+@pytest.mark.parametrize("field", ["batch_size", "val_split", "seed"])
+def test_none_is_refused_where_it_means_nothing(cifar_root, field):
+    # Found by the property test above: batch_size=None passed the checks and failed later with a TypeError.
+    with pytest.raises(ValueError, match=f"CIFAR100DataModule.{field} must be an integer"):
+        CIFAR100DataModule(str(cifar_root), **{field: None}, download=False, verify_md5=False, quick=False)

@@ -510,13 +510,15 @@ class CIFAR100DataModule(L.LightningDataModule):
         mix = MixConfig(**mix) if isinstance(mix, dict) else mix
         for name, value in (("augment", augment), ("mix", mix)):
             self.hparams[name] = None if value is None else dataclasses.asdict(value)
-        if val_split < 0:
-            raise ValueError(f"val_split must be >= 0 (0 = validate on the test set); got {val_split}")
         counts = {"batch_size": (batch_size, 1), "eval_batch_size": (eval_batch_size, 1), "num_workers": (num_workers, 0),
-                  "seed": (seed, 0), "quick_train_size": (quick_train_size, 1), "quick_test_size": (quick_test_size, 1)}  # fmt: skip
+                  "val_split": (val_split, 0), "seed": (seed, 0), "quick_train_size": (quick_train_size, 1),
+                  "quick_test_size": (quick_test_size, 1)}  # fmt: skip
         for name, (value, least) in counts.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-                raise ValueError(f"CIFAR100DataModule.{name} must be an integer >= {least}; got {value!r}")
+            if value is None and name in ("eval_batch_size", "num_workers"):  # None: batch_size, and automatic
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                hint = " (0 = validate on the test set)" if name == "val_split" else ""
+                raise ValueError(f"CIFAR100DataModule.{name} must be an integer >= {least}{hint}; got {value!r}")
         if pipeline not in PIPELINES:
             raise ValueError(f"pipeline must be one of {', '.join(map(repr, PIPELINES))}; got {pipeline!r}")
         self.quick = quick_mode() if quick is None else quick
