@@ -79,13 +79,13 @@ def planned_runs(records: dict[str, dict[str, Any]]) -> list[tuple[str, str, int
     return runs
 
 
-def _records(folder: str | Path) -> dict[str, dict[str, Any]]:
-    return {record["name"]: record for record in load_results(folder)}
-
-
 def load(folder: str | Path = FOLDER) -> list[dict[str, Any]]:
     """The grid's results files in ``folder`` (none when it does not exist)."""
     return load_results(folder)
+
+
+def _records(folder: str | Path) -> dict[str, dict[str, Any]]:
+    return {record["name"]: record for record in load(folder)}
 
 
 @dataclass(frozen=True)
