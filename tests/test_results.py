@@ -158,3 +158,17 @@ def test_markdown_table_escapes_pipes() -> None:
     assert table.splitlines() == ["| a | b |", "|---|---|", "| x\\|y |  |"]
     with pytest.raises(ValueError):
         results.markdown_table([])
+
+
+def test_each_bare_step_comparison_is_its_own_table(tmp_path: Path) -> None:
+    assert "No bare-step comparison" in results.bare_step_table(tmp_path)
+    for name, rates in (("a", (100.0, 150.0)), ("b", (300.0, 240.0))):
+        rows = [{"name": f"{name}{i}", "overrides": {"dim": 96}, "parameters": 1000, "images_per_s": r,
+                 "relative_to_first": r / rates[0]} for i, r in enumerate(rates)]  # fmt: skip
+        payload = {"hardware": "CPU X", "batch_size": 128, "threads": 2, "commit": "abc", "rows": rows}
+        (tmp_path / f"{name}.json").write_text(json.dumps(payload))
+    table = results.bare_step_table(tmp_path)
+    first, second = table.split("**b**")
+    assert "**a**: CPU X, batch 128, 2 threads" in first and "| a1 | 1,000 | 150 | 1.50x |" in first
+    assert "| b1 | 1,000 | 240 | 0.80x |" in second and "b0" not in first
+    assert "dim=96" in second.split("<details>")[1] and "dim=96" not in second.split("<details>")[0]

@@ -390,23 +390,28 @@ def throughput_table(folder: str | Path = "results") -> str:
 
 
 def bare_step_table(folder: str | Path = "results/speed") -> str:
-    """Markdown: the bare-step comparisons of ``python -m vitlib.throughput --out`` in ``folder``."""
+    """Markdown: each bare-step comparison of ``python -m vitlib.throughput --out`` in ``folder``
+    as its own short table (speeds are relative to the first model of the same comparison), with
+    its provenance above it and the models' full overrides collapsed below it."""
     files = sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []
-    rows = []
+    parts = []
     for file in files:
         payload = json.loads(file.read_text())
-        for row in payload["rows"]:
-            rows.append({
+        rows = [
+            {
                 "model": row["name"],
-                "overrides": ", ".join(f"{k}={v}" for k, v in row["overrides"].items()),
                 "parameters": f"{row['parameters']:,}",
                 "images/s, bare step": f"{row['images_per_s']:.0f}",
-                "relative": f"{row['relative_to_first']:.2f}x",
-                "hardware": payload["hardware"],
-                "batch, threads": f"{payload['batch_size']}, {payload['threads']}",
-                "commit": str(payload["commit"])[:10],
-            })  # fmt: skip
-    return markdown_table(rows) if rows else "**No bare-step comparison is recorded.**"
+                "relative to the first": f"{row['relative_to_first']:.2f}x",
+            }
+            for row in payload["rows"]
+        ]
+        overrides = [f"- **{row['name']}**: " + ", ".join(f"{k}={v}" for k, v in row["overrides"].items()) for row in payload["rows"]]
+        parts.append(
+            f"**{file.stem}**: {payload['hardware']}, batch {payload['batch_size']}, {payload['threads']} threads, "
+            f"commit {str(payload['commit'])[:10]}\n\n{markdown_table(rows)}\n\n{details('The models (ViTConfig overrides of the vit preset)', overrides)}"
+        )
+    return "\n\n".join(parts) if parts else "**No bare-step comparison is recorded.**"
 
 
 def tuning_table(folder: str | Path = "results/tuning") -> str:
