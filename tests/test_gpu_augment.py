@@ -112,11 +112,11 @@ def test_reference_op_is_randaugments_own_dispatch() -> None:
             assert torch.equal(reference_op(image, name, sign * levels[name]), expected), name
 
 
-def assert_op_matches_torchvision(images: torch.Tensor, name: str, magnitude: int) -> None:
+def assert_op_matches_torchvision(images: torch.Tensor, name: str, magnitude: int, gather: bool = False) -> None:
     batch = images.shape[0]
     negate = torch.arange(batch) % 2 == 1  # both signs in one batch
     levels = randaugment_magnitudes(magnitude, 32, 32)
-    ours = randaugment_step(images, torch.full((batch,), RANDAUGMENT_OPS.index(name)), negate, levels)
+    ours = randaugment_step(images, torch.full((batch,), RANDAUGMENT_OPS.index(name)), negate, levels, gather)
     signs = torch.where(negate, -1.0, 1.0) if name in SIGNED_OPS else torch.ones(batch)
     expected = torch.stack([reference_op(im, name, float(s) * levels[name]) for im, s in zip(images, signs)])
     diff = (ours.int() - expected.int()).abs()
@@ -126,11 +126,12 @@ def assert_op_matches_torchvision(images: torch.Tensor, name: str, magnitude: in
         assert torch.equal(ours, expected), (name, magnitude, (diff > 0).float().mean())
 
 
+@pytest.mark.parametrize("gather", [False, True], ids=["masked", "gathered"])
 @pytest.mark.parametrize("name", RANDAUGMENT_OPS)
-def test_each_op_matches_torchvision(name: str) -> None:
+def test_each_op_matches_torchvision(name: str, gather: bool) -> None:
     images = synthetic_images(12, seed=1)
     for magnitude in (0, 9, 10, 20, 30):
-        assert_op_matches_torchvision(images, name, magnitude)
+        assert_op_matches_torchvision(images, name, magnitude, gather)
 
 
 def test_each_op_matches_torchvision_on_real_images(mini_root) -> None:
@@ -147,9 +148,26 @@ def test_ops_are_independent_per_sample() -> None:
     op_index = torch.arange(28) % len(RANDAUGMENT_OPS)
     negate = torch.arange(28) >= 14
     levels = randaugment_magnitudes(9, 32, 32)
-    mixed = randaugment_step(images, op_index, negate, levels)
-    alone = [randaugment_step(images[i : i + 1], op_index[i : i + 1], negate[i : i + 1], levels) for i in range(28)]
+    mixed = randaugment_step(images, op_index, negate, levels, gather=False)
+    alone = [randaugment_step(images[i : i + 1], op_index[i : i + 1], negate[i : i + 1], levels, gather=False) for i in range(28)]
     assert torch.equal(mixed, torch.cat(alone))
+
+
+def test_gathered_and_masked_steps_give_the_same_pixels() -> None:
+    """The CPU's gathered path (each op on the samples that drew it) and the sync-free masked path
+    agree exactly on a batch with every op, both signs and a magnitude per step; the CPU default
+    is the gathered one."""
+    images = synthetic_images(64, seed=9)
+    g = torch.Generator().manual_seed(3)
+    for magnitude in (9, 27):
+        levels = randaugment_magnitudes(magnitude, 32, 32)
+        op_index = torch.randint(0, len(RANDAUGMENT_OPS), (64,), generator=g)
+        negate = torch.rand(64, generator=g) < 0.5
+        masked = randaugment_step(images, op_index, negate, levels, gather=False)
+        gathered = randaugment_step(images, op_index, negate, levels, gather=True)
+        assert not torch.equal(masked, images)
+        assert torch.equal(gathered, masked)
+        assert torch.equal(randaugment_step(images, op_index, negate, levels), gathered)
 
 
 def test_crop_flip_matches_torchvision() -> None:
@@ -187,7 +205,7 @@ def test_apply_compiles_into_one_graph() -> None:
     """fullgraph=True fails on any graph break: .item(), Python branching on tensor values or
     data-dependent shapes (boolean-mask selection), the usual host syncs. (The other kind, a
     host-to-device copy of a constant tensor, is absent from apply() by construction.)"""
-    augment = BatchAugment(AugmentConfig())
+    augment = BatchAugment(AugmentConfig(), gather=False)  # the GPU's path, here on the CPU
     images = synthetic_images(6, seed=7)
     draws = augment.draw(6, images.device, torch.Generator().manual_seed(0))
     compiled = torch.compile(augment.apply, fullgraph=True, backend="eager")

@@ -10,11 +10,12 @@ set, magnitudes, random signs, nearest interpolation and zero fill (``tests/test
 checks every op against ``torchvision.transforms.v2.functional`` and the whole pipeline's
 distribution against torchvision's).
 
-Sync-free by construction: random draws are tensors, every op is evaluated for the whole batch and
-kept only for the samples that drew it (``torch.where``). Gathering just those samples would need
-their count on the host (a device sync) and would give data-dependent shapes; on 32x32 images the
-extra element-wise work is cheap, and the function stays one fixed graph for torch.compile and
-CUDA graphs.
+Sync-free on a GPU: random draws are tensors, every op is evaluated for the whole batch and kept
+only for the samples that drew it (``torch.where``). Gathering just those samples would need their
+count on the host (a device sync) and would give data-dependent shapes; on 32x32 images the extra
+element-wise work is cheap there, and the function stays one fixed graph for torch.compile and
+CUDA graphs. On the CPU, where a sync costs nothing and the extra work is the training budget,
+each op runs only on the samples that drew it (``randaugment_step``'s ``gather``): same pixels.
 """
 
 from __future__ import annotations
@@ -260,35 +261,69 @@ def crop_flip(images: Tensor, top: Tensor, left: Tensor, flip: Tensor, padding: 
     return rearrange(out, "b h w c -> b c h w").contiguous()
 
 
-def randaugment_step(images: Tensor, op_index: Tensor, negate: Tensor, levels: dict[str, float]) -> Tensor:
-    """One RandAugment step: sample i gets op ``RANDAUGMENT_OPS[op_index[i]]`` at the magnitude
-    ``levels[op]`` (from ``randaugment_magnitudes``), negated where ``negate[i]`` for signed ops."""
-    _, _, height, width = images.shape
+def _signed_amounts(negate: Tensor, levels: dict[str, float]) -> dict[str, Tensor | float]:
     sign = 1.0 - 2.0 * negate.to(torch.float32)
-    amount = {name: sign * level if name in SIGNED_OPS else level for name, level in levels.items()}
+    return {name: sign * level if name in SIGNED_OPS else level for name, level in levels.items()}
+
+
+# The colour ops as (images, amount) -> images; amount is a per-sample tensor for signed ops, the
+# level (a Python number) for the others.
+COLOUR_OPS: dict[str, Callable[[Tensor, Tensor | float], Tensor]] = {
+    "Brightness": brightness,
+    "Color": color,
+    "Contrast": contrast,
+    "Sharpness": sharpness,
+    "Posterize": lambda images, bits: posterize(images, int(bits)),
+    "Solarize": solarize,
+    "AutoContrast": lambda images, _: autocontrast(images),
+    "Equalize": lambda images, _: equalize(images),
+}
+
+
+def _apply_op(name: str, images: Tensor, amount: Tensor | float) -> Tensor:
+    if name in GEOMETRIC_OPS:
+        return warp(images, GEOMETRIC_OPS[name](amount, images.shape[2], images.shape[3]))
+    return COLOUR_OPS[name](images, amount)
+
+
+def randaugment_step(
+    images: Tensor, op_index: Tensor, negate: Tensor, levels: dict[str, float], gather: bool | None = None
+) -> Tensor:
+    """One RandAugment step: sample i gets op ``RANDAUGMENT_OPS[op_index[i]]`` at the magnitude
+    ``levels[op]`` (from ``randaugment_magnitudes``), negated where ``negate[i]`` for signed ops.
+
+    Two ways to the same pixels. Masked (``gather=False``, the default on a GPU): every op runs on
+    the whole batch and ``torch.where`` keeps it for the samples that drew it, sync-free and one
+    fixed graph. Gathered (``gather=True``, the default on the CPU): each op runs only on the
+    samples that drew it, about a thirteenth of the work; it needs the count of those samples on
+    the host, a sync that costs nothing on the CPU (measured there: about 8x faster a batch of
+    128, which keeps RandAugment from eating the training budget of a CPU run).
+    """
+    gather = images.device.type == "cpu" if gather is None else gather
+    amount = _signed_amounts(negate, levels)
+    if gather:
+        out = images.clone()
+        for op, name in enumerate(RANDAUGMENT_OPS):
+            chosen = (op_index == op).nonzero().squeeze(1)
+            if name == "Identity" or chosen.numel() == 0:
+                continue
+            value = amount[name]
+            out[chosen] = _apply_op(name, images[chosen], value[chosen] if isinstance(value, Tensor) else value)
+        return out
 
     def drew(name: str) -> Tensor:
         return op_index == RANDAUGMENT_OPS.index(name)
 
+    # All geometric ops in one warp: each sample's matrix is that of the op it drew.
+    _, _, height, width = images.shape
     identity = torch.eye(2, 3, device=images.device).expand(images.shape[0], 2, 3)
     matrices, geometric = identity, torch.zeros_like(op_index, dtype=torch.bool)
     for name, matrix in GEOMETRIC_OPS.items():
         matrices = torch.where(rearrange(drew(name), "b -> b 1 1"), matrix(amount[name], height, width), matrices)
         geometric = geometric | drew(name)
     out = torch.where(_per_sample(geometric), warp(images, matrices), images)
-
-    colour_ops: dict[str, Callable[[], Tensor]] = {
-        "Brightness": lambda: brightness(images, amount["Brightness"]),
-        "Color": lambda: color(images, amount["Color"]),
-        "Contrast": lambda: contrast(images, amount["Contrast"]),
-        "Sharpness": lambda: sharpness(images, amount["Sharpness"]),
-        "Posterize": lambda: posterize(images, int(amount["Posterize"])),
-        "Solarize": lambda: solarize(images, amount["Solarize"]),
-        "AutoContrast": lambda: autocontrast(images),
-        "Equalize": lambda: equalize(images),
-    }
-    for name, op in colour_ops.items():
-        out = torch.where(_per_sample(drew(name)), op(), out)
+    for name, op in COLOUR_OPS.items():
+        out = torch.where(_per_sample(drew(name)), op(images, amount[name]), out)
     return out
 
 
@@ -311,8 +346,9 @@ class BatchAugment:
     ``torch.Generator``, and the magnitudes are computed here, once, as Python constants.
     """
 
-    def __init__(self, cfg: AugmentConfig, height: int = 32, width: int = 32) -> None:
+    def __init__(self, cfg: AugmentConfig, height: int = 32, width: int = 32, gather: bool | None = None) -> None:
         self.cfg = cfg
+        self.gather = gather  # see randaugment_step; None: by the images' device
         self.levels = randaugment_magnitudes(cfg.randaugment_magnitude, height, width)
         self.num_ops = cfg.randaugment_ops if cfg.randaugment else 0
 
@@ -331,11 +367,11 @@ class BatchAugment:
         )
 
     def apply(self, images: Tensor, draws: AugmentDraws) -> Tensor:
-        """Crop + flip, then the RandAugment steps, as ``draws`` says. No host syncs."""
+        """Crop + flip, then the RandAugment steps, as ``draws`` says. No host syncs unless gathered."""
         _check_images(images)
         out = crop_flip(images, draws.top, draws.left, draws.flip, self.cfg.crop_padding)
         for op_index, negate in zip(draws.op_index, draws.negate):
-            out = randaugment_step(out, op_index, negate, self.levels)
+            out = randaugment_step(out, op_index, negate, self.levels, self.gather)
         return out
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
