@@ -99,6 +99,21 @@ class MetricsWriter(L.Callback):
         self._write(trainer, module, "test", "test")
 
 
+class FlushLogsEachEpoch(L.Callback):
+    """Writes the loggers' buffered rows to disk when an epoch starts.
+
+    The CSV logger writes every 100 steps, while an epoch's checkpoint is saved (at the end of its
+    validation) before its training metrics are even logged. A run killed after a checkpoint could
+    thus lose the last epochs' rows from ``metrics.csv`` and resume past them, leaving holes in its
+    history. Flushed here, everything up to the last finished epoch is on disk whenever the next
+    epoch can be cut short.
+    """
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+
+
 class TopKPrinter(BasePredictionWriter):
     """Prints the top-k classes and probabilities of every predicted file, or why it failed."""
 
@@ -126,7 +141,9 @@ class ViTCLI(LightningCLI):
             *args,
             save_config_kwargs={"overwrite": True},
             # ThroughputMonitor first: its fit-end timing must be taken before MetricsWriter writes it.
-            trainer_defaults={"callbacks": [ThroughputMonitor(), MetricsWriter(), TopKPrinter(), LearningRateMonitor("step")]},
+            trainer_defaults={
+                "callbacks": [ThroughputMonitor(), MetricsWriter(), FlushLogsEachEpoch(), TopKPrinter(), LearningRateMonitor("step")]
+            },
             auto_configure_optimizers=False,
             **kwargs,
         )
