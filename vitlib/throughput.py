@@ -61,7 +61,9 @@ class ThroughputMonitor(L.Callback):
     """Times a ``fit`` (see the module docstring); :meth:`summary` is written to ``metrics.json``.
 
     Per epoch it logs ``time/train_epoch_s`` and ``time/train_images_per_s`` (the training loop
-    alone, validation excluded), so they land in ``metrics.csv`` beside the losses.
+    alone, validation excluded), ``time/val_epoch_s`` and ``time/elapsed_s`` (this process's wall
+    time so far), so they land in ``metrics.csv`` beside the losses and a run that was killed and
+    resumed can still be timed from its rows.
     """
 
     def __init__(self, bare_steps: int = 10) -> None:
@@ -97,6 +99,9 @@ class ThroughputMonitor(L.Callback):
         self.train_images += images
         module.log("time/train_epoch_s", seconds, on_epoch=True, on_step=False)
         module.log("time/train_images_per_s", images / seconds, on_epoch=True, on_step=False)
+        module.log("time/val_epoch_s", self.val_s, on_epoch=True, on_step=False)
+        # Wall time of this process so far: a run killed and resumed is timed from these rows.
+        module.log("time/elapsed_s", time.perf_counter() - self.created, on_epoch=True, on_step=False)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self.bare_steps <= 0 or not trainer.is_global_zero or self.train_images == 0:
