@@ -31,6 +31,7 @@ from vitlib.checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpo
 from vitlib.cli import ViTCLI, main
 from vitlib.data import CIFAR100DataModule, DatasetNotFoundError, ImageFileDataset, load_cifar100
 from vitlib.loss_check import NonFiniteLossError
+from vitlib.results import record_run
 from vitlib.module import OptimizerConfig, ViTModule
 from vitlib.schedule import ScheduleConfig
 from vitlib.seeding import EpochSampler
@@ -86,6 +87,51 @@ def test_sigkilled_fit_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path, 
     assert resumed["global_step"] == expected["global_step"] == 16
     for key in ("loss", "top1", "top5"):
         assert abs(resumed[key] - expected[key]) <= 1e-4, (key, resumed[key], expected[key])
+
+
+def test_a_fit_killed_mid_epoch_and_resumed_is_recorded_whole(tmp_path, cifar_root, monkeypatch):
+    """SIGKILLed during its second epoch (after the first epoch's rows reached metrics.csv; the
+    CSV logger alone would hold them in memory for 100 steps), resumed from last.ckpt, the two
+    folders are recorded as one run: every epoch once, the time of both parts summed."""
+    data = ["--data.data_dir", str(cifar_root), "--data.verify_md5", "false", "--data.download", "false",
+            "--data.batch_size", "32", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip
+    fit = ["fit", "--config", QUICK, "--trainer.max_epochs", "3", *data]
+    env = {k: v for k, v in os.environ.items() if k != "VITLIB_QUICK"}
+    env["PYTHONPATH"] = str(REPO)
+    first = tmp_path / "runs/vitlib/version_0"
+    proc = subprocess.Popen([sys.executable, "-m", "vitlib", *fit], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            csv_file = first / "metrics.csv"
+            if csv_file.is_file() and "train/top1" in csv_file.read_text().splitlines()[0]:
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL, "the run ended before its first epoch's rows were on disk"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert load_checkpoint(first / "checkpoints/last.ckpt")["epoch"] == 0
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VITLIB_QUICK", raising=False)
+    main([*fit, "--ckpt_path", str(first / "checkpoints/last.ckpt")])
+    second = tmp_path / "runs/vitlib/version_1"
+
+    record = json.loads(record_run([first, second], "resumed", tmp_path / "results", weights=False).read_text())
+    for key in ("val/top1", "train/top1", "time/train_epoch_s"):
+        assert [epoch for epoch, _ in record["history"][key]] == [0, 1, 2], key
+    assert record["history"]["val/top1"][-1][1] == record["metrics"]["top1"]
+    assert record["epochs"] == 3 and record["resumes"] == 1
+    timing = record["throughput"]
+    assert [part["folder"] for part in timing["parts"]] == [str(first), str(second)]
+    assert timing["fit_wall_s"] == pytest.approx(sum(part["wall_s"] for part in timing["parts"]))
+    assert timing["parts"][0]["wall_s"] > 0 and timing["fit_wall_s"] > json.loads((second / "metrics.json").read_text())["throughput"]["fit_wall_s"]
+    assert timing["train_s"] == pytest.approx(sum(v for _, v in record["history"]["time/train_epoch_s"]))
+    with pytest.raises(ValueError, match="was not resumed from a checkpoint of"):
+        record_run([second, first], "wrong-order", tmp_path / "results", weights=False)
+    with pytest.raises(ValueError, match=r"no row for epoch\(s\) \[0\]"):
+        record_run(second, "second-part-alone", tmp_path / "results", weights=False)
 
 
 def test_interrupted_fit_on_the_device_pipeline_resumes_exactly(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ and differ only in their stem (patch, conv, SPT) and attention (MHSA, LSA); all 
 number of epochs on the same data. The baseline (patch + MHSA) and the best of the six are trained
 with two more seeds, so that a difference can be set against the seed-to-seed spread. One command
 trains and records the whole grid; a run already recorded is skipped, so an interrupted grid
-resumes where it stopped::
+resumes where it stopped (a run cut short resumes from its last checkpoint)::
 
     python -m vitlib.grid --data-dir data-q75
 
@@ -17,19 +17,17 @@ comparison has: the repeats then test whether that pick survives other seeds.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import shlex
 import statistics
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import comparison
+from .comparison import PlannedRun, SeedGroup, gap_sentence, provenance
 from .config import ATTENTIONS, STEMS
-from .results import load_results, markdown_table, record_run
+from .results import load_results, markdown_table
 
 CELLS: tuple[tuple[str, str], ...] = tuple(itertools.product(STEMS, ATTENTIONS))
 BASELINE = ("patch", "mhsa")
@@ -89,8 +87,8 @@ def _records(folder: str | Path) -> dict[str, dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One stem x attention cell: its runs' results (one per seed) and its size."""
+class Cell(SeedGroup):
+    """One stem x attention cell: its runs' results (one per seed)."""
 
     stem: str
     attention: str
@@ -99,25 +97,6 @@ class Cell:
     @property
     def label(self) -> str:
         return cell_label(self.stem, self.attention)
-
-    @property
-    def top1(self) -> list[float]:
-        return [100 * run["metrics"]["top1"] for run in self.runs]
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.top1)
-
-    @property
-    def spread(self) -> float | None:
-        """Sample standard deviation of top-1 (points) over seeds; ``None`` for a single run."""
-        return statistics.stdev(self.top1) if len(self.runs) > 1 else None
-
-    def describe(self) -> str:
-        """``"41.2 ± 0.3 % (3 seeds)"`` or ``"41.2 % (1 seed)"``."""
-        if self.spread is None:
-            return f"{self.mean:.1f} % (1 seed)"
-        return f"{self.mean:.1f} ± {self.spread:.1f} % ({len(self.runs)} seeds)"
 
 
 def cells(records: Sequence[dict[str, Any]]) -> list[Cell]:
@@ -178,16 +157,7 @@ def compare(records: Sequence[dict[str, Any]], cell: tuple[str, str], other: tup
     found = {(c.stem, c.attention): c for c in cells(records)}
     if cell not in found or other not in found:
         return None
-    a, b = found[cell], found[other]
-    gap = a.mean - b.mean
-    spreads = [s for s in (a.spread, b.spread) if s is not None]
-    if not spreads:
-        verdict = "one seed each, so the seed-to-seed spread is not known"
-    elif abs(gap) > 2 * max(spreads):
-        verdict = f"{abs(gap) / max(spreads):.0f} times the larger seed-to-seed standard deviation ({max(spreads):.1f})"
-    else:
-        verdict = f"not clearly larger than the seed-to-seed standard deviation ({max(spreads):.1f})"
-    return f"{a.label}: {a.describe()} against {b.label}: {b.describe()}, {gap:+.1f} points, {verdict}"
+    return gap_sentence(found[cell], found[other])
 
 
 def finding(records: Sequence[dict[str, Any]]) -> str | None:
@@ -207,45 +177,19 @@ def finding(records: Sequence[dict[str, Any]]) -> str | None:
 
 def describe(records: Sequence[dict[str, Any]]) -> str:
     """One line of provenance for a caption: how many grid runs, epochs, hardware, data, commits."""
-    if not records:
-        return "no recorded grid run"
-    commits = sorted({str(r["commit"])[:7] for r in records})
-    return (
-        f"{len(records)} recorded grid runs (python -m vitlib.grid), {records[0].get('epochs')} epochs each on "
-        f"{records[0]['hardware']}, {records[0]['dataset']}, commit{'s' * (len(commits) > 1)} {', '.join(commits)}"
-    )
+    return provenance(records, "grid run", "python -m vitlib.grid")
+
+
+def plan(records: dict[str, dict[str, Any]], epochs: int, data_dir: str, root: str) -> list[PlannedRun]:
+    """The grid's runs as far as ``records`` decide them, with their commands."""
+    return [
+        PlannedRun(run_name(*run), tuple(fit_command(*run, epochs, data_dir, root)), Path(root) / run_name(*run))
+        for run in planned_runs(records)
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m vitlib.grid",
-        description="Train and record the stem x attention grid (skips runs already recorded).",
-    )
-    parser.add_argument("--data-dir", required=True, help="CIFAR-100 in torchvision's layout (e.g. data-q75)")
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs of every run (default {EPOCHS})")
-    parser.add_argument("--out", default=FOLDER, help=f"folder of the records (default {FOLDER})")
-    parser.add_argument("--runs", default="runs/grid", help="folder of the runs' logs and checkpoints")
-    parser.add_argument("--note", help="added to every record (e.g. whether the machine was shared)")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands still to run and stop")
-    args = parser.parse_args(argv)
-    if not (Path(RECIPE).is_file() and Path(args.data_dir).is_dir()):
-        parser.exit(2, f"vitlib.grid: error: run from the repository root (needs {RECIPE}) with an existing --data-dir; "
-                       f"got data dir {args.data_dir!r}\n")  # fmt: skip
-    while True:
-        records = _records(args.out)
-        todo = [run for run in planned_runs(records) if run_name(*run) not in records]
-        if args.dry_run or not todo:
-            for run in todo:
-                print(shlex.join(fit_command(*run, args.epochs, args.data_dir, args.runs)))
-            return
-        stem, attention, seed = todo[0]
-        command = fit_command(stem, attention, seed, args.epochs, args.data_dir, args.runs)
-        print(f"vitlib.grid: {run_name(stem, attention, seed)} ({len(todo)} runs left)", flush=True)
-        if subprocess.run([sys.executable, *command[1:]]).returncode:
-            parser.exit(1, f"vitlib.grid: error: {run_name(stem, attention, seed)} failed (its output is above); "
-                           "fix it and run the same command again to go on\n")  # fmt: skip
-        finished = (Path(args.runs) / run_name(stem, attention, seed)).glob("vitlib/version_*/metrics.json")
-        record_run(max(finished, key=lambda p: p.stat().st_mtime).parent, run_name(stem, attention, seed), args.out, command=shlex.join(command), note=args.note)
+    comparison.main(argv, "python -m vitlib.grid", "the stem x attention grid", RECIPE, EPOCHS, FOLDER, "runs/grid", plan)
 
 
 if __name__ == "__main__":

@@ -114,8 +114,77 @@ def _export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[s
     return {"folder": folder.name, "sha256": sha256_of(weights), "bytes": weights.stat().st_size}, size
 
 
+def _parts(run_dir: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The folders of one fit, in order: the first run and each resume from its predecessor's
+    checkpoint (``--ckpt_path``, which Lightning saves in the resumed run's ``config.yaml``)."""
+    parts = [Path(run_dir)] if isinstance(run_dir, (str, Path)) else [Path(p) for p in run_dir]
+    if not parts:
+        raise ValueError("no run folder given")
+    for before, after in zip(parts, parts[1:]):
+        config_file = after / "config.yaml"
+        ckpt = (yaml.safe_load(config_file.read_text()) or {}).get("ckpt_path") if config_file.is_file() else None
+        if not ckpt or before.resolve() not in Path(ckpt).resolve().parents:
+            raise ValueError(
+                f"{after} was not resumed from a checkpoint of {before} (its ckpt_path is {ckpt!r}): "
+                "give the folders of one fit in the order they ran"
+            )
+    return parts
+
+
+def _merged_history(parts: Sequence[Path]) -> dict[str, list[tuple[int, float]]]:
+    """The per-epoch history of a fit run in several parts: a later part's epochs replace an
+    earlier part's (an epoch cut short by a kill is trained again after the resume). Refuses holes:
+    a missing epoch would make the curves lie."""
+    merged: dict[str, dict[int, float]] = {}
+    for part in parts:
+        csv_file = part / "metrics.csv"
+        for key, points in (read_history(csv_file) if csv_file.is_file() else {}).items():
+            merged.setdefault(key, {}).update(dict(points))
+    history = {key: sorted(points.items()) for key, points in merged.items()}
+    for key in ("val/top1", "train/top1"):
+        epochs = [epoch for epoch, _ in history.get(key, [])]
+        missing = sorted(set(range(max(epochs, default=-1) + 1)) - set(epochs))
+        if missing:
+            raise ValueError(
+                f"{key} has no row for epoch(s) {missing} in {', '.join(map(str, parts))}: a part of the run is "
+                "missing (give every folder of the fit, in order) or its metrics.csv lost rows"
+            )
+    return history
+
+
+def _merged_throughput(parts: Sequence[Path], last: dict[str, Any] | None, history: dict[str, list[tuple[int, float]]]) -> dict[str, Any] | None:
+    """The timing of a fit run in several parts: the training epochs that count (each once), and
+    the wall time of every part up to its last epoch that counts, plus the whole last part. Work
+    redone after a kill (the epoch it cut short) is not counted."""
+    if len(parts) == 1 or last is None:
+        return last
+    epoch_s = dict(history.get("time/train_epoch_s", []))
+    rates = dict(history.get("time/train_images_per_s", []))
+    train_s = sum(epoch_s.values())
+    train_images = round(sum(epoch_s[e] * rates[e] for e in epoch_s if e in rates))
+    wall = []
+    for part, following in zip(parts, parts[1:]):
+        first_again = min(e for e, _ in read_history(following / "metrics.csv")["val/top1"])
+        elapsed = [v for e, v in read_history(part / "metrics.csv").get("time/elapsed_s", []) if e < first_again]
+        if not elapsed:
+            raise ValueError(f"{part}/metrics.csv has no time/elapsed_s before epoch {first_again}: it cannot be timed")
+        wall.append(elapsed[-1])
+    wall.append(last["fit_wall_s"])
+    bare = last.get("bare_step_images_per_s")
+    return {
+        **last,
+        "fit_wall_s": sum(wall),
+        "train_s": train_s,
+        "train_images": train_images,
+        "fit_images_per_s": train_images / sum(wall),
+        "train_images_per_s": train_images / train_s,
+        "train_vs_bare": train_images / train_s / bare if bare else None,
+        "parts": [{"folder": str(part), "wall_s": seconds} for part, seconds in zip(parts, wall)],
+    }
+
+
 def record_run(
-    run_dir: str | Path,
+    run_dir: str | Path | Sequence[str | Path],
     name: str,
     out_dir: str | Path = "results",
     command: str | None = None,
@@ -125,6 +194,11 @@ def record_run(
     note: str | None = None,
 ) -> Path:
     """Write ``out_dir/<name>.json`` from a finished run's ``metrics.json``; returns its path.
+
+    ``run_dir`` is the run's folder, or the folders of a fit that was interrupted and resumed
+    (``--ckpt_path`` of the previous part's ``last.ckpt``), in the order they ran: the record then
+    holds the whole history (each epoch once) and the time summed over the parts, and its metrics
+    and weights are those of the last part.
 
     ``unfinished=True`` also records a fit that was stopped before its end (no ``metrics.json``):
     its metrics are the last validation in ``metrics.csv`` and the record says how many of the
@@ -141,7 +215,8 @@ def record_run(
     repeats the run exactly from the ``config.yaml`` that Lightning saved with it. Runs on
     synthetic data (quick mode) are refused: they are demonstrations, not results.
     """
-    run_dir = Path(run_dir)
+    parts = _parts(run_dir)
+    run_dir = parts[-1]
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file() and not unfinished:
         raise FileNotFoundError(
@@ -162,9 +237,12 @@ def record_run(
         )
     finished = datetime.fromtimestamp(metrics_file.stat().st_mtime, tz=timezone.utc)
     config = run.get("config", {})
+    history = _merged_history(parts)
+    throughput = _merged_throughput(parts, run.get("throughput"), history)
+    first_config = run_dir if len(parts) == 1 else parts[0]
     payload = {
         "name": name,
-        "command": command or f"python -m vitlib {run.get('stage', 'fit')} --config {run_dir / 'config.yaml'}",
+        "command": command or f"python -m vitlib {run.get('stage', 'fit')} --config {first_config / 'config.yaml'}",
         # The checkout recording it (run folders usually live outside one, e.g. under /tmp).
         "commit": git_commit(Path.cwd()),
         "hardware": hardware or this_machine(),
@@ -179,12 +257,14 @@ def record_run(
         "model": config.get("model", {}),
         "trainer": {key: config.get("trainer", {}).get(key) for key in ("max_epochs", "precision", "devices")},
         "data": config.get("data", {}),
-        "throughput": run.get("throughput"),
-        # A resumed run's timing covers only its own part; a stopped one did not finish its schedule.
-        "resumed_from": (run.get("throughput") or {}).get("resumed_from"),
+        "throughput": throughput,
+        # A resumed run's timing covers only its own part (unless all its parts are recorded
+        # together: then "resumes" counts them); a stopped one did not finish its schedule.
+        "resumed_from": (run.get("throughput") or {}).get("resumed_from") if len(parts) == 1 else None,
+        "resumes": len(parts) - 1,
         "stopped_early": run.get("stopped_early"),
         "note": note,
-        "history": read_history(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else {},
+        "history": history,
     }
     if weights:
         payload["weights"], payload["size"] = _export_weights(run_dir, Path(out_dir) / name)
@@ -380,7 +460,7 @@ def throughput_table(folder: str | Path = "results") -> str:
             "images/s, bare step": f"{t['bare_step_images_per_s']:.0f}" if t.get("bare_step_images_per_s") else "n/a",
             "training / bare": f"{t['train_vs_bare']:.0%}" if t.get("train_vs_bare") else "n/a",
             "threads": t.get("threads"),
-            "resumed": "yes" if t.get("resumed_from") else "no",
+            "resumed": f"{len(t['parts']) - 1} times, all parts timed" if t.get("parts") else ("yes, this part only" if t.get("resumed_from") else "no"),
         })  # fmt: skip
     if not rows:
         return "**No recorded run measured its speed.**"
@@ -469,7 +549,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m vitlib.results", description="Record a finished run as results/<name>.json."
     )
-    parser.add_argument("run_dir", help="the run's folder, e.g. runs/vitlib/version_3 (holds metrics.json)")
+    parser.add_argument(
+        "run_dir", nargs="+",
+        help="the run's folder, e.g. runs/vitlib/version_3 (holds metrics.json); for a fit that was resumed, "
+        "all its folders in the order they ran",
+    )  # fmt: skip
     parser.add_argument("--name", required=True, help="the results file's name, e.g. vit-reference")
     parser.add_argument("--out", default="results", help="folder for the results file (default: results)")
     parser.add_argument("--command", help="the command that ran it (default: repeat it from its config.yaml)")

@@ -563,10 +563,11 @@ def plot_training_curves(history: dict[str, list[tuple[int, float]]]) -> Figure:
     return fig
 
 
-def plot_run_curves(runs: dict[str, Sequence[dict[str, list[tuple[int, float]]]]]) -> Figure:
-    """Training loss and test top-1 per epoch of several models on one pair of axes:
+def plot_run_curves(runs: dict[str, Sequence[dict[str, list[tuple[int, float]]]]], val_label: str = "test top-1") -> Figure:
+    """Training loss and validation top-1 per epoch of several models on one pair of axes:
     ``runs[name]`` is one history per seed (:attr:`vitlib.results.RecordedRun.history`); a model's
-    seeds share its colour, so their spread shows as a band of lines."""
+    seeds share its colour, so their spread shows as a band of lines. ``val_label`` names the
+    validation images (the test split, or held-out training images)."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3), layout="constrained")
     for colour, (name, histories) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], runs.items()):
         for seed, history in enumerate(histories):
@@ -575,7 +576,7 @@ def plot_run_curves(runs: dict[str, Sequence[dict[str, list[tuple[int, float]]]]
                 if history.get(key):
                     epochs, values = zip(*history[key])
                     ax.plot(epochs, values, color=colour, marker="o", ms=2.5, lw=1, alpha=0.85, label=label)
-    for ax, ylabel in ((loss_ax, "training loss"), (acc_ax, "test top-1")):
+    for ax, ylabel in ((loss_ax, "training loss"), (acc_ax, val_label)):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
