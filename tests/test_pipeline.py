@@ -141,3 +141,56 @@ def test_quick_fit_with_the_gpu_pipeline_on_a_cpu(tmp_path, monkeypatch):
     metrics = json.loads((tmp_path / "runs/vitlib/version_0/metrics.json").read_text())
     assert metrics["samples"] == 101  # every validation image once, from the device-held test set
     assert metrics["global_step"] == 4 and metrics["config"]["data"]["pipeline"] == "gpu"
+
+
+def test_the_long_recipe_trains_with_every_augmentation_firing(tmp_path, monkeypatch):
+    """configs/cpu_long.yaml, a few steps on quick data: the batches its training step sees are
+    mixed (soft targets) and were augmented before (no image left as stored), and RandAugment
+    itself fires (the same epoch's first batch with crop + flip alone differs in most images)."""
+    from vitlib.augment import AugmentConfig, BatchMixer
+
+    seen: dict[str, torch.Tensor] = {}
+    mix = BatchMixer.__call__
+    step = ViTModule.training_step
+
+    def mixing(self, images, labels):
+        seen.setdefault("before_mix", images.clone())
+        return mix(self, images, labels)
+
+    def training_step(self, batch, batch_idx):
+        seen.setdefault("images", batch[0].clone())
+        seen.setdefault("targets", batch[1].clone())
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(BatchMixer, "__call__", mixing)
+    monkeypatch.setattr(ViTModule, "training_step", training_step)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VITLIB_QUICK", raising=False)
+    main(["fit", "--config", str(REPO / "configs/cpu_long.yaml"), "--data.quick", "true", "--trainer.max_epochs", "1",
+          "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+          "--trainer.enable_model_summary", "false"])  # fmt: skip
+    config = json.loads(next(tmp_path.glob("runs/vitlib/version_0/metrics.json")).read_text())["config"]
+    assert config["data"]["augment"]["randaugment"] and config["data"]["mix"]["prob"] == 1.0
+    assert config["model"]["schedule"]["name"] == "cyclic"
+
+    targets = seen["targets"]
+    assert targets.shape == (128, 100) and targets.dtype == torch.float32
+    torch.testing.assert_close(targets.sum(dim=1), torch.ones(128))
+    # Every image is mixed with another; only a pair of the same class (1 in 100) keeps a one-hot row.
+    assert (targets.max(dim=1).values < 1).float().mean() > 0.9
+
+    # Before mixing: no training image reaches the model as stored (crop, flip, RandAugment).
+    dm = CIFAR100DataModule(quick=True, batch_size=128, augment=None, mix=None, pipeline="gpu", num_workers=0)
+    dm.setup("fit")
+    originals = dm._device_loader(dm.train_set, 512, train=False)  # the 512 stored images, in order
+    plain = next(iter(originals))[0]
+    before = seen["before_mix"]
+    distance = (before[:, None] - plain[None]).abs().flatten(2).amax(dim=2).min(dim=1).values
+    assert (distance > 1e-4).all()
+
+    # RandAugment fires: the same first batch of epoch 0 with crop + flip alone.
+    crop_flip = GPUBatchLoader(originals.images, originals.labels, 128, AugmentConfig(randaugment=False),
+                               CIFAR100_MEAN, CIFAR100_STD, shuffle=True, seed=0)  # fmt: skip
+    without = next(iter(crop_flip))[0]
+    changed = (before - without).abs().flatten(1).amax(dim=1) > 1e-4
+    assert changed.float().mean() > 0.8, changed.float().mean()
