@@ -12,7 +12,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from vitlib import ViT, ViTConfig, book, count_parameters, measure, viz  # noqa: E402
+from vitlib import ViT, ViTConfig, ablation, book, count_parameters, measure, results, viz  # noqa: E402
 from vitlib.augment import AugmentConfig, MixConfig, firing_rates  # noqa: E402
 from vitlib.stems import ConvStem, ShiftedPatchTokenization  # noqa: E402
 from vitlib.patching import PatchEmbedding  # noqa: E402
@@ -263,6 +263,37 @@ def test_grid_runs_come_from_the_checkout(tmp_path: Path, monkeypatch: pytest.Mo
     assert [r["name"] for r in book.grid_records()] == ["conv-lsa-seed0"]
     run = book.grid_run("conv", "lsa")
     assert run is not None and run.metrics["top1"] == 0.3 and run.weights_location == str(folder / "conv-lsa-seed0")
+
+
+def test_without_a_checkout_comparison_records_are_fetched_run_by_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside a checkout (Colab) the study's runs are fetched by name from the repository's URL;
+    the grid's plan grows once its first six are in (the best cell's repeats)."""
+    monkeypatch.setattr(book, "repository_root", lambda: None)
+    asked: list[str] = []
+
+    def fetch(name: str, folder: object, url: str) -> results.RecordedRun | None:
+        asked.append(f"{url}{name}")
+        top1 = {"spt-lsa-seed0": 0.4}.get(name, 0.3)
+        record = {"name": name, "date": name, "metrics": {"top1": top1}}
+        return None if name.startswith("no-mix") else results.RecordedRun(record, f"{url}{name}/")
+
+    monkeypatch.setattr(book, "load_record", fetch)
+    study = book.ablation_records()
+    assert sorted(r["name"] for r in study) == sorted(ablation.run_name(*run) for run in ablation.planned_runs() if run[0] != "no-mix")
+    assert all(a.startswith(f"{results.RECORDS_URL}ablation/") for a in asked)
+    asked.clear()
+    names = {r["name"] for r in book.grid_records()}
+    assert {"spt-lsa-seed1", "spt-lsa-seed2", "patch-mhsa-seed2"} <= names and len(names) == 10
+    assert all(a.startswith(f"{results.RECORDS_URL}grid/") for a in asked)
+
+
+def test_recipe_configs_come_from_the_checkout() -> None:
+    recipe = book.recipe_config("cpu_long")
+    assert recipe["data"]["augment"]["randaugment"] and recipe["model"]["schedule"]["name"] == "cyclic"
+    # The recipe ends on a cycle boundary, at base_lr: a whole number of (up + down) cycles.
+    cycles = recipe["trainer"]["max_epochs"] / (2 * recipe["model"]["schedule"]["half_cycle_epochs"])
+    assert cycles == int(cycles) >= 1
+    assert book.recipe_config("cpu")["model"]["schedule"]["name"] == "cosine"
 
 
 def test_a_full_run_leaves_a_checkpoint_and_metrics(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

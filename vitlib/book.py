@@ -19,18 +19,22 @@ from __future__ import annotations
 
 import contextlib
 import html
+import http.client
 import logging
 import os
 import platform
 import tempfile
+import urllib.error
+import urllib.request
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.loggers import CSVLogger
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
@@ -48,7 +52,8 @@ from .data import (
 )
 from .cli import MetricsWriter
 from .module import ViTModule
-from . import grid, results
+from . import ablation, grid, results
+from .pretrained import TIMEOUT_S
 from .results import RecordedRun, load_record, read_history
 from .schedule import ScheduleConfig
 
@@ -242,25 +247,52 @@ def recorded_run(name: str = CPU_RUN) -> RecordedRun | None:
 
 def grid_run(stem: str, attention: str, seed: int = 0) -> RecordedRun | None:
     """One run of the stem x attention grid (:mod:`vitlib.grid`), like :func:`recorded_run`."""
+    return _comparison_run(grid.FOLDER, grid.run_name(stem, attention, seed))
+
+
+def _comparison_run(folder: str, name: str) -> RecordedRun | None:
     root = repository_root()
-    return load_record(
-        grid.run_name(stem, attention, seed), folder=root / grid.FOLDER if root else None, url=f"{results.RECORDS_URL}grid/"
-    )
+    return load_record(name, folder=root / folder if root else None, url=f"{results.RECORDS_URL}{Path(folder).name}/")
 
 
-def grid_records() -> list[dict[str, Any]]:
-    """Every recorded run of the grid: this checkout's ``results/grid/``, else fetched run by run
-    from the repository (Colab); empty when neither has them."""
+def _comparison_records(folder: str, planned: Callable[[dict[str, dict[str, Any]]], list[str]]) -> list[dict[str, Any]]:
+    """Every recorded run of a comparison: this checkout's ``folder``, else fetched run by run
+    from the repository (Colab), as far as ``planned(records so far)`` names them; empty when
+    neither has them."""
     root = repository_root()
     if root is not None:
-        return grid.load(root / grid.FOLDER)
+        return results.load_results(root / folder)
     found: dict[str, dict[str, Any]] = {}
-    while True:  # the best cell's repeats are known only once the six first runs are in
-        todo = [run for run in grid.planned_runs(found) if grid.run_name(*run) not in found]
-        fetched = [run for run in (grid_run(*r) for r in todo) if run is not None]
+    while True:  # a plan may name more runs once the first are in (the grid's best cell)
+        fetched = [run for run in (_comparison_run(folder, n) for n in planned(found) if n not in found) if run is not None]
         if not fetched:
             return sorted(found.values(), key=lambda r: str(r["date"]))
         found.update({run.name: run.record for run in fetched})
+
+
+def grid_records() -> list[dict[str, Any]]:
+    """Every recorded run of the grid (:mod:`vitlib.grid`), from the checkout or the repository."""
+    return _comparison_records(grid.FOLDER, lambda found: [grid.run_name(*run) for run in grid.planned_runs(found)])
+
+
+def ablation_records() -> list[dict[str, Any]]:
+    """Every recorded run of the recipe study (:mod:`vitlib.ablation`), from the checkout or the
+    repository."""
+    return _comparison_records(ablation.FOLDER, lambda _: [ablation.run_name(*run) for run in ablation.planned_runs()])
+
+
+def recipe_config(name: str = "cpu_long") -> dict[str, Any] | None:
+    """The training configuration ``configs/<name>.yaml`` as a dict: from this checkout, else from
+    the repository (Colab); ``None`` when neither has it."""
+    root = repository_root()
+    if root is not None and (root / "configs" / f"{name}.yaml").is_file():
+        return yaml.safe_load((root / "configs" / f"{name}.yaml").read_text())
+    url = f"{results.RECORDS_URL.removesuffix('results/')}configs/{name}.yaml"
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            return yaml.safe_load(response.read())
+    except (urllib.error.URLError, OSError, http.client.HTTPException, yaml.YAMLError):
+        return None
 
 
 def device() -> torch.device:

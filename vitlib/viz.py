@@ -563,25 +563,32 @@ def plot_training_curves(history: dict[str, list[tuple[int, float]]]) -> Figure:
     return fig
 
 
-def plot_run_curves(runs: dict[str, Sequence[dict[str, list[tuple[int, float]]]]], val_label: str = "test top-1") -> Figure:
-    """Training loss and validation top-1 per epoch of several models on one pair of axes:
-    ``runs[name]`` is one history per seed (:attr:`vitlib.results.RecordedRun.history`); a model's
-    seeds share its colour, so their spread shows as a band of lines. ``val_label`` names the
-    validation images (the test split, or held-out training images)."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3), layout="constrained")
+# The panels of plot_run_curves: (history key, axis label).
+RUN_PANELS = (("train/loss", "training loss"), ("val/top1", "test top-1"))
+
+
+def plot_run_curves(
+    runs: dict[str, Sequence[dict[str, list[tuple[int, float]]]]], panels: Sequence[tuple[str, str]] = RUN_PANELS
+) -> Figure:
+    """Per-epoch curves of several models, one panel per ``(history key, axis label)`` of
+    ``panels`` (default: training loss and test top-1): ``runs[name]`` is one history per seed
+    (:attr:`vitlib.results.RecordedRun.history`); a model's seeds share its colour, so their spread
+    shows as a band of lines."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH, 3), layout="constrained", squeeze=False)
+    axes = list(axes[0])
     for colour, (name, histories) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], runs.items()):
         for seed, history in enumerate(histories):
             label = f"{name} ({len(histories)} seed{'s' * (len(histories) > 1)})" if seed == 0 else None
-            for ax, key in ((loss_ax, "train/loss"), (acc_ax, "val/top1")):
+            for ax, (key, _) in zip(axes, panels):
                 if history.get(key):
                     epochs, values = zip(*history[key])
                     ax.plot(epochs, values, color=colour, marker="o", ms=2.5, lw=1, alpha=0.85, label=label)
-    for ax, ylabel in ((loss_ax, "training loss"), (acc_ax, val_label)):
+    for ax, (_, ylabel) in zip(axes, panels):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    acc_ax.legend(fontsize=7)
+    axes[-1].legend(fontsize=7)
     return fig
 
 
