@@ -113,6 +113,28 @@ def test_bare_steps_of_variants_in_one_process(tmp_path: Path, capsys: pytest.Ca
     assert exit_info.value.code == 2
 
 
+def test_fits_of_whole_configs_against_their_bare_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--fit runs a short real fit per config (here quick data) and reports the training images/s
+    of its second epoch against the bare step of the same process; the table renders the file."""
+    out = tmp_path / "speed" / "fit-speed.json"
+    throughput.main(["--fit", f"plain={REPO / 'configs' / 'cpu.yaml'}", "--fit", f"full={REPO / 'configs' / 'cpu_long.yaml'}", "--batches", "2",
+                     "--out", str(out), "--data.quick", "true", "--data.batch_size", "16", "--model.overrides", '{"dim": 32, "depth": 1, "heads": 2}'])  # fmt: skip
+    payload = json.loads(out.read_text())
+    plain, full = payload["rows"]
+    assert payload["kind"] == "fit" and payload["batches"] == 2 and payload["command"].startswith("python -m vitlib.throughput --fit")
+    assert plain["augment"]["randaugment"] is False and full["augment"]["randaugment"] and full["mix"]["prob"] == 1.0
+    for row in (plain, full):
+        assert row["train_images_per_s"] > 0 and row["bare_step_images_per_s"] > 0
+        assert row["train_vs_bare"] == pytest.approx(row["train_images_per_s"] / row["bare_step_images_per_s"])
+    assert "full:" in capsys.readouterr().out
+    table = results.fit_speed_table(tmp_path / "speed")
+    assert "RandAugment N=2 M=9, CutMix/MixUp p=1.0" in table and f"{full['train_vs_bare']:.0%}" in table
+    assert "No bare-step comparison" in results.bare_step_table(tmp_path / "speed")  # the two kinds stay apart
+    with pytest.raises(SystemExit) as exit_info:
+        throughput.main(["--fit", f"missing={tmp_path / 'none.yaml'}"])
+    assert exit_info.value.code == 2 and "no such config file" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not CPU_RECORD.is_file(), reason="no recorded CPU run in results/")
 def test_the_recorded_cpu_run_is_complete_and_its_weights_are_intact() -> None:
     recorded = results.load_record(book.CPU_RUN, REPO / "results", url=None)

@@ -338,12 +338,6 @@ def recipe_row(record: dict[str, Any]) -> dict[str, Any]:
         shape = f"triangular cyclic {schedule.get('base_lr')} to {schedule.get('max_lr')}, half cycle {schedule.get('half_cycle_epochs')} epochs"
     else:
         shape = f"{schedule.get('name')}: warm-up {schedule.get('warmup_epochs')} epochs to {schedule.get('max_lr')}, down to {schedule.get('min_lr')}"
-    steps = [] if not augment else [f"crop (pad {augment.get('crop_padding')})"] * bool(augment.get("crop_padding"))
-    steps += ["flip"] * bool(augment and augment.get("flip"))
-    if augment and augment.get("randaugment"):
-        steps.append(f"RandAugment N={augment.get('randaugment_ops')} M={augment.get('randaugment_magnitude')}")
-    if mix:
-        steps.append(f"CutMix/MixUp p={mix.get('prob')}")
     return {
         "run": record["name"],
         "model": f"{arch['stem']} stem, {arch['attention']}, {arch['dim']} x {arch['depth']}, patch {arch['patch_size']}, {arch['pool']} pool",
@@ -355,7 +349,7 @@ def recipe_row(record: dict[str, Any]) -> dict[str, Any]:
         "batch": data.get("batch_size"),
         "epochs": record.get("epochs"),
         "schedule": shape,
-        "augmentation": ", ".join(steps) or "none",
+        "augmentation": _augmentation(augment, mix),
     }
 
 
@@ -473,10 +467,8 @@ def bare_step_table(folder: str | Path = "results/speed") -> str:
     """Markdown: each bare-step comparison of ``python -m vitlib.throughput --out`` in ``folder``
     as its own short table (speeds are relative to the first model of the same comparison), with
     its provenance above it and the models' full overrides collapsed below it."""
-    files = sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []
     parts = []
-    for file in files:
-        payload = json.loads(file.read_text())
+    for file, payload in _speed_files(folder, fit=False):
         rows = [
             {
                 "model": row["name"],
@@ -492,6 +484,46 @@ def bare_step_table(folder: str | Path = "results/speed") -> str:
             f"commit {str(payload['commit'])[:10]}\n\n{markdown_table(rows)}\n\n{details('The models (ViTConfig overrides of the vit preset)', overrides)}"
         )
     return "\n\n".join(parts) if parts else "**No bare-step comparison is recorded.**"
+
+
+def _speed_files(folder: str | Path, fit: bool) -> list[tuple[Path, dict[str, Any]]]:
+    """The files of ``python -m vitlib.throughput --out`` in ``folder``: those of ``--fit`` or of ``--model``."""
+    files = sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []
+    payloads = [(file, json.loads(file.read_text())) for file in files]
+    return [(file, payload) for file, payload in payloads if (payload.get("kind") == "fit") == fit]
+
+
+def _augmentation(augment: dict[str, Any] | None, mix: dict[str, Any] | None) -> str:
+    steps = [] if not augment else [f"crop (pad {augment.get('crop_padding')})"] * bool(augment.get("crop_padding"))
+    steps += ["flip"] * bool(augment and augment.get("flip"))
+    if augment and augment.get("randaugment"):
+        steps.append(f"RandAugment N={augment.get('randaugment_ops')} M={augment.get('randaugment_magnitude')}")
+    if mix:
+        steps.append(f"CutMix/MixUp p={mix.get('prob')}")
+    return ", ".join(steps) or "none"
+
+
+def fit_speed_table(folder: str | Path = "results/speed") -> str:
+    """Markdown: each comparison of ``python -m vitlib.throughput --fit --out`` in ``folder`` as a
+    short table, one row per config: its augmentation, the training images/s of a fit, the bare
+    step's in the same process, and their ratio."""
+    parts = []
+    for file, payload in _speed_files(folder, fit=True):
+        rows = [
+            {
+                "config": f"{row['name']} (`{row['config']}`)",
+                "augmentation": _augmentation(row.get("augment"), row.get("mix")),
+                "images/s, training": f"{row['train_images_per_s']:.0f}",
+                "images/s, bare step": f"{row['bare_step_images_per_s']:.0f}",
+                "training / bare": f"{row['train_vs_bare']:.0%}",
+            }
+            for row in payload["rows"]
+        ]
+        parts.append(
+            f"**{file.stem}**: {payload['hardware']}, {payload['threads']} threads, {payload['batches']} batches an epoch, "
+            f"second epoch of each fit, commit {str(payload['commit'])[:10]}, {str(payload['date'])[:10]}\n\n{markdown_table(rows)}"
+        )
+    return "\n\n".join(parts) if parts else "**No fit-speed comparison is recorded.**"
 
 
 def tuning_table(folder: str | Path = "results/tuning") -> str:

@@ -6,6 +6,10 @@ epoch, and, when training ends, the **bare step** of the same model in the same 
 same threads: forward + backward + AdamW on one batch held in memory, no data loading, no
 augmentation, no logging. The ratio of the two is the share of the machine the model really gets;
 a loop that starves the model shows as a ratio well under 1.
+
+:func:`fit_speed` measures that ratio for whole training configs (``--fit``), e.g. to see what
+RandAugment and CutMix / MixUp cost; :func:`compare_bare_steps` compares the bare steps of model
+variants (``--model``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import argparse
 import copy
 import json
 import shlex
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -149,37 +155,93 @@ def compare_bare_steps(models: dict[str, dict[str, Any]], batch_size: int = 128,
     return rows
 
 
+def fit_speed(configs: dict[str, str], data_dir: str | None = None, batches: int = 150, extra: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Training images/s of real ``vitlib fit`` runs against the bare step of the same model in
+    the same process: for each ``{name: config file}`` a fit of two epochs of ``batches`` batches
+    (the first one warms up; its second epoch is the one reported), one after the other, each in
+    its own process, as ``python -m vitlib fit`` runs. ``extra`` arguments go to every fit.
+
+    The ratio is the share of the machine the model gets with that config's data loop: what the
+    augmentation, the mixing and the logging cost on top of the training step itself."""
+    from .results import read_history  # results imports the model code; only this tool needs it
+
+    rows = []
+    for name, config in configs.items():
+        with tempfile.TemporaryDirectory() as root:
+            command = [
+                sys.executable, "-m", "vitlib", "fit", "--config", config, "--trainer.max_epochs", "2",
+                "--trainer.limit_train_batches", str(batches), "--trainer.limit_val_batches", "1",
+                "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                "--trainer.default_root_dir", root, *(["--data.data_dir", data_dir] if data_dir else []), *extra,
+            ]  # fmt: skip
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"the fit of {name} ({config}) failed:\n{done.stderr[-2000:]}")
+            run = Path(root) / "vitlib" / "version_0"
+            metrics = json.loads((run / "metrics.json").read_text())
+            train_rate = read_history(run / "metrics.csv")["time/train_images_per_s"][-1][1]
+        bare = metrics["throughput"]["bare_step_images_per_s"]
+        data = metrics["config"]["data"]
+        rows.append({
+            "name": name, "config": config, "augment": data.get("augment"), "mix": data.get("mix"),
+            "pipeline": data.get("pipeline"), "batch_size": data.get("batch_size"),
+            "train_images_per_s": train_rate, "bare_step_images_per_s": bare, "train_vs_bare": train_rate / bare,
+        })  # fmt: skip
+    return rows
+
+
+def _provenance(argv: Sequence[str] | None) -> dict[str, Any]:
+    return {
+        "command": "python -m vitlib.throughput " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "commit": git_commit(Path.cwd()),
+        "hardware": this_machine(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m vitlib.throughput",
-        description="Bare training-step images/s of model variants, one after the other in one process.",
+        description="Bare training-step images/s of model variants, one after the other in one process (--model); "
+        "or the training images/s of short fits of whole configs against their bare step (--fit). "
+        "Options it does not know go to every fit (e.g. --data.verify_md5 false).",
     )
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=JSON",
-                        help='a variant, e.g. \'w96={"stem": "conv", "dim": 96, "heads": 3}\' (repeat; the first is the baseline)')  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", action="append", metavar="NAME=JSON",
+                      help='a variant, e.g. \'w96={"stem": "conv", "dim": 96, "heads": 3}\' (repeat; the first is the baseline)')  # fmt: skip
+    what.add_argument("--fit", action="append", metavar="NAME=CONFIG", help="a config to fit, e.g. full=configs/cpu_long.yaml (repeat)")
+    parser.add_argument("--batch-size", type=int, default=128, help="--model: the batch of the bare step")
+    parser.add_argument("--steps", type=int, default=10, help="--model: timed steps per variant")
+    parser.add_argument("--batches", type=int, default=150, help="--fit: batches per epoch of each fit (two epochs)")
+    parser.add_argument("--data-dir", help="--fit: CIFAR-100 in torchvision's layout")
     parser.add_argument("--out", help="write the rows with provenance to this JSON file")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.model and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        models = {name: json.loads(spec) for name, spec in (item.split("=", 1) for item in args.model)}
-        rows = compare_bare_steps(models, args.batch_size, args.steps)
-    except (ValueError, TypeError) as err:  # a malformed --model or an invalid ViTConfig field
+        if args.fit:
+            configs = dict(item.split("=", 1) for item in args.fit)
+            missing = [c for c in configs.values() if not Path(c).is_file()]
+            if missing:
+                raise ValueError(f"no such config file: {', '.join(missing)}")
+            rows = fit_speed(configs, args.data_dir, args.batches, extra)
+        else:
+            models = {name: json.loads(spec) for name, spec in (item.split("=", 1) for item in args.model)}
+            rows = compare_bare_steps(models, args.batch_size, args.steps)
+    except (ValueError, TypeError, RuntimeError) as err:  # a malformed option, an invalid config, a failed fit
         parser.exit(2, f"vitlib.throughput: error: {err}\n")
     for row in rows:
-        print(f"{row['name']}: {row['parameters']:,} parameters, {row['images_per_s']:.0f} images/s "
-              f"({row['relative_to_first']:.2f}x the first)")  # fmt: skip
+        if args.fit:
+            print(f"{row['name']}: {row['train_images_per_s']:.0f} images/s training, {row['bare_step_images_per_s']:.0f} "
+                  f"bare step ({row['train_vs_bare']:.0%})")  # fmt: skip
+        else:
+            print(f"{row['name']}: {row['parameters']:,} parameters, {row['images_per_s']:.0f} images/s "
+                  f"({row['relative_to_first']:.2f}x the first)")  # fmt: skip
     if args.out:
-        payload = {
-            "command": "python -m vitlib.throughput " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-            "commit": git_commit(Path.cwd()),
-            "hardware": this_machine(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "batch_size": args.batch_size,
-            "rows": rows,
-        }
-        write_json_atomic(Path(args.out), payload)
+        extent = {"kind": "fit", "batches": args.batches} if args.fit else {"batch_size": args.batch_size}
+        write_json_atomic(Path(args.out), {**_provenance(argv), **extent, "rows": rows})
         print(f"written to {args.out}")
 
 
