@@ -164,3 +164,40 @@ def test_ddp_on_two_cpu_processes_covers_the_validation_set_once(tmp_path):
     metrics = json.loads((tmp_path / "runs/vitlib/version_0/metrics.json").read_text())
     assert metrics["samples"] == 101
     assert metrics["config"]["trainer"]["strategy"] == "ddp"
+
+
+def test_published_weights_work_with_test_and_predict_and_are_refused_by_fit(run_dir, capsys):
+    """A save_pretrained folder (or its model.safetensors) is as good as a Lightning checkpoint
+    for test and predict: the model is built from its config.json, its weights are the ones used
+    (same probabilities as the model itself), and fit says why it cannot resume from them."""
+    import torch
+
+    from vitlib import ViT, ViTConfig
+    from vitlib.data import FINE_LABELS, ImageFileDataset
+    from vitlib.pretrained import save_pretrained
+
+    torch.manual_seed(0)
+    model = ViT(ViTConfig.from_preset("vit_tiny", stem="conv", dim=32, heads=2)).eval()
+    folder = save_pretrained(model, run_dir / "published")
+    image = run_dir / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(image)
+    with torch.no_grad():
+        probs = model(ImageFileDataset([image])[0]["image"][None]).softmax(-1)[0]
+    top = probs.topk(5)
+    expected = ", ".join(f"{FINE_LABELS[i]} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+    for weights in (folder, folder / "model.safetensors"):
+        main(["predict", "--ckpt_path", str(weights), str(image)])
+        assert f"{image}: {expected}" in capsys.readouterr().out
+
+    main(["test", "--config", QUICK, "--ckpt_path", str(folder), *SMALL])
+    test = json.loads(max(Path("runs/vitlib").glob("version_*/metrics.json"), key=lambda p: p.stat().st_mtime).read_text())
+    assert test["stage"] == "test" and test["samples"] == 101
+    assert test["config"]["model"]["overrides"]["stem"] == "conv" and test["config"]["model"]["overrides"]["dim"] == 32
+
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", QUICK, "--ckpt_path", str(folder), *SMALL])
+    assert stop.value.code == 2 and "no optimizer or schedule state" in capsys.readouterr().err
+    (folder / "config.json").unlink()
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", "--ckpt_path", str(folder / "model.safetensors"), str(image)])
+    assert stop.value.code == 2 and "not a folder written by save_pretrained" in capsys.readouterr().err

@@ -31,6 +31,7 @@ from .data import ARCHIVE, FINE_LABELS, CIFAR100DataModule, DatasetNotFoundError
 from .files import write_json_atomic
 from .loss_check import NonFiniteLossError
 from .module import ViTModule
+from .pretrained import CONFIG_NAME, WEIGHTS_NAME, PretrainedError, from_pretrained
 from .throughput import ThroughputMonitor
 
 QUICK_MAX_EPOCHS = 2
@@ -200,10 +201,24 @@ class ViTCLI(LightningCLI):
         if self.subcommand == "predict":
             # The bar shares stdout with the printed predictions.
             config["trainer.enable_progress_bar"] = False
+        ckpt_path = config.get("ckpt_path")
+        self.published = pretrained_folder(ckpt_path) if ckpt_path and self.subcommand != "fit" else None
+        if self.published is not None:
+            # Published weights carry the architecture in config.json: the model is built from it,
+            # and Lightning gets no checkpoint to restore (they are not one).
+            architecture = json.loads((self.published / CONFIG_NAME).read_text())
+            config["model.preset"], config["model.overrides"] = "vit", architecture
+            config["ckpt_path"] = None
         precision = str(config["trainer.precision"])
         if not torch.cuda.is_available() and precision in ("bf16-mixed", "16-mixed", "16"):
             print(f"no GPU: running in float32 instead of {precision}", file=sys.stderr)
             config["trainer.precision"] = "32-true"
+
+    def _load_published(self) -> None:
+        if getattr(self, "published", None) is not None:
+            self.model.model.load_state_dict(from_pretrained(self.published).state_dict())
+
+    before_validate = before_test = before_predict = _load_published
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -219,6 +234,18 @@ class ViTCLI(LightningCLI):
         return trainer
 
 
+def pretrained_folder(ckpt_path: str | os.PathLike[str]) -> Path | None:
+    """The ``save_pretrained`` folder that ``ckpt_path`` names (the folder itself, or the
+    ``model.safetensors`` inside it), else ``None``: published weights, which ``validate``,
+    ``test`` and ``predict`` take as well as a Lightning checkpoint."""
+    path = Path(ckpt_path)
+    if path.is_dir() and (path / WEIGHTS_NAME).is_file():
+        return path
+    if path.suffix == ".safetensors":
+        return path.parent
+    return None
+
+
 def _input_problems(subcommand: str, config: Any) -> list[str]:
     """What is wrong with the paths a command was given: the checkpoint, the dataset when it is
     not to be downloaded, the images to predict. Empty when the command can start."""
@@ -226,7 +253,20 @@ def _input_problems(subcommand: str, config: Any) -> list[str]:
     ckpt_path = config.get("ckpt_path")
     # "last" / "best" / "hpc", "registry:NAME" and remote files are Lightning's to resolve.
     lightning_resolves = str(ckpt_path).split(":")[0].lower() in ("last", "best", "hpc", "registry")
-    if ckpt_path and not lightning_resolves and isinstance(get_filesystem(ckpt_path), LocalFileSystem):
+    published = pretrained_folder(ckpt_path) if ckpt_path else None
+    if published is not None:
+        if subcommand == "fit":
+            problems.append(
+                f"{ckpt_path} holds published weights (safetensors), which have no optimizer or schedule state to resume "
+                "a fit from: resume from a Lightning checkpoint (.../checkpoints/last.ckpt), or use the weights with "
+                "validate, test or predict"
+            )
+        else:
+            try:
+                from_pretrained(published)
+            except PretrainedError as err:
+                problems.append(str(err))
+    elif ckpt_path and not lightning_resolves and isinstance(get_filesystem(ckpt_path), LocalFileSystem):
         try:
             load_checkpoint(ckpt_path)
         except CheckpointError as err:
