@@ -86,6 +86,28 @@ def test_train_logs_per_epoch_history(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert probs.shape == (len(labels), 100) and torch.allclose(probs.sum(dim=1), torch.ones(len(labels)))
 
 
+def test_predict_runs_batches_on_the_chosen_device_without_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch meets the model on the device (the GPU by default when there is one), under
+    inference mode; the probabilities come back on the CPU and the model as it was."""
+    seen: list[tuple[str, bool]] = []
+
+    class Probe(torch.nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append((x.device.type, torch.is_inference_mode_enabled()))
+            return super().forward(x.flatten(1))
+
+    model = Probe(12, 100).train()
+    batches = [(torch.randn(4, 3, 2, 2), torch.arange(4)), (torch.randn(2, 3, 2, 2), torch.arange(2))]
+    monkeypatch.setattr(book, "device", lambda: torch.device("cpu"))
+    probs, labels = book.predict(model, batches)
+    assert seen == [("cpu", True)] * 2 and model.training and not probs.is_inference()
+    assert probs.shape == (6, 100) and probs.device.type == "cpu" and labels.tolist() == [0, 1, 2, 3, 0, 1]
+    asked: list[torch.device] = []
+    monkeypatch.setattr(book, "device", lambda: asked.append(torch.device("cpu")) or torch.device("cpu"))
+    book.predict(model, batches)
+    assert len(asked) == 1  # the default device is asked for, not assumed
+
+
 def test_superclass_confusion_counts_coarse_pairs() -> None:
     from vitlib.data import FINE_TO_COARSE
 

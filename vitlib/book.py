@@ -342,19 +342,22 @@ def epoch_history(trainer: L.Trainer) -> dict[str, list[tuple[int, float]]]:
     return read_history(Path(trainer.logger.log_dir) / "metrics.csv")
 
 
-def predict(model: torch.nn.Module, loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(probabilities [N, K], labels [N])`` of ``model`` over a ``(images, labels)`` loader, in
-    eval mode without gradients (the model's mode is restored)."""
+def predict(model: torch.nn.Module, loader: Any, on: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(probabilities [N, K], labels [N])`` of ``model`` over a ``(images, labels)`` loader, on
+    the CPU. Runs on the device ``on`` (default :func:`device`: the GPU when there is one), batch by
+    batch, in eval mode under ``torch.inference_mode``; the model's mode and device are restored."""
+    on = torch.device(on) if on is not None else device()
     was_training = model.training
-    model.eval()
+    home = next(model.parameters()).device
+    model.eval().to(on)
     probs, labels = [], []
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             for images, targets in loader:
-                probs.append(model(images).float().softmax(dim=-1))
-                labels.append(targets)
+                probs.append(model(images.to(on, non_blocking=True)).float().softmax(dim=-1).cpu())
+                labels.append(targets.cpu())
     finally:
-        model.train(was_training)
+        model.train(was_training).to(home)
     return torch.cat(probs), torch.cat(labels)
 
 
