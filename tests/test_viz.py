@@ -111,8 +111,9 @@ def test_token_heatmap_uses_class_row_or_mean_row():
     with_cls[0, 1:] = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0])  # other rows prefer the last patch
     heat = token_heatmap(with_cls, has_cls_token=True, grid=grid)
     assert heat.shape == (1, grid, grid)
-    # In units of the uniform share (1/4 per patch): the class row's patch weights times 4.
-    assert torch.allclose(heat[0], torch.tensor([[0.4, 1.6], [0.8, 0.4]]))
+    # The class row's weights over the patches (0.8 of it; 0.2 stays on the class token) as shares
+    # of that, in units of the uniform share (1/4 per patch): [.125, .5, .25, .125] times 4.
+    assert torch.allclose(heat[0], torch.tensor([[0.5, 2.0], [1.0, 0.5]]))
 
     no_cls = torch.tensor([[[0.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]]])
     heat = token_heatmap(no_cls, has_cls_token=False, grid=grid)
@@ -132,6 +133,18 @@ def test_uniform_attention_is_a_flat_map_on_a_fixed_scale():
     fig, ax = plt.subplots()
     layer = overlay(ax, torch.rand(3, 32, 32), heat[0])
     assert layer.get_clim() == (0.0, 2.0)
+
+
+def test_uniform_over_the_patches_reads_1_with_either_pooling():
+    """A class token that keeps 0.4 of its attention on itself and spreads the rest evenly over the
+    patches attends uniformly to the patches: 1 everywhere, as mean pooling's uniform rows."""
+    grid = 4
+    with_cls = torch.full((1, 17, 17), 1.0 / 17)
+    with_cls[0, 0, 0], with_cls[0, 0, 1:] = 0.4, 0.6 / 16
+    mean_pooled = torch.full((1, 16, 16), 1.0 / 16)
+    for matrix, cls in ((with_cls, True), (mean_pooled, False)):
+        heat = token_heatmap(matrix, has_cls_token=cls, grid=grid)
+        assert torch.allclose(heat, torch.ones_like(heat)), (cls, heat)
 
 
 def test_token_heatmap_rejects_a_wrong_grid():

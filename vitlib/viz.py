@@ -80,8 +80,10 @@ def token_heatmap(matrix: torch.Tensor, has_cls_token: bool, grid: int) -> torch
     of uniform attention: 1 everywhere when every patch gets the same weight, 4 on a patch that
     gets four times its share. Never stretched per map, so near-uniform attention looks uniform.
 
-    With a class token: the class token's row (what the classifier reads). Without one (mean
-    pooling): the mean of the rows, because the pooled representation is the mean of the tokens.
+    With a class token: the class token's row (what the classifier reads) over the patches, as
+    shares of what goes to the patches (the weight the class token keeps on itself is left out, so
+    that 1 is the uniform share with either pooling). Without one (mean pooling): the mean of the
+    rows, because the pooled representation is the mean of the tokens.
     """
     n = matrix.shape[-1]
     if grid * grid + has_cls_token != n:
@@ -89,8 +91,9 @@ def token_heatmap(matrix: torch.Tensor, has_cls_token: bool, grid: int) -> torch
             f"token_heatmap: {n} tokens do not make a {grid}x{grid} patch grid "
             f"{'plus a class token' if has_cls_token else 'without a class token'}; check grid and has_cls_token"
         )
-    weights = matrix[:, 0, 1:] if has_cls_token else matrix.mean(dim=1)
-    return rearrange(weights.float(), "b (h w) -> b h w", h=grid) * (grid * grid)
+    weights = matrix[:, 0, 1:].float() if has_cls_token else matrix.float().mean(dim=1)
+    weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    return rearrange(weights, "b (h w) -> b h w", h=grid) * (grid * grid)
 
 
 HEAT_LABEL = "attention ÷ uniform share (1 = uniform)"
