@@ -152,6 +152,44 @@ def test_the_recorded_cpu_run_is_complete_and_its_weights_are_intact() -> None:
     assert model.cfg.to_dict() == json.loads((REPO / "results" / book.CPU_RUN / "config.json").read_text())
 
 
+LONG_RUN = "cpu-long"
+LONG_RECORD = REPO / "results" / f"{LONG_RUN}.json"
+
+
+def _within(expected: object, actual: object, where: str = "") -> list[str]:
+    """Where ``actual`` differs from ``expected`` (every key of a dict of ``expected`` must be
+    there with the same value; ``actual`` may have more, e.g. defaults Lightning wrote out)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return [d for key, value in expected.items() for d in _within(value, actual.get(key, "<missing>"), f"{where}.{key}")]
+    return [] if expected == actual else [f"{where}: {expected!r} in the config, {actual!r} in the record"]
+
+
+@pytest.mark.skipif(not LONG_RECORD.is_file(), reason="the long CPU run of the recipe is not recorded in results/")
+def test_the_long_run_ran_its_config_and_its_record_agrees_with_itself() -> None:
+    """configs/cpu_long.yaml is the config the long run ran, key for key; its record holds every
+    epoch once, its final metrics are its last epoch's (on the test split, read once, never a
+    best epoch), and the committed weights load (their SHA-256 checked)."""
+    recorded = results.load_record(LONG_RUN, REPO / "results", url=None)
+    record = recorded.record
+    config = yaml.safe_load((REPO / "configs" / "cpu_long.yaml").read_text())
+    differences = [d for section in ("model", "data") for d in _within(config[section], record[section], section)]
+    differences += _within({k: v for k, v in config["trainer"].items() if k in record["trainer"]}, record["trainer"], "trainer")
+    assert not differences, differences
+    assert record["data"]["augment"]["randaugment"] and record["data"]["mix"]["prob"] > 0
+    assert record["model"]["schedule"]["name"] == "cyclic"
+    assert record["dataset"] == data.DATASET_Q75 and record["split"] == "val" and "test set" in record["images"]
+    assert record["metrics"]["samples"] == 10000 and record["size"]["parameters"] <= 1_000_000
+    epochs = record["epochs"]
+    assert epochs == config["trainer"]["max_epochs"] or record["stopped_early"]
+    for key in ("val/top1", "train/top1", "time/train_epoch_s", "lr"):
+        assert [e for e, _ in recorded.history[key]] == list(range(epochs)), key
+    assert recorded.history["val/top1"][-1][1] == pytest.approx(record["metrics"]["top1"])
+    assert record["throughput"]["train_s"] == pytest.approx(sum(v for _, v in recorded.history["time/train_epoch_s"]))
+    if record["resumes"]:
+        assert len(record["throughput"]["parts"]) == record["resumes"] + 1
+    assert recorded.model().cfg.to_dict() == json.loads((REPO / "results" / LONG_RUN / "config.json").read_text())
+
+
 def _q75_root() -> Path | None:
     for root in (REPO / "data-q75",):
         if (root / data.FOLDER / "meta").is_file() and data.identify_cifar100(root) == data.DATASET_Q75:
@@ -159,12 +197,14 @@ def _q75_root() -> Path | None:
     return None
 
 
-@pytest.mark.skipif(not CPU_RECORD.is_file(), reason="no recorded CPU run in results/")
-def test_the_recorded_weights_evaluate_to_the_recorded_top1() -> None:
+@pytest.mark.parametrize("name", [book.CPU_RUN, LONG_RUN])
+def test_the_recorded_weights_evaluate_to_the_recorded_top1(name: str) -> None:
+    if not (REPO / "results" / f"{name}.json").is_file():
+        pytest.skip(f"{name} is not recorded in results/")
     root = _q75_root()
     if root is None:
         pytest.skip("the CIFAR-100 q75 copy is not built in data-q75/ (make book builds it from ../shared)")
-    recorded = results.load_record(book.CPU_RUN, REPO / "results", url=None)
+    recorded = results.load_record(name, REPO / "results", url=None)
     datamodule = data.CIFAR100DataModule(str(root), batch_size=500, num_workers=0, verify_md5=False, download=False, quick=False)
     datamodule.setup("test")
     probs, labels = book.predict(recorded.model(), datamodule.test_dataloader())
