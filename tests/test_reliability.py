@@ -104,7 +104,7 @@ def test_a_fit_killed_mid_epoch_and_resumed_is_recorded_whole(tmp_path, cifar_ro
         deadline = time.monotonic() + 240
         while proc.poll() is None and time.monotonic() < deadline:
             csv_file = first / "metrics.csv"
-            if csv_file.is_file() and "train/top1" in csv_file.read_text().splitlines()[0]:
+            if csv_file.is_file() and "train/top1" in (csv_file.read_text().splitlines() or [""])[0]:
                 break
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)

@@ -79,6 +79,17 @@ def fit_through_window(root, checker, accelerator: str) -> None:
     trainer.fit(module, datamodule)
 
 
+@pytest.fixture(autouse=True)
+def the_gpu_augmentation_path(monkeypatch):
+    """The device pipeline runs here on the CPU as a stand-in for a GPU; on the CPU its RandAugment
+    gathers the samples of each op by default, a host sync by design (free there). These tests
+    check the GPU's path, the sync-free masked one."""
+    from vitlib.gpu_augment import BatchAugment
+
+    init = BatchAugment.__init__
+    monkeypatch.setattr(BatchAugment, "__init__", lambda self, cfg, height=32, width=32, gather=None: init(self, cfg, height, width, False))
+
+
 def test_training_steps_make_no_host_syncs(cifar_root):
     detector = SyncDetector()
     fit_through_window(cifar_root, detector, "cpu")
