@@ -52,7 +52,7 @@ from .data import (
 )
 from .cli import MetricsWriter
 from .module import ViTModule
-from . import ablation, grid, results
+from . import ablation, grid, hardware, results
 from .pretrained import TIMEOUT_S
 from .results import RecordedRun, load_record, read_history
 from .schedule import ScheduleConfig
@@ -151,10 +151,11 @@ class TrainingBudget:
     precision: str
     num_workers: int | None  # data-loading processes; None: the DataModule's default
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    fast_path: str = ""  # what hardware.choose() picked for this machine, and why
 
     def describe(self) -> str:
         if self.full:
-            return f"full recipe: {self.preset}, {self.max_epochs} epochs, batch {self.batch_size}"
+            return f"full recipe: {self.preset}, {self.max_epochs} epochs, batch {self.batch_size} ({self.fast_path})"
         return (
             f"short demonstration run: {self.preset}, {self.max_epochs} epochs of {self.limit_train_batches} "
             f"batches of {self.batch_size} (not a result; a full run needs a GPU and the dataset)"
@@ -172,12 +173,14 @@ class TrainingBudget:
 def training_budget(
     source: DataSource, preset: str = "vit", max_epochs: int | None = None, short: bool = False
 ) -> TrainingBudget:
-    """The full recipe (``configs/reference.yaml``: ``preset``, 100 epochs, batch 256, bf16) when a
+    """The full recipe (``configs/reference.yaml``: ``preset``, 100 epochs, batch 256, in the
+    precision :func:`vitlib.hardware.choose` picks for the GPU) when a
     GPU and the official dataset are both there and ``short`` is off; else a run of seconds on
     ``vit_tiny`` with one triangle of the cyclical schedule (for side-by-side comparisons, which
     would take several full runs)."""
     if source.kind == "cifar100" and torch.cuda.is_available() and not short:
-        return TrainingBudget(True, preset, max_epochs or 100, 256, None, None, "bf16-mixed", None)
+        path = hardware.choose()
+        return TrainingBudget(True, preset, max_epochs or 100, 256, None, None, path.precision, None, fast_path=path.describe())
     epochs = max_epochs or 4
     # One rise and fall of the triangular policy over the short run; a tiny model takes a larger LR.
     schedule = ScheduleConfig(name="cyclic", base_lr=2e-4, max_lr=2e-3, half_cycle_epochs=epochs / 2)
