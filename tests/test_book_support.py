@@ -336,3 +336,16 @@ def test_the_data_note_warns_when_the_images_are_synthetic() -> None:
     assert "synthetic stripes &lt;not real&gt;" in note  # the caption is text, never markup
     real = book.data_note(book.DataSource("cifar100-q75", Path("data-q75"), "CIFAR-100 (JPEG q75 copy), test split"))
     assert 'class="admonition note"' in real and "warning" not in real and "CIFAR-100 (JPEG q75 copy)" in real
+
+
+def test_mirror_similarity_finds_a_left_right_symmetric_embedding() -> None:
+    torch.manual_seed(0)
+    rows, distance = torch.randn(8, 32), torch.randn(4, 32)
+    # Each position's embedding depends on its row and its distance from the vertical axis only.
+    symmetric = torch.stack([rows[r] + distance[min(c, 7 - c)] for r in range(8) for c in range(8)])
+    with_cls = torch.cat([torch.randn(1, 32), symmetric])
+    found = viz.mirror_similarity(with_cls, has_cls_token=True)
+    assert found["left-right"] == pytest.approx(1.0, abs=1e-5)
+    assert found["up-down"] < 0.9
+    random = viz.mirror_similarity(torch.randn(64, 32), has_cls_token=False)
+    assert abs(random["left-right"]) < 0.1 and abs(random["up-down"]) < 0.1

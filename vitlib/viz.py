@@ -375,14 +375,34 @@ def plot_patches(image: torch.Tensor, patch_size: int, per_row: int = 16) -> Fig
     return fig
 
 
+def position_similarity(pos_embed: torch.Tensor, has_cls_token: bool) -> torch.Tensor:
+    """Cosine similarity ``[P, P]`` between the patches' position embedding rows (the class
+    token's row, if any, left out). ``pos_embed [N(+1), dim]``."""
+    unit = F.normalize(pos_embed.detach().float().cpu()[int(has_cls_token) :], dim=-1)
+    return unit @ unit.T
+
+
+def mirror_similarity(pos_embed: torch.Tensor, has_cls_token: bool) -> dict[str, float]:
+    """Mean cosine similarity of each patch position's embedding with that of its mirror image
+    across the vertical axis (``left-right``: column c and its opposite column) and across the
+    horizontal one (``up-down``). Random embeddings give about 0 for both; a model trained with
+    horizontal flips, which make left and right interchangeable, can learn a left-right one near 1."""
+    similarity = position_similarity(pos_embed, has_cls_token)
+    grid = _patch_grid(len(similarity), False)
+    index = torch.arange(grid * grid).reshape(grid, grid)
+    rows = index.flatten()
+    return {
+        "left-right": similarity[rows, index.flip(1).flatten()].mean().item(),
+        "up-down": similarity[rows, index.flip(0).flatten()].mean().item(),
+    }
+
+
 def plot_position_similarity(pos_embed: torch.Tensor, has_cls_token: bool) -> Figure:
     """Cosine similarity of each patch's position embedding with every other one (as in Fig. 7 of
     Dosovitskiy et al.): a small map per patch position, laid out on the patch grid.
     ``pos_embed [N(+1), dim]``."""
-    positions = pos_embed.detach().float().cpu()[int(has_cls_token) :]
-    grid = _patch_grid(len(positions), False)
-    unit = F.normalize(positions, dim=-1)
-    similarity = unit @ unit.T  # [P, P]
+    similarity = position_similarity(pos_embed, has_cls_token)
+    grid = _patch_grid(len(similarity), False)
     maps = F.pad(rearrange(similarity, "p (h w) -> p h w", h=grid), (0, 1, 0, 1), value=float("nan"))
     mosaic = rearrange(maps, "(gh gw) h w -> (gh h) (gw w)", gh=grid)[:-1, :-1]
     fig, ax = plt.subplots(figsize=(6.2, 5.4), layout="constrained")
