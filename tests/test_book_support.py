@@ -12,7 +12,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from vitlib import ViT, ViTConfig, ablation, book, count_parameters, measure, results, viz  # noqa: E402
+from vitlib import ViT, ViTConfig, ablation, book, count_parameters, hardware, measure, results, viz  # noqa: E402
 from vitlib.augment import AugmentConfig, MixConfig, firing_rates  # noqa: E402
 from vitlib.stems import ConvStem, ShiftedPatchTokenization  # noqa: E402
 from vitlib.patching import PatchEmbedding  # noqa: E402
@@ -64,8 +64,11 @@ def test_budget_is_full_only_with_a_gpu_and_the_official_data(monkeypatch: pytes
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert not book.training_budget(official).full
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    a100 = hardware.Capabilities("NVIDIA A100-SXM4-40GB", (8, 0), 12)
+    monkeypatch.setattr(hardware.Capabilities, "detect", classmethod(lambda cls: a100))
     full = book.training_budget(official, preset="slvit")
     assert full.full and full.preset == "slvit" and full.max_epochs == 100 and "full recipe" in full.describe()
+    assert full.precision == "bf16-mixed"
     assert "limit_train_batches" not in full.trainer_kwargs()
     assert not book.training_budget(subset).full
     short = book.training_budget(official, short=True)
@@ -309,13 +312,14 @@ def test_without_a_checkout_comparison_records_are_fetched_run_by_run(monkeypatc
     assert all(a.startswith(f"{results.RECORDS_URL}grid/") for a in asked)
 
 
-def test_recipe_configs_come_from_the_checkout() -> None:
+def test_recipe_configs_ship_with_the_package() -> None:
     recipe = book.recipe_config("cpu_long")
     assert recipe["data"]["augment"]["randaugment"] and recipe["model"]["schedule"]["name"] == "cyclic"
     # The recipe ends on a cycle boundary, at base_lr: a whole number of (up + down) cycles.
     cycles = recipe["trainer"]["max_epochs"] / (2 * recipe["model"]["schedule"]["half_cycle_epochs"])
     assert cycles == int(cycles) >= 1
     assert book.recipe_config("cpu")["model"]["schedule"]["name"] == "cosine"
+    assert book.recipe_config("no_such_recipe") is None
 
 
 def test_a_full_run_leaves_a_checkpoint_and_metrics(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitlib.cli import _files_as_predict_argument, main
+from vitlib.cli import CONFIG_DIR, _files_as_predict_argument, _named_configs, main, packaged_configs
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = str(REPO / "configs" / "quick.yaml")
@@ -79,6 +79,20 @@ def test_positional_files_become_predict_files():
         "predict", "--ckpt_path", "m.ckpt", "--trainer.accelerator=cpu", "--data.predict_files", '["a.png", "b.jpg"]'
     ]
     assert _files_as_predict_argument(["fit", "x"]) == ["fit", "x"]
+
+
+def test_a_packaged_config_is_named_and_an_unknown_name_is_one_clear_error(run_dir, capsys):
+    assert {"cpu", "cpu_long", "quick", "reference", "fast"} <= set(packaged_configs())
+    assert _named_configs(["fit", "--config", "cpu"]) == ["fit", "--config", str(CONFIG_DIR / "cpu.yaml")]
+    assert _named_configs(["fit", "--config=quick"]) == ["fit", f"--config={CONFIG_DIR / 'quick.yaml'}"]
+    Path("local.yaml").write_text("seed_everything: 1\n")
+    assert _named_configs(["fit", "--config", "local.yaml"]) == ["fit", "--config", "local.yaml"]  # a file stays a file
+    main(["fit", "--config", "quick", *SMALL, "--trainer.max_epochs", "1"])  # the packaged quick.yaml trains
+    assert read_metrics(0)["stage"] == "fit"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "cpu_longer"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "cpu_longer" in err and "cpu_long" in err and "Traceback" not in err
 
 
 def test_bad_config_value_is_one_clear_error(run_dir, capsys):

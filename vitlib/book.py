@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import html
-import http.client
 import logging
 import os
 import platform
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,10 +47,9 @@ from .data import (
     identify_cifar100,
     quick_mode,
 )
-from .cli import MetricsWriter
+from .cli import CONFIG_DIR, MetricsWriter
 from .module import ViTModule
 from . import ablation, grid, hardware, results
-from .pretrained import TIMEOUT_S
 from .results import RecordedRun, load_record, read_history
 from .schedule import ScheduleConfig
 
@@ -287,17 +283,10 @@ def ablation_records() -> list[dict[str, Any]]:
 
 
 def recipe_config(name: str = "cpu_long") -> dict[str, Any] | None:
-    """The training configuration ``configs/<name>.yaml`` as a dict: from this checkout, else from
-    the repository (Colab); ``None`` when neither has it."""
-    root = repository_root()
-    if root is not None and (root / "configs" / f"{name}.yaml").is_file():
-        return yaml.safe_load((root / "configs" / f"{name}.yaml").read_text())
-    url = f"{results.RECORDS_URL.removesuffix('results/')}configs/{name}.yaml"
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            return yaml.safe_load(response.read())
-    except (urllib.error.URLError, OSError, http.client.HTTPException, yaml.YAMLError):
-        return None
+    """The training configuration ``<name>.yaml`` that ships with the package (``configs/`` in a
+    checkout) as a dict; ``None`` when there is none of that name."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
 def device() -> torch.device:

@@ -311,16 +311,50 @@ def _files_as_predict_argument(argv: list[str]) -> list[str]:
     return options
 
 
+# The configs that ship with the package (configs/ in a checkout links here).
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def packaged_configs() -> list[str]:
+    """The names ``--config`` takes for the configs that ship with the package (``cpu``, ...)."""
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+
+
+def _named_configs(argv: list[str]) -> list[str]:
+    """``--config cpu`` -> ``--config <package>/configs/cpu.yaml``: a value that is no file and has
+    no folder or suffix names a packaged config; an unknown name is an error that lists them."""
+    out = list(argv)
+    for i, token in enumerate(out):
+        if token == "--config" and i + 1 < len(out):
+            at, value = i + 1, out[i + 1]
+        elif token.startswith("--config="):
+            at, value = i, token.removeprefix("--config=")
+        else:
+            continue
+        if Path(value).exists() or Path(value).suffix or "/" in value or value.lstrip().startswith(("{", "[")):
+            continue
+        if value not in packaged_configs():
+            raise InputError(f"--config {value}: no such file, nor a packaged config; name one of "
+                             f"{', '.join(packaged_configs())}, or give the path of a YAML file")
+        path = str(CONFIG_DIR / f"{value}.yaml")
+        out[at] = path if at == i + 1 else f"--config={path}"
+    return out
+
+
+def _cli_args(argv: list[str]) -> list[str]:
+    return _files_as_predict_argument(_named_configs(argv))
+
+
 def main(argv: list[str] | None = None) -> None:
     for noise in (".*does not have many workers.*", ".*Experiment logs directory .* exists and is not empty.*"):
         warnings.filterwarnings("ignore", message=noise)
     try:
         if argv is None:
             # Rewritten in place: Lightning's DDP launcher re-runs sys.argv in the other processes.
-            sys.argv[1:] = _files_as_predict_argument(sys.argv[1:])
+            sys.argv[1:] = _cli_args(sys.argv[1:])
             ViTCLI()
         else:
-            ViTCLI(args=_files_as_predict_argument(list(argv)))
+            ViTCLI(args=_cli_args(list(argv)))
     except (DatasetNotFoundError, ValueError, NonFiniteLossError) as error:
         # Bad input (a config value, a missing dataset, an unusable checkpoint) or a diverged run:
         # the message says what to do; no traceback.
