@@ -45,3 +45,12 @@ def test_notebook_is_clean_and_starts_right(path: Path) -> None:
     assert repository.removeprefix("https://github.com/") in setup and colab.group(1).startswith(
         repository.removeprefix("https://github.com/")
     )
+
+
+def test_the_library_fetches_records_from_the_books_repository() -> None:
+    from vitlib import results
+
+    repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    assert results.REPOSITORY_URL == repository
+    owner_and_name = repository.removeprefix("https://github.com/")
+    assert results.RECORDS_URL == f"https://raw.githubusercontent.com/{owner_and_name}/main/results/"

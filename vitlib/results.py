@@ -273,8 +273,11 @@ def record_run(
     return path
 
 
-# Where a checkout-less reader (Colab) finds the committed records and weights.
-RECORDS_URL = "https://raw.githubusercontent.com/vitlib/vit-cifar100-book/main/results/"
+# The book's repository (the same as _config.yml's repository.url, which the launch buttons use;
+# a test keeps them equal), and where a checkout-less reader (Colab) finds its committed records
+# and weights.
+REPOSITORY_URL = "https://github.com/vitlib/vit-cifar100-book"
+RECORDS_URL = f"{REPOSITORY_URL.replace('https://github.com/', 'https://raw.githubusercontent.com/')}/main/results/"
 
 
 @dataclass(frozen=True)
