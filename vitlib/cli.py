@@ -134,10 +134,12 @@ class TopKPrinter(BasePredictionWriter):
 
 
 class ViTCLI(LightningCLI):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    """Lightning's CLI over ``model_class`` (default :class:`ViTModule`) and the CIFAR-100 data."""
+
+    def __init__(self, *args: Any, model_class: type[L.LightningModule] = ViTModule, **kwargs: Any) -> None:
         logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_ADVERTISEMENT)  # added once
         super().__init__(
-            ViTModule,
+            model_class,
             CIFAR100DataModule,
             *args,
             save_config_kwargs={"overwrite": True},
@@ -345,16 +347,16 @@ def _cli_args(argv: list[str]) -> list[str]:
     return _files_as_predict_argument(_named_configs(argv))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, model_class: type[L.LightningModule] = ViTModule) -> None:
     for noise in (".*does not have many workers.*", ".*Experiment logs directory .* exists and is not empty.*"):
         warnings.filterwarnings("ignore", message=noise)
     try:
         if argv is None:
             # Rewritten in place: Lightning's DDP launcher re-runs sys.argv in the other processes.
             sys.argv[1:] = _cli_args(sys.argv[1:])
-            ViTCLI()
+            ViTCLI(model_class=model_class)
         else:
-            ViTCLI(args=_cli_args(list(argv)))
+            ViTCLI(args=_cli_args(list(argv)), model_class=model_class)
     except (DatasetNotFoundError, ValueError, NonFiniteLossError) as error:
         # Bad input (a config value, a missing dataset, an unusable checkpoint) or a diverged run:
         # the message says what to do; no traceback.

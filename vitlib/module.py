@@ -1,4 +1,5 @@
-"""The LightningModule: loss, AdamW, the LR schedule and top-1 / top-5 metrics per epoch."""
+"""The LightningModule: loss, AdamW, the LR schedule and top-1 / top-5 metrics per epoch,
+for any classifier (:class:`ClassifierModule`) and for the book's ViT (:class:`ViTModule`)."""
 
 from __future__ import annotations
 
@@ -64,27 +65,28 @@ def _as_dataclass(cls: type, value: Any) -> Any:
     return cls(**value) if isinstance(value, dict) else (value if value is not None else cls())
 
 
-class ViTModule(L.LightningModule):
-    """Trains a :class:`~vitlib.ViT` with AdamW and a per-step LR schedule.
+class ClassifierModule(L.LightningModule):
+    """Trains an image classifier (``model``: images to ``num_classes`` logits) with AdamW and a
+    per-step LR schedule: the training loop every model of the book shares.
 
     Training batches carry either integer labels or soft targets (CutMix / MixUp, applied by the
     data module); both go through the soft-target cross-entropy with label smoothing. Validation
     and test report the plain cross-entropy and top-1 / top-5 accuracy, each computed over the
     whole split at the end of the epoch (torchmetrics accumulates on the device and synchronises
-    across processes), never as an average of per-batch values.
+    across processes), never as an average of per-batch values. :class:`ViTModule` trains the
+    book's ViTs; :class:`vitlib.baseline.ResNetModule` a CNN on the same recipe.
     """
 
     def __init__(
         self,
-        preset: str = "vit",
-        overrides: dict[str, Any] | None = None,
+        model: torch.nn.Module,
+        num_classes: int,
         optimizer: OptimizerConfig | None = None,
         schedule: ScheduleConfig | None = None,
         label_smoothing: float = 0.1,
         compile: bool | str = False,
     ) -> None:
         super().__init__()
-        self.config = ViTConfig.from_preset(preset, **(overrides or {}))
         if not isinstance(compile, bool) and compile not in COMPILE_MODES:
             raise ValueError(
                 f"compile must be true, false or a torch.compile mode ({', '.join(map(repr, COMPILE_MODES))}); got {compile!r}"
@@ -95,19 +97,8 @@ class ViTModule(L.LightningModule):
             raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing!r}")
         self.label_smoothing = label_smoothing
         self.compile_model = compile
-        # Plain values only, so checkpoints load with torch.load(weights_only=True).
-        self.save_hyperparameters(
-            {
-                "preset": preset,
-                "overrides": dict(overrides or {}),
-                "optimizer": dataclasses.asdict(self.optimizer_config),
-                "schedule": dataclasses.asdict(self.schedule_config),
-                "label_smoothing": label_smoothing,
-                "compile": compile,
-            }
-        )
-        self.model = ViT(self.config)
-        classes = self.config.num_classes
+        self.model = model
+        self.num_classes = num_classes
 
         def split_metrics() -> MetricCollection:
             # Sync-free updates, so a GPU never waits for the host inside a step: the default NaN
@@ -116,34 +107,32 @@ class ViTModule(L.LightningModule):
             return MetricCollection(
                 {
                     "loss": MeanMetric(nan_strategy="disable"),
-                    "top1": MulticlassAccuracy(classes, top_k=1, average="micro", validate_args=False),
-                    "top5": MulticlassAccuracy(classes, top_k=min(5, classes), average="micro", validate_args=False),
+                    "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False),
+                    "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro", validate_args=False),
                     "count": SumMetric(nan_strategy="disable"),
                 }
             )
 
         self.train_metrics, self.val_metrics, self.test_metrics = split_metrics(), split_metrics(), split_metrics()
 
+    def recipe_hyperparameters(self) -> dict[str, Any]:
+        """The training settings as plain values (checkpoints load with ``torch.load(weights_only=True)``)."""
+        return {
+            "optimizer": dataclasses.asdict(self.optimizer_config),
+            "schedule": dataclasses.asdict(self.schedule_config),
+            "label_smoothing": self.label_smoothing,
+            "compile": self.compile_model,
+        }
+
     def configure_callbacks(self) -> list[L.Callback]:
         return [FiniteLossCheck()]  # stops a diverged run, whichever Trainer runs this module
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The architecture itself, beside the hyperparameters (which load_from_checkpoint
-        # overwrites with its keyword arguments, and whose presets may change between versions).
-        checkpoint[CONFIG_KEY] = self.config.to_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Called before the weights are copied in: a checkpoint of another model is reported as
-        # the config fields that differ, not as a list of tensor size mismatches.
-        path = self._trainer.ckpt_path if self._trainer is not None else None
-        check_compatible(checkpoint, self.config, self.state_dict(), f"checkpoint {path}" if path else "the checkpoint")
 
     def setup(self, stage: str) -> None:
         # Labels beyond the model's classes would fail deep inside the loss ("Target 82 is out of bounds").
         classes = getattr(self.trainer.datamodule, "num_classes", None)
-        if classes is not None and classes != self.config.num_classes:
+        if classes is not None and classes != self.num_classes:
             raise ValueError(
-                f"ViTConfig.num_classes is {self.config.num_classes} but the data have {classes} classes: set "
+                f"the model predicts {self.num_classes} classes but the data have {classes} classes: set "
                 f"model.overrides.num_classes to {classes}, or use a checkpoint trained on these data"
             )
 
@@ -198,8 +187,10 @@ class ViTModule(L.LightningModule):
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Weights decay; norms, biases, embeddings and LSA temperatures do not (they are not
-        over-parameterised weights, and decaying them only pulls them towards zero)."""
-        no_decay = self.model.no_weight_decay()
+        over-parameterised weights, and decaying them only pulls them towards zero). The model
+        names them with ``no_weight_decay()``; without it, every parameter of one dimension."""
+        no_weight_decay = getattr(self.model, "no_weight_decay", None)
+        no_decay = no_weight_decay() if no_weight_decay else {n for n, p in self.model.named_parameters() if p.ndim <= 1}
         params = dict(self.model.named_parameters())
         return [
             {"params": [p for n, p in params.items() if n not in no_decay]},
@@ -242,3 +233,33 @@ class ViTModule(L.LightningModule):
         steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // max_epochs)
         scheduler = build_scheduler(optimizer, schedule, steps_per_epoch, max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class ViTModule(ClassifierModule):
+    """Trains the :class:`~vitlib.ViT` of ``preset`` (with ``overrides`` of its
+    :class:`~vitlib.ViTConfig` fields); its checkpoints carry that config."""
+
+    def __init__(
+        self,
+        preset: str = "vit",
+        overrides: dict[str, Any] | None = None,
+        optimizer: OptimizerConfig | None = None,
+        schedule: ScheduleConfig | None = None,
+        label_smoothing: float = 0.1,
+        compile: bool | str = False,
+    ) -> None:
+        config = ViTConfig.from_preset(preset, **(overrides or {}))
+        super().__init__(ViT(config), config.num_classes, optimizer, schedule, label_smoothing, compile)
+        self.config = config
+        self.save_hyperparameters({"preset": preset, "overrides": dict(overrides or {}), **self.recipe_hyperparameters()})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The architecture itself, beside the hyperparameters (which load_from_checkpoint
+        # overwrites with its keyword arguments, and whose presets may change between versions).
+        checkpoint[CONFIG_KEY] = self.config.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Called before the weights are copied in: a checkpoint of another model is reported as
+        # the config fields that differ, not as a list of tensor size mismatches.
+        path = self._trainer.ckpt_path if self._trainer is not None else None
+        check_compatible(checkpoint, self.config, self.state_dict(), f"checkpoint {path}" if path else "the checkpoint")
