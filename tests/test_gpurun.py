@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from vitlib import gpurun
-from vitlib.gpurun import check_out, main, plan_epochs, prepare, run_child, stop_reason, wheels_to_install
+from vitlib.gpurun import check_out, main, prepare, run_child, wheels_to_install
 
 STAGES = ["setup", "bench", "train", "record", "test"]
 
@@ -67,27 +67,6 @@ def test_a_finished_child_reports_its_status():
     rc, _ = run_child([sys.executable, "-c", "raise SystemExit(3)"], 30, lambda line: None)
     assert rc == 3
     assert run_child([sys.executable, "-c", "pass"], 0, lambda line: None) == (None, 0.0)  # no time left
-
-
-def test_stop_reason_projects_the_next_epoch_and_keeps_whole_cycles():
-    # The first epoch compiles: it counts only while it is the only one.
-    assert stop_reason(now=0, stop_at=50, epochs_done=1, durations=[60.0], cycle_epochs=20) is not None
-    assert stop_reason(now=0, stop_at=50, epochs_done=2, durations=[60.0, 2.0], cycle_epochs=20) is None
-    assert "next epoch" in stop_reason(0, 2.5, 5, [60.0, 2.0, 2.0, 3.0], 20)
-    # At a cycle's end: stop when a whole further cycle would not fit, go on when it would.
-    assert "cycle" in stop_reason(0, 30, 20, [60.0] + [2.0] * 19, 20)
-    assert stop_reason(0, 50, 20, [60.0] + [2.0] * 19, 20) is None
-    assert stop_reason(0, 30, 21, [60.0] + [2.0] * 20, 20) is None  # mid-cycle: only the next epoch counts
-    assert stop_reason(0, 30, 0, [], 20) is None
-
-
-def test_plan_epochs_rounds_to_whole_cycles_or_stretches_one():
-    assert plan_epochs(300, 1.5, 100, 20) == (100, None)  # everything fits: the recipe's 100
-    assert plan_epochs(100, 1.5, 100, 20) == (60, None)  # 66 fit: three whole cycles
-    assert plan_epochs(30, 2.0, 100, 20) == (15, 7.5)  # less than a cycle: one cycle over 15 epochs
-    assert plan_epochs(1, 5.0, 100, 20) == (1, 0.5)  # never zero epochs
-    assert plan_epochs(10, None, 100, 20) == (100, None)  # no estimate: the Deadline callback decides
-    assert plan_epochs(60, 1.0, 2, 20) == (2, 1.0)  # the tiny mode's cap
 
 
 def test_check_out_names_what_would_not_come_back(tmp_path):

@@ -49,10 +49,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import yaml
 
-__all__ = ["Deadline", "check_out", "main", "plan_epochs", "prepare", "run_child", "stop_reason", "wheels_to_install"]
+from .timed import cycle_epochs, plan_epochs
+
+__all__ = ["check_out", "main", "prepare", "run_child", "wheels_to_install"]
 
 REPO = Path(__file__).resolve().parents[1]
 CARRY = REPO / ".dev" / "gpurun"  # filled by --prepare, carried to the GPU machine (git-ignored)
@@ -88,79 +89,6 @@ TINY = Mode(True, budget_s=150, bench_max_s=90, after_bench_s=50, startup_s=15, 
             n_train=256, n_test=128)  # fmt: skip
 TINY_DATA = ("--data.batch_size", "32", "--data.num_workers", "0")
 TINY_FIT = ("--model.preset", "vit_tiny", "--model.compile", "false", *TINY_DATA, "--trainer.log_every_n_steps", "1")
-
-
-# ----------------------------------------------------------------------------------------------
-# Stopping training in time
-
-
-def stop_reason(now: float, stop_at: float, epochs_done: int, durations: list[float], cycle_epochs: int) -> str | None:
-    """Why training should stop after ``epochs_done`` epochs, or None to go on.
-
-    The next epoch is projected as the slowest of the last three (the first one only while it is
-    alone: it includes compiling). A run that stops early should still end where a learning-rate
-    cycle ends, at its low rate: so at a cycle's end it also stops when a whole further cycle would
-    not fit.
-    """
-    recent = durations[1:][-3:] or durations[-1:]
-    if not recent:
-        return None
-    epoch, left = max(recent), stop_at - now
-    if left < epoch:
-        return f"the next epoch (about {epoch:.1f} s) would end after the stop ({left:.0f} s left)"
-    if cycle_epochs and epochs_done % cycle_epochs == 0 and left < epoch * cycle_epochs:
-        return f"a further {cycle_epochs}-epoch LR cycle (about {epoch * cycle_epochs:.0f} s) would not end in time"
-    return None
-
-
-class Deadline(L.Callback):
-    """Ends training at an epoch end before ``stop_at`` (``time.time()`` seconds), by :func:`stop_reason`.
-
-    Past ``stop_at`` in the middle of an epoch (an estimate gone wrong) it stops after the current
-    step. Either way the fit ends the normal way: checkpoints and ``metrics.json`` are written.
-    """
-
-    def __init__(self, stop_at: float, cycle_epochs: int = 0) -> None:
-        self.stop_at, self.cycle_epochs = stop_at, cycle_epochs
-        self.durations: list[float] = []
-        self.last = time.time()
-
-    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.last = time.time()
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if time.time() > self.stop_at and not trainer.should_stop:
-            print("deadline: the stop time has passed mid-epoch; stopping after this step", flush=True)
-            trainer.should_stop = True
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        # Lightning validates before this hook, so a duration covers training, validation and checkpoints.
-        now = time.time()
-        self.durations.append(now - self.last)
-        self.last = now
-        done = trainer.current_epoch + 1
-        top1 = trainer.callback_metrics.get("val/top1")
-        val = "" if top1 is None else f", val top-1 {float(top1):.2%}"
-        print(f"deadline: epoch {done}/{trainer.max_epochs} took {self.durations[-1]:.1f} s{val}; "
-              f"{self.stop_at - now:.0f} s to the stop", flush=True)  # fmt: skip
-        reason = stop_reason(now, self.stop_at, done, self.durations, self.cycle_epochs)
-        if reason and done < (trainer.max_epochs or 0):
-            print(f"deadline: stopping after epoch {done}: {reason}", flush=True)
-            trainer.should_stop = True
-
-
-def plan_epochs(seconds: float, epoch_s: float | None, max_epochs: int, cycle_epochs: int) -> tuple[int, float | None]:
-    """(epochs, ``half_cycle_epochs`` to set or None) for ``seconds`` of epochs of ``epoch_s`` each.
-
-    Whole LR cycles when at least one fits, so that the run ends at the cycle's low rate; fewer
-    epochs than a cycle get one cycle stretched to fit. Without an estimate: ``max_epochs``, and
-    :class:`Deadline` decides.
-    """
-    fits = max_epochs if epoch_s is None else min(max_epochs, int(seconds // epoch_s))
-    if cycle_epochs and fits >= cycle_epochs:
-        return fits - fits % cycle_epochs, None
-    fits = max(1, fits)
-    return fits, fits / 2
 
 
 def epoch_estimate(bench: dict[str, Any] | None, n_train: int, n_test: int) -> float | None:
@@ -433,7 +361,7 @@ class Run:
         st = self.stage("train")
         recipe = yaml.safe_load(RECIPE.read_text())
         max_epochs = self.args.max_epochs or (2 if self.mode.tiny else recipe["trainer"]["max_epochs"])
-        cycle = round(2 * recipe["model"]["schedule"]["half_cycle_epochs"])
+        cycle = cycle_epochs(recipe["model"]["schedule"]["half_cycle_epochs"])
         stop_at = self.deadline - self.mode.after_train_s
         epoch_s = epoch_estimate(bench, self.mode.n_train, self.mode.n_test)
         epochs, half_cycle = plan_epochs(stop_at - time.time() - self.mode.startup_s, epoch_s, max_epochs, cycle)
@@ -441,7 +369,7 @@ class Run:
         estimate = "no estimate" if epoch_s is None else f"about {epoch_s:.1f} s each"
         left = stop_at - time.time()
         self.log(f"plan: {epochs} epochs ({estimate}, LR cycle {cycle} epochs), stop within {left:.0f} s")
-        deadline = {"class_path": "vitlib.gpurun.Deadline", "init_args": {"stop_at": stop_at, "cycle_epochs": cycle}}
+        deadline = {"class_path": "vitlib.timed.Deadline", "init_args": {"stop_at": stop_at, "cycle_epochs": cycle}}
         fit = [sys.executable, "-m", "vitlib", "fit", "--config", str(RECIPE.relative_to(REPO)), *self.data_args(),
                "--trainer.max_epochs", str(epochs), "--trainer.enable_progress_bar", "false",
                "--trainer.logger", loggers(self.runs, "fit"), f"--trainer.callbacks+={json.dumps(deadline)}",

@@ -1,0 +1,72 @@
+"""Training to a time budget: the warm-up's projection, the plan, the stop."""
+
+import json
+import time
+
+import lightning as L
+import pytest
+
+from vitlib.data import CIFAR100DataModule
+from vitlib.module import ViTModule
+from vitlib.timed import Deadline, WarmUp, cycle_epochs, plan_epochs, read_warm_up, stop_reason
+
+
+def test_stop_reason_projects_the_next_epoch_and_keeps_whole_cycles():
+    # The first epoch compiles: it counts only while it is the only one.
+    assert stop_reason(now=0, stop_at=50, epochs_done=1, durations=[60.0], cycle_epochs=20) is not None
+    assert stop_reason(now=0, stop_at=50, epochs_done=2, durations=[60.0, 2.0], cycle_epochs=20) is None
+    assert "next epoch" in stop_reason(0, 2.5, 5, [60.0, 2.0, 2.0, 3.0], 20)
+    # At a cycle's end: stop when a whole further cycle would not fit, go on when it would.
+    assert "cycle" in stop_reason(0, 30, 20, [60.0] + [2.0] * 19, 20)
+    assert stop_reason(0, 50, 20, [60.0] + [2.0] * 19, 20) is None
+    assert stop_reason(0, 30, 21, [60.0] + [2.0] * 20, 20) is None  # mid-cycle: only the next epoch counts
+    assert stop_reason(0, 30, 0, [], 20) is None
+
+
+def test_plan_epochs_rounds_to_whole_cycles_or_stretches_one():
+    assert plan_epochs(300, 1.5, 100, 20) == (100, None)  # everything fits: the recipe's 100
+    assert plan_epochs(100, 1.5, 100, 20) == (60, None)  # 66 fit: three whole cycles
+    assert plan_epochs(30, 2.0, 100, 20) == (15, 7.5)  # less than a cycle: one cycle over 15 epochs
+    assert plan_epochs(1, 5.0, 100, 20) == (1, 0.5)  # never zero epochs
+    assert plan_epochs(10, None, 100, 20) == (100, None)  # no estimate: the Deadline callback decides
+    assert plan_epochs(60, 1.0, 2, 20) == (2, 1.0)  # the tiny mode's cap
+
+
+
+def test_cycle_epochs_is_a_whole_rise_and_fall():
+    assert cycle_epochs(25) == 50
+    assert cycle_epochs(7.5) == 15
+
+
+def _fit(tmp_path, callbacks, **limits):
+    L.seed_everything(0, verbose=False)
+    datamodule = CIFAR100DataModule(batch_size=32, quick=True, num_workers=0, augment=None, mix=None)
+    trainer = L.Trainer(max_epochs=limits.pop("max_epochs", 1), logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        callbacks=callbacks, **limits)  # fmt: skip
+    trainer.fit(ViTModule("vit_tiny"), datamodule)
+    return trainer
+
+
+def test_the_warm_up_projects_a_whole_epoch_from_a_few_batches(tmp_path):
+    path = tmp_path / "warm_up.json"
+    _fit(tmp_path, [WarmUp(path)], max_epochs=2, limit_train_batches=3, limit_val_batches=1)
+    warm = read_warm_up(path)
+    assert warm["train_batches"] == 512 // 32 and warm["val_batches"] == 256 // 32  # whole loaders, not the limits
+    assert warm["epoch_s"] == pytest.approx(16 * warm["train_batch_s"] + 8 * warm["val_batch_s"])
+    assert warm["startup_s"] >= 0
+    # The projection against a whole epoch timed the same way (generous: the machine may be busy).
+    start = time.perf_counter()
+    _fit(tmp_path, [])
+    whole = time.perf_counter() - start
+    assert 0.2 * whole < warm["epoch_s"] < 2.0 * whole, (warm, whole)
+
+
+def test_the_deadline_stops_at_an_epoch_end_when_the_next_epoch_would_not_fit(tmp_path, capsys):
+    deadline = Deadline(stop_at=time.time() + 3600, cycle_epochs=0, verbose=False)
+    trainer = _fit(tmp_path, [deadline], max_epochs=3, limit_train_batches=2, limit_val_batches=1)
+    assert trainer.current_epoch == 3 and capsys.readouterr().out == ""  # in time: quiet, every epoch
+    deadline = Deadline(stop_at=time.time() + 0.01, cycle_epochs=0, verbose=False)
+    trainer = _fit(tmp_path, [deadline], max_epochs=3, limit_train_batches=2, limit_val_batches=1)
+    assert trainer.current_epoch == 1  # past the stop mid-epoch 1: stopped after its step, not later
+    assert "stopping" in capsys.readouterr().out  # a stop is always said

@@ -1,0 +1,171 @@
+"""Training to a time budget: the epochs planned from a measured warm-up, so that the learning-rate
+schedule ends where it should, and a stop at an epoch end should the plan prove too hopeful.
+
+:class:`WarmUp` times a short fit (a few batches per epoch, two epochs: the first one pays for
+start-up and compiling) and writes the seconds of one whole epoch; :func:`plan_epochs` turns the
+seconds left into whole learning-rate cycles (or one cycle stretched over what fits);
+:class:`Deadline` ends training at an epoch end before the stop time. Chapter 6 trains the book's
+recipe to a budget with them, and the GPU run command to its deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from .files import write_json_atomic
+from .throughput import ThroughputMonitor
+
+
+def stop_reason(now: float, stop_at: float, epochs_done: int, durations: list[float], cycle_epochs: int) -> str | None:
+    """Why training should stop after ``epochs_done`` epochs, or None to go on.
+
+    The next epoch is projected as the slowest of the last three (the first one only while it is
+    alone: it includes compiling). A run that stops early should still end where a learning-rate
+    cycle ends, at its low rate: so at a cycle's end it also stops when a whole further cycle would
+    not fit.
+    """
+    recent = durations[1:][-3:] or durations[-1:]
+    if not recent:
+        return None
+    epoch, left = max(recent), stop_at - now
+    if left < epoch:
+        return f"the next epoch (about {epoch:.1f} s) would end after the stop ({left:.0f} s left)"
+    if cycle_epochs and epochs_done % cycle_epochs == 0 and left < epoch * cycle_epochs:
+        return f"a further {cycle_epochs}-epoch LR cycle (about {epoch * cycle_epochs:.0f} s) would not end in time"
+    return None
+
+
+class Deadline(L.Callback):
+    """Ends training at an epoch end before ``stop_at`` (``time.time()`` seconds), by :func:`stop_reason`.
+
+    Past ``stop_at`` in the middle of an epoch (an estimate gone wrong) it stops after the current
+    step. Either way the fit ends the normal way: checkpoints and ``metrics.json`` are written.
+    """
+
+    def __init__(self, stop_at: float, cycle_epochs: int = 0, verbose: bool = True) -> None:
+        self.stop_at, self.cycle_epochs, self.verbose = stop_at, cycle_epochs, verbose
+        self.durations: list[float] = []
+        self.last = time.time()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.last = time.time()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if time.time() > self.stop_at and not trainer.should_stop:
+            print("deadline: the stop time has passed mid-epoch; stopping after this step", flush=True)
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # Lightning validates before this hook, so a duration covers training, validation and checkpoints.
+        now = time.time()
+        self.durations.append(now - self.last)
+        self.last = now
+        done = trainer.current_epoch + 1
+        top1 = trainer.callback_metrics.get("val/top1")
+        val = "" if top1 is None else f", val top-1 {float(top1):.2%}"
+        if self.verbose:  # a stop is printed either way
+            print(f"deadline: epoch {done}/{trainer.max_epochs} took {self.durations[-1]:.1f} s{val}; "
+                  f"{self.stop_at - now:.0f} s to the stop", flush=True)  # fmt: skip
+        reason = stop_reason(now, self.stop_at, done, self.durations, self.cycle_epochs)
+        if reason and done < (trainer.max_epochs or 0):
+            print(f"deadline: stopping after epoch {done}: {reason}", flush=True)
+            trainer.should_stop = True
+
+
+def plan_epochs(seconds: float, epoch_s: float | None, max_epochs: int, cycle_epochs: int) -> tuple[int, float | None]:
+    """(epochs, ``half_cycle_epochs`` to set or None) for ``seconds`` of epochs of ``epoch_s`` each.
+
+    Whole LR cycles when at least one fits, so that the run ends at the cycle's low rate; fewer
+    epochs than a cycle get one cycle stretched to fit. Without an estimate: ``max_epochs``, and
+    :class:`Deadline` decides.
+    """
+    fits = max_epochs if epoch_s is None else min(max_epochs, int(seconds // epoch_s))
+    if cycle_epochs and fits >= cycle_epochs:
+        return fits - fits % cycle_epochs, None
+    fits = max(1, fits)
+    return fits, fits / 2
+
+
+class WarmUp(L.Callback):
+    """Times a short fit and writes ``path`` (JSON): the seconds of one whole epoch, projected from
+    the last timed epoch's batches to the full training and validation loaders, and the start-up
+    (from the fit's start to its first batch: building the model, the data on the device).
+
+    Run it on a fit with ``limit_train_batches`` / ``limit_val_batches`` of a few batches and
+    ``max_epochs=2``: the first epoch includes compiling and warming the kernels up, the second is
+    the one measured.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.created = time.perf_counter()
+        self.startup_s: float | None = None
+        self.epoch_start = self.val_start = self.val_s = 0.0
+        self.timed: dict[str, float] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # A warm-up times epochs; the bare-step measurement at the end of a fit would cost more
+        # than the warm-up itself on a CPU.
+        for callback in trainer.callbacks:
+            if isinstance(callback, ThroughputMonitor):
+                callback.bare_steps = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        _synchronize(module)
+        self.epoch_start = time.perf_counter()
+        self.val_s = 0.0
+        if self.startup_s is None:
+            self.startup_s = self.epoch_start - self.created
+
+    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        _synchronize(module)  # the training steps still queued on a GPU are training time
+        self.val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        _synchronize(module)
+        self.val_s += time.perf_counter() - self.val_start
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # Lightning validates before this hook, so the epoch's validation is in val_s.
+        _synchronize(module)
+        train_s = time.perf_counter() - self.epoch_start - self.val_s
+        val_batches = sum(trainer.num_val_batches) if trainer.num_val_batches else 0
+        self.timed = {
+            "train_batch_s": train_s / max(1, trainer.num_training_batches),
+            "val_batch_s": self.val_s / val_batches if val_batches else 0.0,
+        }
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # The loaders' own lengths are those of whole epochs (the limits apply in the loops).
+        train_batches = len(trainer.train_dataloader)
+        val_loaders = trainer.val_dataloaders
+        val_loaders = val_loaders if isinstance(val_loaders, (list, tuple)) else [val_loaders] if val_loaders else []
+        val_batches = sum(len(loader) for loader in val_loaders)
+        epoch_s = train_batches * self.timed["train_batch_s"] + val_batches * self.timed["val_batch_s"]
+        write_json_atomic(self.path, {
+            "epoch_s": epoch_s, "startup_s": self.startup_s or 0.0, "train_batches": train_batches,
+            "val_batches": val_batches, **self.timed,
+        })  # fmt: skip
+
+
+def _synchronize(module: L.LightningModule) -> None:
+    # A GPU runs the queued steps after Python moved on: time them done, not queued.
+    if module.device.type == "cuda":
+        torch.cuda.synchronize(module.device)
+
+
+def read_warm_up(path: str | Path) -> dict[str, Any]:
+    """What :class:`WarmUp` wrote to ``path``."""
+    return json.loads(Path(path).read_text())
+
+
+def cycle_epochs(half_cycle_epochs: float) -> int:
+    """Epochs of one whole triangular cycle (up and down again)."""
+    return math.ceil(2 * half_cycle_epochs)
