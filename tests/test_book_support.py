@@ -58,35 +58,13 @@ def test_data_source_rejects_unknown_kind() -> None:
         book.DataSource("imagenet", None, "")
 
 
-def test_budget_is_full_only_with_a_gpu_and_the_official_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    official = book.DataSource("cifar100", tmp_path, "CIFAR-100")
-    subset = book.DataSource("subset", tmp_path, "subset")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert not book.training_budget(official).full
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    a100 = hardware.Capabilities("NVIDIA A100-SXM4-40GB", (8, 0), 12)
-    monkeypatch.setattr(hardware.Capabilities, "detect", classmethod(lambda cls: a100))
-    full = book.training_budget(official, preset="slvit")
-    assert full.full and full.preset == "slvit" and full.max_epochs == 100 and "full recipe" in full.describe()
-    assert full.precision == "bf16-mixed"
-    assert "limit_train_batches" not in full.trainer_kwargs()
-    assert not book.training_budget(subset).full
-    short = book.training_budget(official, short=True)
-    assert not short.full and short.trainer_kwargs()["limit_train_batches"] == short.limit_train_batches
-
-
-def test_train_logs_per_epoch_history(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("VITLIB_QUICK", "1")
-    monkeypatch.setattr(book, "runs_root", lambda: tmp_path)
-    source = book.data_source()
-    budget = book.training_budget(source, max_epochs=2)
-    module, trainer = book.train(source, budget, name="t")
-    assert trainer.global_step == 2 * budget.limit_train_batches
-    history = book.epoch_history(trainer)
-    assert [epoch for epoch, _ in history["train/loss"]] == [0, 1]
-    assert [epoch for epoch, _ in history["val/top1"]] == [0, 1]
-    probs, labels = book.predict(module, trainer.datamodule.val_dataloader())
-    assert probs.shape == (len(labels), 100) and torch.allclose(probs.sum(dim=1), torch.ones(len(labels)))
+def test_the_demonstration_budget_is_seconds_of_a_tiny_model_and_one_lr_triangle() -> None:
+    budget = book.training_budget(max_epochs=6)
+    assert budget.preset == "vit_tiny" and budget.max_epochs == 6
+    assert budget.schedule.name == "cyclic" and 2 * budget.schedule.half_cycle_epochs == 6  # ends at the low rate
+    kwargs = budget.trainer_kwargs()
+    assert kwargs["limit_train_batches"] == budget.limit_train_batches and kwargs["precision"] == "32-true"
+    assert "not a result" in budget.describe()
 
 
 def test_predict_runs_batches_on_the_chosen_device_without_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -305,11 +283,11 @@ def test_without_a_checkout_comparison_records_are_fetched_run_by_run(monkeypatc
     monkeypatch.setattr(book, "load_record", fetch)
     study = book.ablation_records()
     assert sorted(r["name"] for r in study) == sorted(ablation.run_name(*run) for run in ablation.planned_runs() if run[0] != "no-mix")
-    assert all(a.startswith(f"{results.RECORDS_URL}ablation/") for a in asked)
+    assert all(a.startswith(f"{results.records_url()}ablation/") for a in asked)
     asked.clear()
     names = {r["name"] for r in book.grid_records()}
     assert {"spt-lsa-seed1", "spt-lsa-seed2", "patch-mhsa-seed2"} <= names and len(names) == 10
-    assert all(a.startswith(f"{results.RECORDS_URL}grid/") for a in asked)
+    assert all(a.startswith(f"{results.records_url()}grid/") for a in asked)
 
 
 def test_recipe_configs_ship_with_the_package() -> None:
@@ -320,17 +298,6 @@ def test_recipe_configs_ship_with_the_package() -> None:
     assert cycles == int(cycles) >= 1
     assert book.recipe_config("cpu")["model"]["schedule"]["name"] == "cosine"
     assert book.recipe_config("no_such_recipe") is None
-
-
-def test_a_full_run_leaves_a_checkpoint_and_metrics(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("VITLIB_QUICK", "1")
-    monkeypatch.setattr(book, "runs_root", lambda: tmp_path)
-    full = book.TrainingBudget(True, "vit_tiny", 1, 64, 2, 1, "32-true", 0)  # "full", but tiny
-    _, trainer = book.train(book.data_source(), full, name="full")
-    log_dir = Path(trainer.log_dir)
-    metrics = json.loads((log_dir / "metrics.json").read_text())
-    assert metrics["config"]["model"]["preset"] == "vit_tiny" and "quick mode" in metrics["dataset"]
-    assert list((log_dir / "checkpoints").glob("*.ckpt"))
 
 
 def test_the_data_note_warns_when_the_images_are_synthetic() -> None:
@@ -353,3 +320,22 @@ def test_mirror_similarity_finds_a_left_right_symmetric_embedding() -> None:
     assert found["up-down"] < 0.9
     random = viz.mirror_similarity(torch.randn(64, 32), has_cls_token=False)
     assert abs(random["left-right"]) < 0.1 and abs(random["up-down"]) < 0.1
+
+
+def test_a_duration_reads_in_the_unit_a_reader_expects():
+    assert [book.duration(s) for s in (48, 750, 14_112)] == ["48 s", "12.5 min", "3.9 h"]
+
+
+def test_the_records_url_can_point_at_a_copy_and_a_missing_run_says_where_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vitlib import results
+
+    monkeypatch.delenv(results.RECORDS_ENV, raising=False)
+    assert results.records_url() == results.RECORDS_URL
+    monkeypatch.setenv(results.RECORDS_ENV, "http://127.0.0.1:9/results")
+    assert results.records_url() == "http://127.0.0.1:9/results/"
+    monkeypatch.setattr(book, "repository_root", lambda: None)
+    message = book.missing_run("cpu-long")
+    assert "no checkout" in message and "http://127.0.0.1:9/results/cpu-long.json" in message
+    assert results.RECORDS_ENV in message and results.REPOSITORY_URL in message
+    assert book.recorded_run("cpu-long") is None  # nothing listens on port 9: None, no traceback
+    assert "http://127.0.0.1:9/results/grid/patch-mhsa-seed0.json" in book.missing_run("patch-mhsa-seed0", "results/grid")

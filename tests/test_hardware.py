@@ -40,10 +40,3 @@ def test_detect_on_this_machine_matches_torch():
 
     assert (caps.gpu is not None) == torch.cuda.is_available()
     assert choose(caps).channels_last is False
-
-
-def test_the_full_budget_trains_in_the_chosen_precision(monkeypatch):
-    monkeypatch.setattr(book.torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(hardware.Capabilities, "detect", classmethod(lambda cls: T4))
-    budget = book.training_budget(book.DataSource("cifar100", Path("data"), "CIFAR-100"))
-    assert budget.full and budget.precision == "16-mixed" and "Tesla T4" in budget.describe()

@@ -9,8 +9,8 @@ caption states the outcome:
   ``$VITLIB_DATA`` (default ``<repository>/data``, downloaded there when the network allows),
   md5-verified; or, when those files fail the md5 check, the real images they hold, read as a
   subset; and when there is no dataset at all, synthetic data again, saying why.
-* the **training budget** (:func:`training_budget`): the full recipe on a GPU with the full
-  dataset, a short demonstration run otherwise.
+* the **demonstration budget** (:func:`training_budget`): runs of seconds, for the chapters that
+  train while they run (chapter 6's own training to a time budget is :mod:`vitlib.own_run`).
 * the **trained model** (:func:`recorded_run`): the recorded run committed in ``results/`` (or
   fetched from the repository by URL), else ``None``, and the notebook says what it cannot show.
 """
@@ -29,10 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import yaml
-from lightning.pytorch.loggers import CSVLogger
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from .data import (
@@ -47,10 +45,9 @@ from .data import (
     identify_cifar100,
     quick_mode,
 )
-from .cli import CONFIG_DIR, MetricsWriter
-from .module import ViTModule
-from . import ablation, grid, hardware, results
-from .results import RecordedRun, load_record, read_history
+from .cli import CONFIG_DIR
+from . import ablation, grid, results
+from .results import RecordedRun, load_record
 from .schedule import ScheduleConfig
 
 # cifar100: the official release (md5-verified); cifar100-q75: the complete JPEG quality-75 copy;
@@ -136,52 +133,36 @@ def data_source(root: str | Path | None = None, download: bool = True) -> DataSo
 
 @dataclass(frozen=True)
 class TrainingBudget:
-    """How much a notebook trains: the recipe, its length, and how many batches make an epoch."""
+    """A demonstration run of seconds on a CPU (chapter 5's range test): the model, its length,
+    and how many batches make an epoch. Chapter 6's real training is :mod:`vitlib.own_run`."""
 
-    full: bool
     preset: str
     max_epochs: int
     batch_size: int
-    limit_train_batches: int | None  # None: the whole training set each epoch
-    limit_val_batches: int | None
+    limit_train_batches: int
+    limit_val_batches: int
     precision: str
     num_workers: int | None  # data-loading processes; None: the DataModule's default
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    fast_path: str = ""  # what hardware.choose() picked for this machine, and why
 
     def describe(self) -> str:
-        if self.full:
-            return f"full recipe: {self.preset}, {self.max_epochs} epochs, batch {self.batch_size} ({self.fast_path})"
         return (
             f"short demonstration run: {self.preset}, {self.max_epochs} epochs of {self.limit_train_batches} "
-            f"batches of {self.batch_size} (not a result; a full run needs a GPU and the dataset)"
+            f"batches of {self.batch_size} (not a result)"
         )
 
     def trainer_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"max_epochs": self.max_epochs, "precision": self.precision}
-        if self.limit_train_batches is not None:
-            kwargs["limit_train_batches"] = self.limit_train_batches
-        if self.limit_val_batches is not None:
-            kwargs["limit_val_batches"] = self.limit_val_batches
-        return kwargs
+        return {"max_epochs": self.max_epochs, "precision": self.precision,
+                "limit_train_batches": self.limit_train_batches, "limit_val_batches": self.limit_val_batches}  # fmt: skip
 
 
-def training_budget(
-    source: DataSource, preset: str = "vit", max_epochs: int | None = None, short: bool = False
-) -> TrainingBudget:
-    """The full recipe (``configs/reference.yaml``: ``preset``, 100 epochs, batch 256, in the
-    precision :func:`vitlib.hardware.choose` picks for the GPU) when a
-    GPU and the official dataset are both there and ``short`` is off; else a run of seconds on
-    ``vit_tiny`` with one triangle of the cyclical schedule (for side-by-side comparisons, which
-    would take several full runs)."""
-    if source.kind == "cifar100" and torch.cuda.is_available() and not short:
-        path = hardware.choose()
-        return TrainingBudget(True, preset, max_epochs or 100, 256, None, None, path.precision, None, fast_path=path.describe())
+def training_budget(max_epochs: int | None = None) -> TrainingBudget:
+    """A run of seconds on ``vit_tiny`` with one triangle of the cyclical schedule."""
     epochs = max_epochs or 4
     # One rise and fall of the triangular policy over the short run; a tiny model takes a larger LR.
     schedule = ScheduleConfig(name="cyclic", base_lr=2e-4, max_lr=2e-3, half_cycle_epochs=epochs / 2)
     # Small batches: on a CPU the per-image augmentation, not the tiny model, sets the pace.
-    return TrainingBudget(False, "vit_tiny", epochs, 32, 5, 2, "32-true", 0, schedule)
+    return TrainingBudget("vit_tiny", epochs, 32, 5, 2, "32-true", 0, schedule)
 
 
 def runs_root() -> Path:
@@ -189,32 +170,6 @@ def runs_root() -> Path:
     temporary folder outside a checkout."""
     root = repository_root()
     return root / "runs" / "book" if root else Path(tempfile.gettempdir()) / "vitlib-book-runs"
-
-
-def train(
-    source: DataSource, budget: TrainingBudget, preset: str | None = None, name: str | None = None, **overrides: Any
-) -> tuple[ViTModule, L.Trainer]:
-    """Train ``preset`` (default: the budget's) on ``source`` within ``budget``; ``overrides`` are
-    ViTConfig fields. Logs ``metrics.csv`` under :func:`runs_root`; returns the module and trainer."""
-    preset = preset or budget.preset
-    L.seed_everything(0, workers=True, verbose=False)
-    module = ViTModule(preset, overrides=overrides, schedule=budget.schedule)
-    datamodule = source.datamodule(batch_size=budget.batch_size, num_workers=budget.num_workers)
-    logger = CSVLogger(runs_root(), name=name or preset)
-    with quiet_lightning():
-        trainer = L.Trainer(
-            **budget.trainer_kwargs(),
-            logger=logger,
-            # A full run leaves a checkpoint and metrics.json, to be recorded with vitlib.results.
-            callbacks=[MetricsWriter()] if budget.full else [],
-            enable_checkpointing=budget.full,
-            enable_progress_bar=budget.full,
-            enable_model_summary=False,
-            log_every_n_steps=1,
-            default_root_dir=str(runs_root()),
-        )
-        trainer.fit(module, datamodule)
-    return module, trainer
 
 
 @contextlib.contextmanager
@@ -243,7 +198,19 @@ def recorded_run(name: str = BOOK_RUN) -> RecordedRun | None:
     """The recorded run ``name`` from this checkout's ``results/``, else from the repository on
     GitHub (Colab); ``None`` when neither has it. Never trains."""
     root = repository_root()
-    return load_record(name, folder=root / "results" if root else None, url=results.RECORDS_URL)
+    return load_record(name, folder=root / "results" if root else None, url=results.records_url())
+
+
+def missing_run(name: str = BOOK_RUN, folder: str = "results") -> str:
+    """Why :func:`recorded_run` found nothing, and what to do: one sentence for the chapter."""
+    root = repository_root()
+    url = results.records_url()
+    here = f"not in {root / folder}" if root else "no checkout of the book here"
+    there = f"not at {url}{'' if folder == 'results' else Path(folder).name + '/'}{name}.json either (offline, or not published there)" if url else "no records URL set"
+    return (
+        f"No recorded run '{name}' ({here}; {there}). Open the chapter in a clone of {results.REPOSITORY_URL}, "
+        f"or set {results.RECORDS_ENV} to a copy of its results/ folder."
+    )
 
 
 def grid_run(stem: str, attention: str, seed: int = 0) -> RecordedRun | None:
@@ -253,7 +220,8 @@ def grid_run(stem: str, attention: str, seed: int = 0) -> RecordedRun | None:
 
 def _comparison_run(folder: str, name: str) -> RecordedRun | None:
     root = repository_root()
-    return load_record(name, folder=root / folder if root else None, url=f"{results.RECORDS_URL}{Path(folder).name}/")
+    url = results.records_url()
+    return load_record(name, folder=root / folder if root else None, url=f"{url}{Path(folder).name}/" if url else None)
 
 
 def _comparison_records(folder: str, planned: Callable[[dict[str, dict[str, Any]]], list[str]]) -> list[dict[str, Any]]:
@@ -287,6 +255,13 @@ def recipe_config(name: str = "cpu_long") -> dict[str, Any] | None:
     checkout) as a dict; ``None`` when there is none of that name."""
     path = CONFIG_DIR / f"{name}.yaml"
     return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as a reader reads a run's length: "48 s", "12.5 min", "3.9 h"."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
 def device() -> torch.device:
@@ -329,11 +304,6 @@ def examples(source: DataSource, count: int = 8, train: bool = False) -> tuple[t
     chosen = (first_of_class + [i for i in range(len(labels)) if i not in set(first_of_class)])[:count]
     images = torch.from_numpy(dataset.data[chosen]).permute(0, 3, 1, 2).float() / 255
     return images, labels[chosen]
-
-
-def epoch_history(trainer: L.Trainer) -> dict[str, list[tuple[int, float]]]:
-    """Per-epoch metrics of a finished :func:`train` run (see :func:`vitlib.results.read_history`)."""
-    return read_history(Path(trainer.logger.log_dir) / "metrics.csv")
 
 
 def predict(model: torch.nn.Module, loader: Any, on: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import http.client
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -98,7 +99,7 @@ def _stopped_run(run_dir: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[str, int]]:
+def export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """The run's ``last.ckpt`` as a ``save_pretrained`` folder: ``(its folder name, sha256 and
     bytes; the model's parameters and FLOPs per image)``."""
     ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -192,6 +193,7 @@ def record_run(
     weights: bool = True,
     unfinished: bool = False,
     note: str | None = None,
+    size: dict[str, int] | None = None,
 ) -> Path:
     """Write ``out_dir/<name>.json`` from a finished run's ``metrics.json``; returns its path.
 
@@ -208,13 +210,37 @@ def record_run(
     ``metrics.csv``), the timing of ``ThroughputMonitor`` and, with ``weights``, the last
     checkpoint's weights exported to ``out_dir/<name>/`` by ``save_pretrained`` (config.json +
     model.safetensors, with their sha256 in the record) for ``from_pretrained``, and the model's
-    size (parameters, FLOPs per image).
+    size (parameters, FLOPs per image); without ``weights``, ``size`` is recorded as given.
 
     Record right after the run, on the machine that ran it: the commit and hardware are read from
     the checkout and machine at hand (``hardware`` overrides the latter). The default command
     repeats the run exactly from the ``config.yaml`` that Lightning saved with it. Runs on
     synthetic data (quick mode) are refused: they are demonstrations, not results.
     """
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ValueError(f"name must be a plain file name without slashes; got {name!r}")
+    payload = run_record(run_dir, name, command, hardware, unfinished, note)
+    if "quick mode" in payload["dataset"]:
+        raise ValueError(f"{_parts(run_dir)[-1]} trained on {payload['dataset']}: a quick-mode run is not a result. {HOW_TO_RUN}")
+    if weights:
+        payload["weights"], payload["size"] = export_weights(_parts(run_dir)[-1], Path(out_dir) / name)
+    elif size is not None:
+        payload["size"] = size  # a model export_weights does not know (the CNN baseline) gives its own
+    path = Path(out_dir) / f"{name}.json"
+    write_json_atomic(path, payload)
+    return path
+
+
+def run_record(
+    run_dir: str | Path | Sequence[str | Path],
+    name: str,
+    command: str | None = None,
+    hardware: str | None = None,
+    unfinished: bool = False,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """What :func:`record_run` writes, without the weights: provenance, metrics, config, timing
+    and history of the run in ``run_dir`` (one folder, or the parts of a resumed fit)."""
     parts = _parts(run_dir)
     run_dir = parts[-1]
     metrics_file = run_dir / "metrics.json"
@@ -223,18 +249,12 @@ def record_run(
             f"{metrics_file} not found: pass the folder of a finished run (runs/vitlib/version_N), "
             "written by `python -m vitlib fit` or `test` (or record a stopped one with unfinished=True)"
         )
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise ValueError(f"name must be a plain file name without slashes; got {name!r}")
     if metrics_file.is_file():
         run = json.loads(metrics_file.read_text())
     else:
         run = _stopped_run(run_dir)
         metrics_file = run_dir / "metrics.csv"
     dataset = run.get("dataset", "unknown")
-    if "quick mode" in dataset:
-        raise ValueError(
-            f"{run_dir} trained on {dataset}: a quick-mode run is not a result. {HOW_TO_RUN}"
-        )
     finished = datetime.fromtimestamp(metrics_file.stat().st_mtime, tz=timezone.utc)
     config = run.get("config", {})
     history = _merged_history(parts)
@@ -266,11 +286,7 @@ def record_run(
         "note": note,
         "history": history,
     }
-    if weights:
-        payload["weights"], payload["size"] = _export_weights(run_dir, Path(out_dir) / name)
-    path = Path(out_dir) / f"{name}.json"
-    write_json_atomic(path, payload)
-    return path
+    return payload
 
 
 # The book's repository (the same as _config.yml's repository.url, which the launch buttons use;
@@ -278,6 +294,15 @@ def record_run(
 # and weights.
 REPOSITORY_URL = "https://github.com/vitlib/vit-cifar100-book"
 RECORDS_URL = f"{REPOSITORY_URL.replace('https://github.com/', 'https://raw.githubusercontent.com/')}/main/results/"
+# A copy of the results folder served elsewhere (a mirror, a machine without internet access).
+RECORDS_ENV = "VITLIB_RECORDS_URL"
+
+
+def records_url() -> str | None:
+    """Where a chapter without a checkout fetches the records: ``$VITLIB_RECORDS_URL``, else
+    :data:`RECORDS_URL`; always ending in ``/``."""
+    url = os.environ.get(RECORDS_ENV, "").strip() or RECORDS_URL
+    return url if url is None or url.endswith("/") else f"{url}/"
 
 
 @dataclass(frozen=True)
@@ -307,8 +332,9 @@ class RecordedRun:
     def describe(self) -> str:
         """One line of provenance for a caption: run, epochs, hardware, data, commit, date."""
         r = self.record
+        what = "your run (trained in this runtime)" if r.get("trained_here") else f"recorded run '{r['name']}'"
         return (
-            f"recorded run '{r['name']}': {r.get('epochs') or '?'} epochs on {r['hardware']}, {r['dataset']}, "
+            f"{what}: {r.get('epochs') or '?'} epochs on {r['hardware']}, {r['dataset']}, "
             f"commit {str(r['commit'])[:10]}, {str(r['date'])[:10]}"
         )
 

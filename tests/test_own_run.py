@@ -1,0 +1,70 @@
+"""Chapter 6's own run: when it trains, for how long, what it says, and which run chapter 7 finds."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from vitlib import book, hardware, own_run
+
+
+REAL = book.DataSource("cifar100", Path("data"), "CIFAR-100")
+SYNTHETIC = book.DataSource("synthetic", None, "synthetic data (quick mode)")
+
+
+def test_the_budget_is_the_minutes_on_a_gpu_with_real_data_only(monkeypatch):
+    monkeypatch.delenv(own_run.SECONDS_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert own_run.budget_seconds(15, REAL) is None
+    assert "Nothing trains (no GPU here)" in own_run.what_trains(None, REAL)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    assert own_run.budget_seconds(15, REAL) == 900
+    assert own_run.budget_seconds(15, SYNTHETIC) is None
+    assert "no CIFAR-100 here" in own_run.what_trains(None, SYNTHETIC)
+    assert own_run.what_trains(900, REAL).startswith("This chapter trains the book's recipe for 15.0 min on Tesla T4")
+    with pytest.raises(ValueError, match="minutes > 0"):
+        own_run.budget_seconds(0, REAL)
+
+
+def test_the_environment_variable_forces_training_anywhere_and_is_checked(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(own_run.SECONDS_ENV, "45")
+    assert own_run.budget_seconds(15, SYNTHETIC) == 45.0
+    assert f"({own_run.SECONDS_ENV} is set)" in own_run.what_trains(45.0, SYNTHETIC)
+    for bad in ("soon", "0", "-3"):
+        monkeypatch.setenv(own_run.SECONDS_ENV, bad)
+        with pytest.raises(ValueError, match=own_run.SECONDS_ENV):
+            own_run.budget_seconds(15, SYNTHETIC)
+
+
+def test_the_plan_says_its_epochs_cycles_and_fast_path():
+    path = hardware.choose(hardware.Capabilities("NVIDIA A100-SXM4-40GB", (8, 0), 8))
+    two = own_run.Plan(900, 0, 100, 25, 50, 8.0, 20.0, path)
+    assert two.describe().startswith("100 epochs of about 8.0 s each (timed in a warm-up) for a budget of 15.0 min: 2 learning-rate cycles of 50 epochs")
+    assert "bf16" in two.describe()
+    one = own_run.Plan(900, 0, 30, 15, 30, 28.0, 20.0, path)
+    assert "one learning-rate cycle of 30 epochs" in one.describe()
+
+
+def _finished_run(root: Path, version: int, dataset: str, mtime: float) -> Path:
+    folder = root / "vitlib" / f"version_{version}"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"dataset": dataset}))
+    os.utime(folder / "metrics.json", (mtime, mtime))
+    return folder
+
+
+def test_chapter_7_finds_the_newest_real_run_and_passes_over_quick_mode(tmp_path, monkeypatch):
+    assert own_run.latest(tmp_path) is None
+    _finished_run(tmp_path, 0, "CIFAR-100 (JPEG q75 copy)", 1_000)
+    _finished_run(tmp_path, 1, "synthetic data in the CIFAR-100 layout (quick mode)", 2_000)
+    seen = []
+    monkeypatch.setattr(own_run.results, "run_record", lambda run_dir, name: seen.append(run_dir.name) or {"name": name})
+    monkeypatch.setattr(own_run.results, "export_weights", lambda run_dir, folder: ({"folder": folder.name}, {}))
+    run = own_run.latest(tmp_path)
+    assert seen == ["version_0"] and run.record["trained_here"] and run.name == own_run.NAME
+    own_run.latest(tmp_path, real=False)
+    assert seen[-1] == "version_1"  # chapter 6 itself takes the run it just trained, whatever the data

@@ -1,0 +1,177 @@
+"""Chapter 6's own run: the book's recipe trained where the notebook runs, within a time budget,
+and found again by chapter 7.
+
+On a GPU with the real data, chapter 6 trains ``configs/cpu_long.yaml`` (the recipe of the recorded
+long run) for ``TRAIN_MINUTES``: :func:`plan` times a warm-up (:class:`vitlib.timed.WarmUp`: two
+epochs of a few batches) and sets the epochs and the length of the learning-rate cycle so that the
+schedule ends, at its lowest rate, when the budget does (whole cycles of the recipe when they fit,
+one cycle stretched over the run otherwise); :func:`train` runs exactly what ``python -m vitlib
+fit --config cpu_long`` runs with those two settings, on the fast path
+:func:`vitlib.hardware.choose` picks, with Lightning's progress bar. The run lands in
+``runs/book/recipe/vitlib/version_N/`` of a checkout (a temporary folder elsewhere):
+``checkpoints/last.ckpt``, ``metrics.csv``, ``metrics.json``, the ``config.yaml`` it ran with.
+:func:`latest` reads the newest finished one back as a :class:`~vitlib.results.RecordedRun`.
+
+``VITLIB_TRAIN_SECONDS=N`` trains for ``N`` seconds wherever the notebook runs (a CPU, quick
+mode's synthetic data), so that the cells a GPU runs are executed by ``pytest --nbmake`` too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from . import cli, hardware, results, timed
+from .book import DataSource, quiet_lightning, runs_root
+from .results import RecordedRun
+
+CONFIG = "cpu_long"  # the recipe of the recorded long run (results/cpu-long.json)
+SECONDS_ENV = "VITLIB_TRAIN_SECONDS"
+WARM_UP_BATCHES = (20, 4)  # training and validation batches per warm-up epoch
+NAME = "your-run"
+
+
+def budget_seconds(minutes: float, source: DataSource) -> float | None:
+    """How long chapter 6 trains: ``$VITLIB_TRAIN_SECONDS`` when set, else ``minutes`` on a GPU
+    with real data, else ``None`` (no training: the chapter shows the recorded run)."""
+    forced = os.environ.get(SECONDS_ENV, "").strip()
+    if forced:
+        try:
+            seconds = float(forced)
+        except ValueError:
+            seconds = -1.0
+        if not seconds > 0:
+            raise ValueError(f"{SECONDS_ENV} must be a number of seconds > 0; got {forced!r} (unset it to train on a GPU only)")
+        return seconds
+    if not minutes > 0:
+        raise ValueError(f"the training budget must be a number of minutes > 0; got {minutes!r}")
+    return minutes * 60.0 if torch.cuda.is_available() and source.real else None
+
+
+def what_trains(seconds: float | None, source: DataSource) -> str:
+    """One line for the reader: what chapter 6 trains here (``seconds`` from :func:`budget_seconds`),
+    or why nothing trains and how to train."""
+    where = f"on {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "on the CPU"
+    if seconds is not None:
+        forced = f" ({SECONDS_ENV} is set)" if os.environ.get(SECONDS_ENV, "").strip() else ""
+        return f"This chapter trains the book's recipe for {seconds / 60:.1f} min{forced} {where}, on {source.caption}."
+    why = "no GPU here" if not torch.cuda.is_available() else f"no CIFAR-100 here ({source.caption})"
+    return (
+        f"Nothing trains ({why}): the chapter shows the recorded run. To train the recipe yourself, open "
+        "the chapter on a GPU (on Colab: Runtime > Change runtime type > GPU), or run "
+        f"`python -m vitlib fit --config {CONFIG} --data.data_dir DIR` (100 epochs; about 4 hours on two CPU cores)."
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The epochs and the LR cycle that fit a budget, from a measured warm-up."""
+
+    seconds: float
+    stop_at: float  # time.time() at which training must have ended
+    epochs: int
+    half_cycle_epochs: float
+    cycle_epochs: int
+    epoch_s: float
+    startup_s: float
+    fast_path: hardware.FastPath
+
+    def describe(self) -> str:
+        cycles = self.epochs / self.cycle_epochs
+        cycle = f"{cycles:.0f} learning-rate cycles of {self.cycle_epochs} epochs" if cycles > 1 else f"one learning-rate cycle of {self.epochs} epochs"
+        return (
+            f"{self.epochs} epochs of about {self.epoch_s:.1f} s each (timed in a warm-up) for a budget of "
+            f"{self.seconds / 60:.1f} min: {cycle}, ending at the lowest learning rate; {self.fast_path.describe()}"
+        )
+
+
+@contextlib.contextmanager
+def _explicit_data() -> Iterator[None]:
+    # Quick mode would also cap the epochs at the CLI's two: the data are named on the command
+    # line instead (--data.quick), and the plan sets the epochs.
+    saved = os.environ.pop("VITLIB_QUICK", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["VITLIB_QUICK"] = saved
+
+
+def _fit_args(source: DataSource, path: hardware.FastPath, root: Path) -> list[str]:
+    data = (
+        ["--data.quick", "true"] if source.root is None
+        else ["--data.data_dir", str(source.root), "--data.download", "false",
+              "--data.verify_md5", str(source.kind == "cifar100").lower()]
+    )  # fmt: skip
+    return ["fit", "--config", CONFIG, *data, "--data.pipeline", path.pipeline, "--model.compile", str(path.compile).lower(),
+            "--trainer.accelerator", path.accelerator, "--trainer.precision", path.precision,
+            "--trainer.default_root_dir", str(root)]  # fmt: skip
+
+
+def _callback(class_name: str, **init_args: object) -> str:
+    return "--trainer.callbacks+=" + json.dumps({"class_path": f"vitlib.timed.{class_name}", "init_args": init_args})
+
+
+def plan(source: DataSource, seconds: float) -> Plan:
+    """Time a warm-up of the recipe on ``source`` and plan the epochs that fit in ``seconds``
+    (counted from now: the warm-up is part of the budget)."""
+    start = time.time()
+    path = hardware.choose()
+    recipe = yaml.safe_load((cli.CONFIG_DIR / f"{CONFIG}.yaml").read_text())
+    with tempfile.TemporaryDirectory() as tmp, _explicit_data(), quiet_lightning():
+        out = Path(tmp) / "warm_up.json"
+        train, val = WARM_UP_BATCHES
+        cli.main([*_fit_args(source, path, Path(tmp)), "--trainer.max_epochs", "2",
+                  "--trainer.limit_train_batches", str(train), "--trainer.limit_val_batches", str(val),
+                  "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                  _callback("WarmUp", path=str(out))])  # fmt: skip
+        warm = timed.read_warm_up(out)
+    stop_at = start + seconds
+    cycle = timed.cycle_epochs(recipe["model"]["schedule"]["half_cycle_epochs"])
+    left = stop_at - time.time() - warm["startup_s"]
+    epochs, half_cycle = timed.plan_epochs(left, warm["epoch_s"], recipe["trainer"]["max_epochs"], cycle)
+    if half_cycle is not None:
+        cycle = epochs
+    return Plan(seconds, stop_at, epochs, half_cycle or cycle / 2, cycle, warm["epoch_s"], warm["startup_s"], path)
+
+
+def train(source: DataSource, planned: Plan) -> RecordedRun:
+    """Train the recipe on ``source`` as ``planned``, with a progress bar; returns the run
+    (:func:`latest`). Should an epoch take longer than the warm-up said, training stops at an epoch
+    end before the budget runs out (:class:`vitlib.timed.Deadline`), and says so."""
+    root = runs_root() / "recipe"
+    with _explicit_data(), quiet_lightning():
+        cli.main([*_fit_args(source, planned.fast_path, root), "--trainer.max_epochs", str(planned.epochs),
+                  "--model.schedule.half_cycle_epochs", str(planned.half_cycle_epochs), "--trainer.enable_model_summary", "false",
+                  _callback("Deadline", stop_at=planned.stop_at, cycle_epochs=planned.cycle_epochs, verbose=False)])  # fmt: skip
+    run = latest(root, real=False)
+    if run is None:
+        raise RuntimeError(f"training ended without a finished run under {root}: see the output above")
+    return run
+
+
+def latest(root: str | Path | None = None, real: bool = True) -> RecordedRun | None:
+    """The newest finished run under ``root`` (default ``runs/book/recipe``) as a
+    :class:`~vitlib.results.RecordedRun` (its weights exported next to it), else ``None``. With
+    ``real``, runs on quick mode's synthetic data are passed over: they have nothing to show."""
+    root = Path(root) if root is not None else runs_root() / "recipe"
+    finished = sorted(root.glob("vitlib/version_*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    if real:
+        finished = [p for p in finished if "quick mode" not in json.loads(p.read_text()).get("dataset", "")]
+    if not finished:
+        return None
+    run_dir = finished[-1].parent
+    record = results.run_record(run_dir, NAME)
+    folder = run_dir / "pretrained"
+    record["weights"], record["size"] = results.export_weights(run_dir, folder)
+    record["trained_here"] = True
+    return RecordedRun(record, str(folder))
