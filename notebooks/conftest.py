@@ -1,5 +1,6 @@
 """`pytest --nbmake notebooks` runs every chapter in vitlib's quick mode (synthetic data, short
-training), so it passes in minutes on a CPU with no dataset and no network.
+training), so it passes in minutes on a CPU with no dataset and no network. Chapter 6's training
+cells, which train on a GPU, run too, for a budget of seconds (``VITLIB_TRAIN_SECONDS``).
 
 The kernel of each notebook is started while its test runs and inherits this process's
 environment, so quick mode is switched on around each notebook only: tests collected in the same
@@ -11,7 +12,7 @@ import os
 
 import pytest
 
-NOTEBOOK_ENV = {"VITLIB_QUICK": "1"}
+NOTEBOOK_ENV = {"VITLIB_QUICK": "1", "VITLIB_TRAIN_SECONDS": "30"}
 
 
 @pytest.hookimpl(tryfirst=True)
