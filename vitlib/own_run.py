@@ -68,7 +68,7 @@ def what_trains(seconds: float | None, source: DataSource) -> str:
     return (
         f"Nothing trains ({why}): the chapter shows the recorded run. To train the recipe yourself, open "
         "the chapter on a GPU (on Colab: Runtime > Change runtime type > GPU), or run "
-        f"`python -m vitlib fit --config {CONFIG} --data.data_dir DIR` (100 epochs; about 4 hours on two CPU cores)."
+        f"`python -m vitlib fit --config {CONFIG} --data.data_dir DIR` (hours on a CPU)."
     )
 
 

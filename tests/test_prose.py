@@ -1,0 +1,96 @@
+"""The numbers the prose quotes: every quantity written by hand in a chapter's or page's text (a
+percentage, a parameter count, epochs, hours, minutes, images/s) is checked here against the
+records, the configs or the cited results it names; one that no check knows fails the test.
+Numbers printed by code cells are read from the records at build time and need no check."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from vitlib import ViTConfig, results
+from vitlib.book import recipe_config
+
+REPO = Path(__file__).resolve().parents[1]
+QUANTITY = re.compile(r"\d[\d,]*(?:\.\d+)?\s?(?:%|M-parameter|M parameters|epochs?\b|-epoch\b|hours?\b|minutes\b|images/s|img/s)")
+
+
+def _record(name: str) -> dict:
+    return json.loads((REPO / "results" / f"{name}.json").read_text())
+
+
+def _reference(which: int) -> str:
+    row = results.REFERENCE_RESULTS[which]
+    return f"{row['top-1']} {row['setting']}"
+
+
+def _grid_size_ratio() -> tuple[float, float]:
+    size = {stem: _record(f"grid/{stem}-mhsa-seed0")["size"] for stem in ("conv", "patch")}
+    return (size["conv"]["parameters"] / size["patch"]["parameters"], size["conv"]["flops_per_image"] / size["patch"]["flops_per_image"])
+
+
+def _cites(page: str, key: str) -> bool:
+    """The page cites ``key`` (a number from a paper is checked by citing the paper it is from)."""
+    path = REPO / "book" / f"{page}.md"
+    text = path.read_text() if path.is_file() else (REPO / "notebooks" / f"{page}.ipynb").read_text()
+    return f"{{cite}}`{key}`" in text
+
+
+def _tuning_epochs() -> set[tuple[int, int]]:
+    runs = [json.loads(p.read_text()) for p in sorted((REPO / "results" / "tuning").glob("*.json"))]
+    return {(r["trainer"]["max_epochs"], r["epochs"]) for r in runs}
+
+
+# (page, the phrase as written, why it is true). Each phrase must occur on its page; each check
+# reads the source the phrase is about.
+CHECKED = [
+    ("06_training", "64.92 % top-1 with a 52.6 M-parameter ViT after 100 epochs", lambda: all(x in _reference(0) for x in ("64.92 %", "52.6 M", "100 epochs"))),
+    ("06_training", "about 3 hours", lambda: "about 3 hours" in _reference(0)),
+    ("06_training", "(SPT + LSA) 56.1 %", lambda: _reference(1).startswith("56.1 %") and "SPT + LSA" in _reference(1)),
+    ("06_training", "guessing gives 1 % and 5 %", lambda: ViTConfig.from_preset("vit").num_classes == 100),
+    ("06_training", "a model trained for 100 epochs on two CPU cores", lambda: _record("cpu-long")["epochs"] == 100 and "2 cores" in _record("cpu-long")["hardware"]),
+    ("06_training", "so that the 100 epochs", lambda: recipe_config("cpu_long")["trainer"]["max_epochs"] == 100),
+    ("06_training", "is the 100-epoch recipe of the reference project", lambda: recipe_config("reference")["trainer"]["max_epochs"] == 100),
+    ("06_training", "a one-cycle cosine schedule, 20 epochs)", lambda: _record("cpu-recipe")["epochs"] == 20 and _record("cpu-recipe")["model"]["schedule"]["name"] == "cosine"),
+    ("03_spt_and_lsa", "Lee et al. trained for 100 epochs", lambda: _cites("03_spt_and_lsa", "lee2021vit")),  # the paper's own setting
+    ("intro", "Lee et al.'s gains for SPT and LSA come from 100-epoch training", lambda: _cites("intro", "lee2021vit")),
+    ("02_convolutional_stems", "about 10 % more parameters and FLOPs per image", lambda: all(1.05 < r < 1.15 for r in _grid_size_ratio())),
+    ("results", "52.6 M-parameter ViT for 100 epochs", lambda: all(x in _reference(0) for x in ("52.6 M", "100 epochs"))),
+    ("results", "50 epochs on images upscaled to 72x72", lambda: all(x in _reference(1) for x in ("50 epochs", "72x72"))),
+    ("results", "same 3-epoch schedule and stopped after 2 epochs", lambda: _tuning_epochs() == {(3, 2)}),
+    ("results", "20 epochs, which fitted within the hour", lambda: _record("cpu-recipe")["epochs"] == 20 and _record("cpu-recipe")["throughput"]["fit_wall_s"] < 3600),
+]
+
+
+def _prose() -> dict[str, str]:
+    """Each page's text as the reader reads it: markdown cells and pages, without code."""
+    pages = {}
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        pages[path.stem] = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    for path in sorted((REPO / "book").glob("*.md")):
+        pages[path.stem] = path.read_text()
+    for name, text in pages.items():
+        text = re.sub(r"\(data:image/[^)]*\)", "", text)  # the Colab badge
+        text = re.sub(r"```.*?```", "", text, flags=re.S)  # code blocks and code cells
+        text = re.sub(r"`[^`\n]*`", "", text)  # inline code: names and commands, not claims
+        pages[name] = re.sub(r"\s+", " ", text)  # lines wrap anywhere
+    return pages
+
+
+def test_every_hand_written_number_in_the_prose_is_checked():
+    unchecked = []
+    for page, text in _prose().items():
+        spans = [(m.start(), m.end()) for phrase in (p for pg, p, _ in CHECKED if pg == page) for m in re.finditer(re.escape(phrase), text)]
+        for match in QUANTITY.finditer(text):
+            if not any(start <= match.start() and match.end() <= end for start, end in spans):
+                line = text[max(0, match.start() - 60): match.end() + 30]
+                unchecked.append(f"{page}: '{match.group(0)}' in '...{line}...'")
+    assert not unchecked, "numbers in the prose that no check reads from the records (read them at build time, or add a check):\n" + "\n".join(unchecked)
+
+
+@pytest.mark.parametrize("page, phrase, check", CHECKED, ids=[f"{p}: {t[:40]}" for p, t, _ in CHECKED])
+def test_each_checked_phrase_is_on_its_page_and_true_of_its_source(page, phrase, check):
+    assert phrase in _prose()[page], f"'{phrase}' is no longer on {page}: update the check with the prose"
+    assert check(), f"{page}: '{phrase}' is not true of the records it quotes"
