@@ -48,3 +48,40 @@ def test_the_baseline_trains_with_the_packaged_config_and_its_checkpoint_rebuild
     module.load_state_dict(checkpoint["state_dict"])
     images = torch.rand(3, 3, 32, 32)
     torch.testing.assert_close(model(images), module.eval()(images))
+
+
+def test_the_finding_reads_both_records_and_says_which_is_ahead():
+    from vitlib.baseline import finding
+    from vitlib.results import recipe_row
+
+    data = {"batch_size": 128, "augment": {"flip": True}, "mix": None}
+    vit = {"metrics": {"top1": 0.514}, "size": {"parameters": 517_108}, "epochs": 20, "data": data, "dataset": "CIFAR-100"}
+    cnn = {"name": "cpu-resnet", "metrics": {"top1": 0.55}, "size": {"parameters": 472_756}, "epochs": 20, "data": data,
+           "dataset": "CIFAR-100", "model": {"depth": 32, "schedule": {"name": "cosine"}}}  # fmt: skip
+    assert finding(vit, None) is None
+    text = finding(vit, cnn)
+    assert "the same 20 epochs" in text and "ResNet-32 (0.47 M parameters) reaches 55.0%" in text
+    assert "the CNN is ahead by 3.6 points" in text
+    assert "the ViT is ahead by 3.6 points" in finding({**vit, "metrics": {"top1": 0.586}}, cnn)
+    assert "not the same budget" in finding({**vit, "epochs": 100}, cnn)
+    assert recipe_row(cnn)["model"] == "ResNet-32 (CNN)"
+
+
+def test_a_baseline_run_is_recorded_with_its_weights_and_size(tmp_path, monkeypatch):
+    import json
+
+    from safetensors.torch import load_file
+
+    from vitlib.baseline import export_weights
+
+    monkeypatch.setenv("VITLIB_QUICK", "1")
+    main(["fit", "--config", "cpu_resnet", "--model.depth", "8", "--trainer.max_epochs", "2",
+          "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    run_dir = next(tmp_path.rglob("last.ckpt")).parents[1]
+    weights, size = export_weights(run_dir, tmp_path / "out" / "tiny-resnet")
+    model = model_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
+    assert size["parameters"] == count_parameters(model) and size["flops_per_image"] > 0
+    saved = load_file(tmp_path / "out" / "tiny-resnet" / "model.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    assert json.loads((tmp_path / "out" / "tiny-resnet" / "config.json").read_text()) == {"depth": 8, "num_classes": 100}
+    assert weights["bytes"] == (tmp_path / "out" / "tiny-resnet" / "model.safetensors").stat().st_size

@@ -14,14 +14,22 @@ blocks are torchvision's ``BasicBlock``; :class:`ResNetModule` is the same
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save as save_safetensors
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from . import cli
+from . import cli, results
+from .checkpoints import load_checkpoint
+from .files import atomic_write
+from .measure import flops
+from .model import count_parameters
 from .module import ClassifierModule, OptimizerConfig
+from .pretrained import CONFIG_NAME, WEIGHTS_NAME, sha256_of
 from .schedule import ScheduleConfig
 
 WIDTHS = (16, 32, 64)
@@ -80,6 +88,44 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> CIFARResNet:
     prefix = "model."
     model.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
     return model.eval()
+
+
+def export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The run's ``last.ckpt`` as ``folder/model.safetensors`` + ``config.json`` (depth and
+    classes), for :func:`vitlib.results.record_run`: ``(weights entry, size)``."""
+    model = model_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    with atomic_write(folder / WEIGHTS_NAME) as f:
+        f.write(save_safetensors(weights, metadata={"format": "pt", "library": "vitlib", "model": "CIFARResNet"}))
+    with atomic_write(folder / CONFIG_NAME, "w") as f:
+        json.dump({"depth": model.depth, "num_classes": model.num_classes}, f, indent=2)
+    path = folder / WEIGHTS_NAME
+    size = {"parameters": count_parameters(model), "flops_per_image": flops(model, torch.zeros(1, 3, 32, 32))}
+    return {"folder": folder.name, "sha256": sha256_of(path), "bytes": path.stat().st_size}, size
+
+
+def record(run_dir: str | Path, name: str = "cpu-resnet", out_dir: str | Path = "results", note: str | None = None) -> Path:
+    """Record a finished baseline run like every run of the book (:func:`vitlib.results.record_run`)."""
+    return results.record_run(run_dir, name, out_dir, note=note, exporter=export_weights)
+
+
+def finding(vit: dict[str, Any] | None, cnn: dict[str, Any] | None) -> str | None:
+    """The comparison of the CPU recipe's ViT record with the CNN baseline's, in one sentence read
+    from the two records; ``None`` until both are recorded."""
+    if not (vit and cnn):
+        return None
+    v, c = vit["metrics"]["top1"], cnn["metrics"]["top1"]
+    size = lambda r: f"{(r.get('size') or {}).get('parameters', 0) / 1e6:.2f} M parameters"  # noqa: E731
+    epochs = vit.get("epochs")
+    same = epochs == cnn.get("epochs") and vit.get("data") == cnn.get("data")
+    budget = f"the same {epochs} epochs, data pipeline and schedule" if same else "their own recipes (not the same budget)"
+    verdict = (
+        f"the CNN is ahead by {100 * (c - v):.1f} points" if c > v else f"the ViT is ahead by {100 * (v - c):.1f} points"
+    )
+    return (
+        f"Under {budget}, ResNet-{cnn['model']['depth']} ({size(cnn)}) reaches {c:.1%} top-1 and the convolutional-stem "
+        f"ViT ({size(vit)}) {v:.1%}: {verdict} (test split, last epoch, {cnn['dataset']})."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

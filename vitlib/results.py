@@ -19,7 +19,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -193,7 +193,7 @@ def record_run(
     weights: bool = True,
     unfinished: bool = False,
     note: str | None = None,
-    size: dict[str, int] | None = None,
+    exporter: Callable[[Path, Path], tuple[dict[str, Any], dict[str, int]]] | None = None,
 ) -> Path:
     """Write ``out_dir/<name>.json`` from a finished run's ``metrics.json``; returns its path.
 
@@ -210,7 +210,7 @@ def record_run(
     ``metrics.csv``), the timing of ``ThroughputMonitor`` and, with ``weights``, the last
     checkpoint's weights exported to ``out_dir/<name>/`` by ``save_pretrained`` (config.json +
     model.safetensors, with their sha256 in the record) for ``from_pretrained``, and the model's
-    size (parameters, FLOPs per image); without ``weights``, ``size`` is recorded as given.
+    size (parameters, FLOPs per image); ``exporter`` replaces :func:`export_weights` for other models.
 
     Record right after the run, on the machine that ran it: the commit and hardware are read from
     the checkout and machine at hand (``hardware`` overrides the latter). The default command
@@ -223,9 +223,8 @@ def record_run(
     if "quick mode" in payload["dataset"]:
         raise ValueError(f"{_parts(run_dir)[-1]} trained on {payload['dataset']}: a quick-mode run is not a result. {HOW_TO_RUN}")
     if weights:
-        payload["weights"], payload["size"] = export_weights(_parts(run_dir)[-1], Path(out_dir) / name)
-    elif size is not None:
-        payload["size"] = size  # a model export_weights does not know (the CNN baseline) gives its own
+        # A model other than the ViT (the CNN baseline) brings its own exporter.
+        payload["weights"], payload["size"] = (exporter or export_weights)(_parts(run_dir)[-1], Path(out_dir) / name)
     path = Path(out_dir) / f"{name}.json"
     write_json_atomic(path, payload)
     return path
@@ -360,7 +359,12 @@ def recipe_row(record: dict[str, Any]) -> dict[str, Any]:
     """The recipe of a recorded run as one table row: model, optimizer, schedule, batch, epochs,
     augmentation, read from the config it ran with."""
     model, data = record.get("model", {}), record.get("data", {})
-    arch = {**dataclasses.asdict(PRESETS[model.get("preset", "vit")]), **(model.get("overrides") or {})}
+    if "depth" in model and "preset" not in model:  # the CNN baseline (vitlib.baseline.ResNetModule)
+        arch = {"heads": "-", "mlp_ratio": "-", "drop_path": "-"}
+        description = f"ResNet-{model['depth']} (CNN)"
+    else:
+        arch = {**dataclasses.asdict(PRESETS[model.get("preset", "vit")]), **(model.get("overrides") or {})}
+        description = f"{arch['stem']} stem, {arch['attention']}, {arch['dim']} x {arch['depth']}, patch {arch['patch_size']}, {arch['pool']} pool"
     schedule, optimizer = model.get("schedule") or {}, model.get("optimizer") or {}
     augment, mix = data.get("augment"), data.get("mix")
     if schedule.get("name") == "cyclic":
@@ -369,7 +373,7 @@ def recipe_row(record: dict[str, Any]) -> dict[str, Any]:
         shape = f"{schedule.get('name')}: warm-up {schedule.get('warmup_epochs')} epochs to {schedule.get('max_lr')}, down to {schedule.get('min_lr')}"
     return {
         "run": record["name"],
-        "model": f"{arch['stem']} stem, {arch['attention']}, {arch['dim']} x {arch['depth']}, patch {arch['patch_size']}, {arch['pool']} pool",
+        "model": description,
         "heads": arch["heads"],
         "MLP ratio": arch["mlp_ratio"],
         "optimizer": f"AdamW, weight decay {optimizer.get('weight_decay', 0.05)}",
