@@ -276,3 +276,55 @@ def _reachable(url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+LAYOUT_REPORT = """(() => {
+  const width = document.documentElement.clientWidth;
+  const scrolls = el => {
+    for (let e = el.parentElement; e; e = e.parentElement) {
+      if (["auto", "scroll", "hidden"].includes(getComputedStyle(e).overflowX)) return true;
+    }
+    return false;
+  };
+  const tooWide = el => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.right > width + 1 && getComputedStyle(el).visibility !== "hidden" && !scrolls(el);
+  };
+  // The outermost offenders only: a too-wide table's cells are the table's problem.
+  const wide = Array.from(document.querySelectorAll(".bd-article *"))
+    .filter(el => tooWide(el) && !(el.parentElement && tooWide(el.parentElement)))
+    .map(el => `<${el.tagName.toLowerCase()} class="${el.className}"> ends at ${Math.round(el.getBoundingClientRect().right)} px`);
+  const noAlt = Array.from(document.images)
+    .filter(img => img.getClientRects().length > 0 && !(img.getAttribute("alt") || "").trim())
+    .map(img => (img.currentSrc || img.src).slice(0, 100));
+  return {width, scrollWidth: document.documentElement.scrollWidth, wide, noAlt};
+})()"""
+
+
+def _every_page() -> list[str]:
+    return sorted(str(p.relative_to(SITE)) for folder in ("book", "notebooks") for p in (SITE / folder).glob("*.html"))
+
+
+@pytest.mark.parametrize("width", [412, 1280])
+def test_every_page_fits_a_phone_and_a_desktop(site_url: str, browser: DevTools, width: int) -> None:
+    """Nothing is wider than the page unless it scrolls in its own box (tables, code on a phone),
+    and every visible image has alt text."""
+    pages = _every_page()
+    assert pages, f"no pages under {SITE}"
+    problems = []
+    for page in pages:
+        target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        browser.call("Page.enable", session=session)
+        metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600}
+        browser.call("Emulation.setDeviceMetricsOverride", metrics, session=session)
+        browser.events.clear()
+        browser.call("Page.navigate", {"url": f"{site_url}/{page}"}, session=session)
+        browser.wait_for("Page.loadEventFired", timeout=60)
+        info = browser.call("Runtime.evaluate", {"expression": LAYOUT_REPORT, "returnByValue": True}, session=session)["result"]["value"]
+        browser.call("Target.closeTarget", {"targetId": target})
+        if info["scrollWidth"] > info["width"] + 1:
+            problems.append(f"{page}: the page scrolls sideways ({info['scrollWidth']} px wide in {info['width']} px)")
+        problems += [f"{page}: {what}" for what in info["wide"][:5]]
+        problems += [f"{page}: image without alt text: {src}" for src in info["noAlt"]]
+    assert not problems, f"at {width} px:\n" + "\n".join(problems)
