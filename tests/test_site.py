@@ -297,7 +297,11 @@ LAYOUT_REPORT = """(() => {
   const noAlt = Array.from(document.images)
     .filter(img => img.getClientRects().length > 0 && !(img.getAttribute("alt") || "").trim())
     .map(img => (img.currentSrc || img.src).slice(0, 100));
-  return {width, scrollWidth: document.documentElement.scrollWidth, wide, noAlt};
+  // Each figure's smallest label as shown (CSS pt), from its size in the PNG (saved at 100 dpi).
+  const small = Array.from(document.querySelectorAll("figure.vitlib-figure img[data-smallest-pt]"))
+    .map(img => ({alt: img.alt.slice(0, 60), pt: parseFloat(img.dataset.smallestPt) * img.getBoundingClientRect().width / img.naturalWidth * 100 / 96}))
+    .filter(f => f.pt < 7.9);
+  return {width, scrollWidth: document.documentElement.scrollWidth, wide, noAlt, small};
 })()"""
 
 
@@ -308,7 +312,8 @@ def _every_page() -> list[str]:
 @pytest.mark.parametrize("width", [412, 1280])
 def test_every_page_fits_a_phone_and_a_desktop(site_url: str, browser: DevTools, width: int) -> None:
     """Nothing is wider than the page unless it scrolls in its own box (tables, code on a phone),
-    and every visible image has alt text."""
+    every visible image has alt text, and on a phone every figure's smallest label reads at 8 pt or
+    more."""
     pages = _every_page()
     assert pages, f"no pages under {SITE}"
     problems = []
@@ -327,4 +332,6 @@ def test_every_page_fits_a_phone_and_a_desktop(site_url: str, browser: DevTools,
             problems.append(f"{page}: the page scrolls sideways ({info['scrollWidth']} px wide in {info['width']} px)")
         problems += [f"{page}: {what}" for what in info["wide"][:5]]
         problems += [f"{page}: image without alt text: {src}" for src in info["noAlt"]]
+        if width < 600:  # a phone shows a figure at its legible width; a desktop at the column's
+            problems += [f"{page}: labels of {f['pt']:.1f} pt in '{f['alt']}'" for f in info["small"]]
     assert not problems, f"at {width} px:\n" + "\n".join(problems)

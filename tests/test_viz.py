@@ -1,3 +1,5 @@
+import base64
+import io
 import math
 
 import matplotlib
@@ -6,6 +8,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
@@ -298,3 +301,29 @@ def test_every_book_figure_fits_the_page_column(vit_and_images):
     }
     too_wide = {name: round(fig.get_size_inches()[0], 2) for name, fig in figures.items() if fig.get_size_inches()[0] > viz.PAGE_WIDTH + 1e-6}
     assert not too_wide, f"wider than {viz.PAGE_WIDTH} in: {too_wide}"
+    # Shown at their own size, their smallest labels read at 8 pt (a CSS px is 1/96 in, a figure
+    # pixel 1/100 in).
+    small = {name: viz.smallest_font_pt(fig) for name, fig in figures.items() if viz.smallest_font_pt(fig) * viz.SAVE_DPI / 96 < viz.LEGIBLE_PT}
+    assert not small, f"labels below {viz.LEGIBLE_PT} pt at the figure's own size: {small}"
+
+
+def test_a_figure_carries_the_width_at_which_its_smallest_label_reads_at_8_pt(monkeypatch):
+    import IPython.display
+
+    assert viz.legible_width(1000, 10.0) == 768  # 10 pt at 100 dpi: shown at 0.768 it reads as 8 pt
+    assert viz.legible_width(1000, 6.0) == 1000  # never wider than the image: its labels are too small
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1], [0, 1])
+    ax.set_title("title", fontsize=12)
+    ax.tick_params(labelsize=7)
+    ax.text(0.5, 0.5, "", fontsize=2)  # empty text is not a label
+    assert viz.smallest_font_pt(fig) == 7.0
+    shown = []
+    monkeypatch.setattr("vitlib.viz._notebook_shell", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    caption(fig, "text")
+    page = shown[0].data
+    assert 'data-smallest-pt="7.0"' in page
+    width = int(page.split("--legible-width:", 1)[1].split("px", 1)[0])
+    png = base64.b64decode(page.split("base64,", 1)[1].split('"', 1)[0])
+    assert width == viz.legible_width(viz.image_width(png), 7.0) and width == Image.open(io.BytesIO(png)).width

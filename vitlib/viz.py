@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
+import matplotlib.text
 import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce
@@ -29,6 +30,10 @@ _CORRECT, _WRONG = "tab:green", "tab:red"
 # The book's text column is about 720 px wide and figures are saved at 100 dpi: a figure this wide
 # (inches) is shown at its own size, so its labels stay as large as they were drawn.
 PAGE_WIDTH = 7.2
+SAVE_DPI = 100
+# The smallest label a figure may be shown with: below this a phone shows it in a box that scrolls
+# sideways, at the width where its smallest label is this size, rather than shrunk to the screen.
+LEGIBLE_PT = 8.0
 
 
 def _fuse_heads(attn: torch.Tensor, head_fusion: str) -> torch.Tensor:
@@ -247,11 +252,11 @@ def prediction_collage(
         bar_ax = fig.add_subplot(cells[2 * row + 1, col])
         colours = [_CORRECT if int(c) == true else "tab:gray" for c in top_classes[i]]
         bars = bar_ax.barh(range(k), top_probs[i].numpy(), color=colours)
-        bar_ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
-        bar_ax.set_yticks(range(k), [classes[int(c)] for c in top_classes[i]], fontsize=7)
+        bar_ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
+        bar_ax.set_yticks(range(k), [classes[int(c)] for c in top_classes[i]], fontsize=8)
         bar_ax.invert_yaxis()  # most probable on top
         bar_ax.set_xlim(0, 1)
-        bar_ax.tick_params(axis="x", labelsize=7)
+        bar_ax.tick_params(axis="x", labelsize=8)
     if heat_layer is not None:
         add_heat_colorbar(fig, heat_layer, image_axes)
     return fig
@@ -294,15 +299,37 @@ def caption(fig: Figure, text: str, alt: str | None = None) -> Figure:
     from IPython.display import HTML, display
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=SAVE_DPI, bbox_inches="tight")
     plt.close(fig)  # displayed once, here, not again by the inline backend
     png = base64.b64encode(buffer.getvalue()).decode("ascii")
     description = alt or figure_description(fig)
+    smallest = smallest_font_pt(fig)
+    width = legible_width(image_width(buffer.getvalue()), smallest)
     display(HTML(
-        f'<figure class="vitlib-figure"><img src="data:image/png;base64,{png}" alt="{html.escape(description)}" '
-        f'style="max-width:100%;height:auto"><figcaption>{html.escape(text)}</figcaption></figure>'
+        f'<figure class="vitlib-figure" style="--legible-width:{width}px"><img src="data:image/png;base64,{png}" '
+        f'alt="{html.escape(description)}" data-smallest-pt="{smallest:.1f}" style="max-width:100%;height:auto">'
+        f'<figcaption>{html.escape(text)}</figcaption></figure>'
     ))  # fmt: skip
     return fig
+
+
+def smallest_font_pt(fig: Figure) -> float:
+    """The size, in points, of the smallest visible label of ``fig`` (its ticks, titles, legends)."""
+    fig.canvas.draw()  # tick labels get their text when the figure is drawn
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    return float(min(sizes)) if sizes else LEGIBLE_PT
+
+
+def image_width(png: bytes) -> int:
+    """Width in pixels of a PNG, from its header."""
+    return int.from_bytes(png[16:20], "big")
+
+
+def legible_width(width_px: int, smallest_pt: float, dpi: int = SAVE_DPI) -> int:
+    """CSS pixels at which a ``width_px`` image drawn at ``dpi`` shows its ``smallest_pt`` label at
+    :data:`LEGIBLE_PT` (a CSS pixel is 1/96 inch: a label of ``s`` pt at scale ``k`` reads as
+    ``s * k * dpi / 96`` pt); never more than the image's own width."""
+    return min(width_px, math.ceil(width_px * LEGIBLE_PT * 96 / (smallest_pt * dpi)))
 
 
 def _notebook_shell() -> Any:
@@ -364,7 +391,7 @@ def plot_patches(image: torch.Tensor, patch_size: int, per_row: int = 16) -> Fig
     for index in range(grid_h * grid_w):
         row, col = divmod(index, grid_w)
         left.text((col + 0.5) * patch_size - 0.5, (row + 0.5) * patch_size - 0.5, str(index),
-                  color="white", fontsize=6, ha="center", va="center")  # fmt: skip
+                  color="white", fontsize=8, ha="center", va="center")  # fmt: skip
     left.set_title(f"{h}x{w} image, {patch_size}x{patch_size} patches", fontsize=9)
     _show_image(middle, _tile(patches, per_row))
     middle.set_title(f"the sequence: {len(patches)} patches in raster order", fontsize=9)
@@ -527,7 +554,7 @@ def plot_sharpness(entropies: dict[str, torch.Tensor], attendable: int | dict[st
     ax.set_xlabel("block")
     ax.set_ylabel("log M - entropy (nats)")
     ax.set_title("Sharpness of attention: 0 = uniform over the M tokens a query can attend to", fontsize=10)
-    fig.legend(loc="outside lower center", ncols=3, fontsize=7)  # below the bars, never over them
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8)  # below the bars, never over them
     return fig
 
 
@@ -611,7 +638,7 @@ def plot_run_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7)
+    axes[-1].legend(fontsize=8)
     return fig
 
 
@@ -621,8 +648,8 @@ def plot_confusion(matrix: torch.Tensor, names: Sequence[str]) -> Figure:
     rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 6.4), layout="constrained")
     shown = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.colorbar(shown, ax=ax, shrink=0.7, label="fraction of the true class")
@@ -643,7 +670,7 @@ def plot_attention_comparison(images: torch.Tensor, heatmaps: dict[str, torch.Te
         axes[row, 0].set_axis_on()
         axes[row, 0].set_xticks([])
         axes[row, 0].set_yticks([])
-        axes[row, 0].set_ylabel(name, fontsize=7)
+        axes[row, 0].set_ylabel(name, fontsize=8)
     add_heat_colorbar(fig, heat_layer, axes.ravel())
     return fig
 
