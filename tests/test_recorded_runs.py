@@ -240,3 +240,41 @@ def test_the_recorded_grid_is_complete_comparable_and_intact() -> None:
         model = recorded.model()  # checks the weights' SHA-256
         assert (model.cfg.stem, model.cfg.attention) == (stem, attention)
         assert sum(p.numel() for p in model.parameters()) == record["size"]["parameters"]
+
+
+BASELINE = REPO / "results" / "cpu-resnet.json"
+
+
+@pytest.mark.skipif(not BASELINE.is_file(), reason="the CNN baseline is not recorded in results/")
+def test_the_cnn_baseline_ran_the_cpu_recipe_with_another_network_and_its_weights_evaluate() -> None:
+    """configs/cpu_resnet.yaml is what the baseline ran; its recipe is the short ViT recipe's,
+    key for key; its last epoch is its metrics; the committed weights are intact and, on the q75
+    copy, evaluate to the recorded top-1."""
+    from safetensors.torch import load_file
+
+    from vitlib.baseline import CIFARResNet, same_recipe
+    from vitlib.pretrained import sha256_of
+
+    record = json.loads(BASELINE.read_text())
+    config = yaml.safe_load((REPO / "configs" / "cpu_resnet.yaml").read_text())
+    differences = [d for section in ("model", "data") for d in _within(config[section], record[section], section)]
+    assert not differences, differences
+    assert same_recipe(record, json.loads((REPO / "results" / f"{book.CPU_RUN}.json").read_text()))
+    assert record["epochs"] == config["trainer"]["max_epochs"] and record["dataset"] == data.DATASET_Q75
+    history = {k: v for k, v in record["history"].items()}
+    assert [e for e, _ in history["val/top1"]] == list(range(record["epochs"]))
+    assert history["val/top1"][-1][1] == pytest.approx(record["metrics"]["top1"])
+    weights = REPO / "results" / record["weights"]["folder"] / "model.safetensors"
+    assert sha256_of(weights) == record["weights"]["sha256"]
+    model = CIFARResNet(**json.loads((weights.parent / "config.json").read_text()))
+    model.load_state_dict(load_file(weights))  # strict: every tensor, right shapes
+    assert sum(p.numel() for p in model.parameters()) == record["size"]["parameters"]
+    root = _q75_root()
+    if root is None:
+        return  # the evaluation needs the q75 copy (make book builds it from ../shared)
+    datamodule = data.CIFAR100DataModule(str(root), batch_size=500, num_workers=0, verify_md5=False, download=False, quick=False)
+    datamodule.setup("test")
+    probs, labels = book.predict(model.eval(), datamodule.test_dataloader())
+    # Measured: 8 of the 10,000 predictions differ from the run's own validation (the ViTs agree
+    # within 3); the cause is not yet pinned down, so the bound is 10 images, not 3.
+    assert float((probs.argmax(dim=1) == labels).float().mean()) == pytest.approx(record["metrics"]["top1"], abs=1e-3)

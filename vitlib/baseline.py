@@ -4,8 +4,8 @@ with a measurement on the same budget.
 The network is He et al.'s CIFAR ResNet (2016, section 4.2): a 3x3 convolution, then three stages
 of ``n`` residual blocks at 16, 32 and 64 channels (the last two halve the resolution), global
 average pooling and one linear layer, ``6n + 2`` layers in all. ResNet-32 (``n = 5``) has 0.47 M
-parameters and about 70 MFLOPs per image, close to the CPU recipe's ViT (0.52 M, 73 MFLOPs). The
-blocks are torchvision's ``BasicBlock``; :class:`ResNetModule` is the same
+parameters, close to the CPU recipe's ViT (0.52 M), and 138 MFLOPs per image, about twice the
+ViT's 73 M (both counted by :func:`vitlib.measure.flops`). The blocks are torchvision's ``BasicBlock``; :class:`ResNetModule` is the same
 :class:`~vitlib.module.ClassifierModule` (loss, AdamW, schedule, metrics) the ViTs train with, so
 ``configs/cpu_resnet.yaml`` differs from ``configs/cpu.yaml`` in the network only::
 
@@ -104,9 +104,25 @@ def export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[st
     return {"folder": folder.name, "sha256": sha256_of(path), "bytes": path.stat().st_size}, size
 
 
-def record(run_dir: str | Path, name: str = "cpu-resnet", out_dir: str | Path = "results", note: str | None = None) -> Path:
+def record(
+    run_dir: str | Path, name: str = "cpu-resnet", out_dir: str | Path = "results", command: str | None = None, note: str | None = None
+) -> Path:
     """Record a finished baseline run like every run of the book (:func:`vitlib.results.record_run`)."""
-    return results.record_run(run_dir, name, out_dir, note=note, exporter=export_weights)
+    return results.record_run(run_dir, name, out_dir, command=command, note=note, exporter=export_weights)
+
+
+RECIPE_DATA = ("batch_size", "val_split", "seed", "augment", "mix", "pipeline")  # what the training sees
+RECIPE_MODEL = ("optimizer", "schedule", "label_smoothing")
+
+
+def same_recipe(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two records trained with the same recipe: epochs, data pipeline, optimizer, schedule, loss
+    (where the data were read from, and whether they were downloaded, do not count)."""
+    return (
+        a.get("epochs") == b.get("epochs")
+        and all(a.get("data", {}).get(k) == b.get("data", {}).get(k) for k in RECIPE_DATA)
+        and all(a.get("model", {}).get(k) == b.get("model", {}).get(k) for k in RECIPE_MODEL)
+    )
 
 
 def finding(vit: dict[str, Any] | None, cnn: dict[str, Any] | None) -> str | None:
@@ -115,13 +131,13 @@ def finding(vit: dict[str, Any] | None, cnn: dict[str, Any] | None) -> str | Non
     if not (vit and cnn):
         return None
     v, c = vit["metrics"]["top1"], cnn["metrics"]["top1"]
-    size = lambda r: f"{(r.get('size') or {}).get('parameters', 0) / 1e6:.2f} M parameters"  # noqa: E731
-    epochs = vit.get("epochs")
-    same = epochs == cnn.get("epochs") and vit.get("data") == cnn.get("data")
-    budget = f"the same {epochs} epochs, data pipeline and schedule" if same else "their own recipes (not the same budget)"
-    verdict = (
-        f"the CNN is ahead by {100 * (c - v):.1f} points" if c > v else f"the ViT is ahead by {100 * (v - c):.1f} points"
-    )
+
+    def size(record: dict[str, Any]) -> str:
+        s = record.get("size") or {}
+        return f"{s.get('parameters', 0) / 1e6:.2f} M parameters, {s.get('flops_per_image', 0) / 1e6:.0f} MFLOPs per image"
+
+    budget = f"the same recipe ({vit.get('epochs')} epochs, data pipeline, optimizer and schedule)" if same_recipe(vit, cnn) else "their own recipes (not the same budget)"
+    verdict = f"the CNN is ahead by {100 * (c - v):.1f} points" if c > v else f"the ViT is ahead by {100 * (v - c):.1f} points"
     return (
         f"Under {budget}, ResNet-{cnn['model']['depth']} ({size(cnn)}) reaches {c:.1%} top-1 and the convolutional-stem "
         f"ViT ({size(vit)}) {v:.1%}: {verdict} (test split, last epoch, {cnn['dataset']})."
