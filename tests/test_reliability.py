@@ -550,7 +550,7 @@ def test_cli_with_a_checkpoint_for_other_classes_is_one_clear_error(vit_checkpoi
     with pytest.raises(SystemExit):
         main(["validate", "--config", QUICK, *SMALL, "--ckpt_path", str(vit_checkpoint)])
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "ViTConfig.num_classes is 10 but the data have 100 classes" in err
+    assert "Traceback" not in err and "the model predicts 10 classes but the data have 100 classes" in err
 
 
 class Payload:
