@@ -215,3 +215,14 @@ def test_published_weights_work_with_test_and_predict_and_are_refused_by_fit(run
     with pytest.raises(SystemExit) as stop:
         main(["predict", "--ckpt_path", str(folder / "model.safetensors"), str(image)])
     assert stop.value.code == 2 and "not a folder written by save_pretrained" in capsys.readouterr().err
+
+
+def test_quick_mode_caps_the_epochs_only_of_a_run_that_does_not_name_its_data(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("VITLIB_QUICK", "1")
+    for named, epochs in ((["--data.quick", "true"], 3), ([], 2)):
+        root = tmp_path / str(len(named))
+        main(["fit", "--config", "quick", "--data.quick_train_size", "32", "--data.quick_test_size", "32", "--data.batch_size", "32",
+              "--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root), *named])  # fmt: skip
+        assert json.loads(next(root.rglob("metrics.json")).read_text())["epoch"] == epochs

@@ -8,6 +8,7 @@ import pytest
 
 from vitlib.data import CIFAR100DataModule
 from vitlib.module import ViTModule
+from vitlib.throughput import ThroughputMonitor
 from vitlib.timed import Deadline, WarmUp, cycle_epochs, plan_epochs, read_warm_up, stop_reason
 
 
@@ -50,7 +51,7 @@ def _fit(tmp_path, callbacks, **limits):
 
 def test_the_warm_up_projects_a_whole_epoch_from_a_few_batches(tmp_path):
     path = tmp_path / "warm_up.json"
-    _fit(tmp_path, [WarmUp(path)], max_epochs=2, limit_train_batches=3, limit_val_batches=1)
+    _fit(tmp_path, [ThroughputMonitor(), WarmUp(path)], max_epochs=2, limit_train_batches=3, limit_val_batches=1)
     warm = read_warm_up(path)
     assert warm["train_batches"] == 512 // 32 and warm["val_batches"] == 256 // 32  # whole loaders, not the limits
     assert warm["epoch_s"] == pytest.approx(16 * warm["train_batch_s"] + 8 * warm["val_batch_s"])
@@ -70,3 +71,8 @@ def test_the_deadline_stops_at_an_epoch_end_when_the_next_epoch_would_not_fit(tm
     trainer = _fit(tmp_path, [deadline], max_epochs=3, limit_train_batches=2, limit_val_batches=1)
     assert trainer.current_epoch == 1  # past the stop mid-epoch 1: stopped after its step, not later
     assert "stopping" in capsys.readouterr().out  # a stop is always said
+
+
+def test_the_warm_up_needs_the_fit_s_throughput_monitor(tmp_path):
+    with pytest.raises(ValueError, match="ThroughputMonitor"):
+        _fit(tmp_path, [WarmUp(tmp_path / "w.json")], max_epochs=1, limit_train_batches=1, limit_val_batches=1)

@@ -14,22 +14,19 @@ ViT's 73 M (both counted by :func:`vitlib.measure.flops`). The blocks are torchv
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save as save_safetensors
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from . import cli, results
-from .checkpoints import load_checkpoint
-from .files import atomic_write
+from .checkpoints import load_checkpoint, network_state
 from .measure import flops
 from .model import count_parameters
 from .module import ClassifierModule, OptimizerConfig
-from .pretrained import CONFIG_NAME, WEIGHTS_NAME, sha256_of
+from .pretrained import save_weights
 from .schedule import ScheduleConfig
 
 WIDTHS = (16, 32, 64)
@@ -85,8 +82,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> CIFARResNet:
     """The trained network of a :class:`ResNetModule` checkpoint (as loaded by ``torch.load``)."""
     hparams = checkpoint["hyper_parameters"]
     model = CIFARResNet(hparams["depth"], hparams["num_classes"])
-    prefix = "model."
-    model.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
+    model.load_state_dict(network_state(checkpoint))
     return model.eval()
 
 
@@ -94,14 +90,9 @@ def export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[st
     """The run's ``last.ckpt`` as ``folder/model.safetensors`` + ``config.json`` (depth and
     classes), for :func:`vitlib.results.record_run`: ``(weights entry, size)``."""
     model = model_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
-    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    with atomic_write(folder / WEIGHTS_NAME) as f:
-        f.write(save_safetensors(weights, metadata={"format": "pt", "library": "vitlib", "model": "CIFARResNet"}))
-    with atomic_write(folder / CONFIG_NAME, "w") as f:
-        json.dump({"depth": model.depth, "num_classes": model.num_classes}, f, indent=2)
-    path = folder / WEIGHTS_NAME
+    save_weights(model, {"depth": model.depth, "num_classes": model.num_classes}, folder)
     size = {"parameters": count_parameters(model), "flops_per_image": flops(model, torch.zeros(1, 3, 32, 32))}
-    return {"folder": folder.name, "sha256": sha256_of(path), "bytes": path.stat().st_size}, size
+    return results.weights_entry(folder), size
 
 
 def record(

@@ -197,16 +197,26 @@ CPU_RUN = "cpu-recipe"
 def recorded_run(name: str = BOOK_RUN) -> RecordedRun | None:
     """The recorded run ``name`` from this checkout's ``results/``, else from the repository on
     GitHub (Colab); ``None`` when neither has it. Never trains."""
+    return _load(name, "results")
+
+
+def _records_url(folder: str) -> str | None:
+    """Where the records of ``folder`` (``results`` or a folder inside it) are served."""
+    url = results.records_url()
+    return None if url is None else url if folder == "results" else f"{url}{Path(folder).name}/"
+
+
+def _load(name: str, folder: str) -> RecordedRun | None:
     root = repository_root()
-    return load_record(name, folder=root / "results" if root else None, url=results.records_url())
+    return load_record(name, folder=root / folder if root else None, url=_records_url(folder))
 
 
 def missing_run(name: str = BOOK_RUN, folder: str = "results") -> str:
     """Why :func:`recorded_run` found nothing, and what to do: one sentence for the chapter."""
     root = repository_root()
-    url = results.records_url()
+    url = _records_url(folder)
     here = f"not in {root / folder}" if root else "no checkout of the book here"
-    there = f"not at {url}{'' if folder == 'results' else Path(folder).name + '/'}{name}.json either (offline, or not published there)" if url else "no records URL set"
+    there = f"not at {url}{name}.json either (offline, or not published there)" if url else "no records URL set"
     return (
         f"No recorded run '{name}' ({here}; {there}). Open the chapter in a clone of {results.REPOSITORY_URL}, "
         f"or set {results.RECORDS_ENV} to a copy of its results/ folder."
@@ -215,13 +225,7 @@ def missing_run(name: str = BOOK_RUN, folder: str = "results") -> str:
 
 def grid_run(stem: str, attention: str, seed: int = 0) -> RecordedRun | None:
     """One run of the stem x attention grid (:mod:`vitlib.grid`), like :func:`recorded_run`."""
-    return _comparison_run(grid.FOLDER, grid.run_name(stem, attention, seed))
-
-
-def _comparison_run(folder: str, name: str) -> RecordedRun | None:
-    root = repository_root()
-    url = results.records_url()
-    return load_record(name, folder=root / folder if root else None, url=f"{url}{Path(folder).name}/" if url else None)
+    return _load(grid.run_name(stem, attention, seed), grid.FOLDER)
 
 
 def _comparison_records(folder: str, planned: Callable[[dict[str, dict[str, Any]]], list[str]]) -> list[dict[str, Any]]:
@@ -233,7 +237,7 @@ def _comparison_records(folder: str, planned: Callable[[dict[str, dict[str, Any]
         return results.load_results(root / folder)
     found: dict[str, dict[str, Any]] = {}
     while True:  # a plan may name more runs once the first are in (the grid's best cell)
-        fetched = [run for run in (_comparison_run(folder, n) for n in planned(found) if n not in found) if run is not None]
+        fetched = [run for run in (_load(n, folder) for n in planned(found) if n not in found) if run is not None]
         if not fetched:
             return sorted(found.values(), key=lambda r: str(r["date"]))
         found.update({run.name: run.record for run in fetched})

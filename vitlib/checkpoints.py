@@ -78,6 +78,13 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     return checkpoint
 
 
+def network_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The trained network's own state dict from a LightningModule checkpoint: the module holds
+    it as ``model``, so its keys lose their ``model.`` prefix (metrics and the rest stay out)."""
+    prefix = "model."
+    return {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+
+
 def _unreadable(path: Path) -> CheckpointError:
     """Say what the file is instead, judged from its first bytes."""
     with path.open("rb") as f:

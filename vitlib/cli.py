@@ -186,8 +186,9 @@ class ViTCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
-        if quick_mode():
-            # Quick mode: synthetic CIFAR-layout data and a couple of epochs, seconds on a CPU.
+        if quick_mode() and config["data.quick"] is None:
+            # Quick mode: synthetic CIFAR-layout data and a couple of epochs, seconds on a CPU. A run
+            # that names its data (--data.quick true or false) keeps its own epochs.
             config["data.quick"] = True
             epochs = config["trainer.max_epochs"]
             config["trainer.max_epochs"] = QUICK_MAX_EPOCHS if epochs in (None, -1) else min(epochs, QUICK_MAX_EPOCHS)

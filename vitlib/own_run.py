@@ -18,20 +18,17 @@ mode's synthetic data), so that the cells a GPU runs are executed by ``pytest --
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from . import cli, hardware, results, timed
-from .book import DataSource, quiet_lightning, runs_root
+from .book import DataSource, quiet_lightning, recipe_config, runs_root
 from .results import RecordedRun
 
 CONFIG = "cpu_long"  # the recipe of the recorded long run (results/cpu-long.json)
@@ -94,27 +91,17 @@ class Plan:
         )
 
 
-@contextlib.contextmanager
-def _explicit_data() -> Iterator[None]:
-    # Quick mode would also cap the epochs at the CLI's two: the data are named on the command
-    # line instead (--data.quick), and the plan sets the epochs.
-    saved = os.environ.pop("VITLIB_QUICK", None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            os.environ["VITLIB_QUICK"] = saved
-
-
 def _fit_args(source: DataSource, path: hardware.FastPath, root: Path) -> list[str]:
+    # The data are named explicitly (--data.quick true or false), so quick mode's epoch cap does not
+    # apply: the plan sets the epochs.
     data = (
         ["--data.quick", "true"] if source.root is None
-        else ["--data.data_dir", str(source.root), "--data.download", "false",
+        else ["--data.quick", "false", "--data.data_dir", str(source.root), "--data.download", "false",
               "--data.verify_md5", str(source.kind == "cifar100").lower()]
     )  # fmt: skip
+    trainer = [f"--trainer.{key}={value}" for key, value in path.trainer_kwargs().items()]
     return ["fit", "--config", CONFIG, *data, "--data.pipeline", path.pipeline, "--model.compile", str(path.compile).lower(),
-            "--trainer.accelerator", path.accelerator, "--trainer.precision", path.precision,
-            "--trainer.default_root_dir", str(root)]  # fmt: skip
+            *trainer, "--trainer.default_root_dir", str(root)]  # fmt: skip
 
 
 def _callback(class_name: str, **init_args: object) -> str:
@@ -126,8 +113,8 @@ def plan(source: DataSource, seconds: float) -> Plan:
     (counted from now: the warm-up is part of the budget)."""
     start = time.time()
     path = hardware.choose()
-    recipe = yaml.safe_load((cli.CONFIG_DIR / f"{CONFIG}.yaml").read_text())
-    with tempfile.TemporaryDirectory() as tmp, _explicit_data(), quiet_lightning():
+    recipe = recipe_config(CONFIG)
+    with tempfile.TemporaryDirectory() as tmp, quiet_lightning():
         out = Path(tmp) / "warm_up.json"
         train, val = WARM_UP_BATCHES
         cli.main([*_fit_args(source, path, Path(tmp)), "--trainer.max_epochs", "2",
@@ -149,7 +136,7 @@ def train(source: DataSource, planned: Plan) -> RecordedRun:
     (:func:`latest`). Should an epoch take longer than the warm-up said, training stops at an epoch
     end before the budget runs out (:class:`vitlib.timed.Deadline`), and says so."""
     root = runs_root() / "recipe"
-    with _explicit_data(), quiet_lightning():
+    with quiet_lightning():
         cli.main([*_fit_args(source, planned.fast_path, root), "--trainer.max_epochs", str(planned.epochs),
                   "--model.schedule.half_cycle_epochs", str(planned.half_cycle_epochs), "--trainer.enable_model_summary", "false",
                   _callback("Deadline", stop_at=planned.stop_at, cycle_epochs=planned.cycle_epochs, verbose=False)])  # fmt: skip

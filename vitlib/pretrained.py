@@ -17,7 +17,9 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -45,12 +47,18 @@ def default_cache_dir() -> Path:
 def save_pretrained(model: ViT, directory: str | Path) -> Path:
     """Write ``directory/config.json`` and ``directory/model.safetensors``, each atomically;
     returns ``directory``. Publish :func:`sha256_of` the weights file with it."""
+    return save_weights(model, model.cfg.to_dict(), directory)
+
+
+def save_weights(model: torch.nn.Module, config: dict[str, Any], directory: str | Path) -> Path:
+    """Any network's weights as ``directory/model.safetensors`` and what rebuilds it as
+    ``directory/config.json``, each written atomically; returns ``directory``."""
     directory = Path(directory)
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     with atomic_write(directory / WEIGHTS_NAME) as f:
         f.write(save_safetensors(weights, metadata={"format": "pt", "library": "vitlib"}))
     with atomic_write(directory / CONFIG_NAME, "w") as f:
-        json.dump(model.cfg.to_dict(), f, indent=2)
+        json.dump(config, f, indent=2)
     return directory
 
 

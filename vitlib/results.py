@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .checkpoints import CONFIG_KEY, load_checkpoint
+from .checkpoints import CONFIG_KEY, load_checkpoint, network_state
 from .config import PRESETS, ViTConfig
 from .data import default_data_dir, identify_cifar100, quick_mode
 from .files import write_json_atomic
@@ -107,12 +107,15 @@ def export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[st
         raise FileNotFoundError(f"{ckpt} not found: the run left no last checkpoint to export")
     checkpoint = load_checkpoint(ckpt)
     model = ViT(ViTConfig.from_dict(checkpoint[CONFIG_KEY]))
-    prefix = "model."
-    model.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
+    model.load_state_dict(network_state(checkpoint))
     save_pretrained(model, folder)
+    return weights_entry(folder), {"parameters": count_parameters(model), "flops_per_image": model_flops(model)}
+
+
+def weights_entry(folder: Path) -> dict[str, Any]:
+    """The record's ``weights``: the exported folder's name and its weights file's sha256 and size."""
     weights = folder / WEIGHTS_NAME
-    size = {"parameters": count_parameters(model), "flops_per_image": model_flops(model)}
-    return {"folder": folder.name, "sha256": sha256_of(weights), "bytes": weights.stat().st_size}, size
+    return {"folder": folder.name, "sha256": sha256_of(weights), "bytes": weights.stat().st_size}
 
 
 def _parts(run_dir: str | Path | Sequence[str | Path]) -> list[Path]:

@@ -81,24 +81,30 @@ class ThroughputMonitor(L.Callback):
         self.bare: float | None = None
         self.wall_s: float | None = None
         self.resumed_from: str | None = None
+        self.last_epoch: tuple[float, float] | None = None  # (training s, validation s) of the last epoch
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         # A resumed run's wall time and images/s cover only its own part: the record says so.
         self.resumed_from = str(trainer.ckpt_path) if trainer.ckpt_path else None
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        _synchronize(module)
         self.epoch_start = time.perf_counter()
         self.val_s = 0.0
 
     # Lightning validates inside the training epoch, before on_train_epoch_end: its time is taken out.
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        _synchronize(module)  # training steps still queued on a GPU are training time
         self.val_start = time.perf_counter()
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        _synchronize(module)
         self.val_s += time.perf_counter() - self.val_start
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        _synchronize(module)
         seconds = time.perf_counter() - self.epoch_start - self.val_s
+        self.last_epoch = (seconds, self.val_s)
         batch_size = getattr(trainer.datamodule, "batch_size", 0)
         images = trainer.num_training_batches * batch_size * trainer.world_size
         self.train_s += seconds
@@ -134,6 +140,13 @@ class ThroughputMonitor(L.Callback):
             "threads": torch.get_num_threads(),
             "resumed_from": self.resumed_from,
         }
+
+
+def _synchronize(module: L.LightningModule) -> None:
+    # A GPU runs the queued steps after Python moved on: time them done, not queued. Once per epoch
+    # and validation, never per step.
+    if module.device.type == "cuda":
+        torch.cuda.synchronize(module.device)
 
 
 def compare_bare_steps(models: dict[str, dict[str, Any]], batch_size: int = 128, steps: int = 10) -> list[dict[str, Any]]:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
 from .files import write_json_atomic
 from .throughput import ThroughputMonitor
@@ -98,48 +97,38 @@ class WarmUp(L.Callback):
     the last timed epoch's batches to the full training and validation loaders, and the start-up
     (from the fit's start to its first batch: building the model, the data on the device).
 
-    Run it on a fit with ``limit_train_batches`` / ``limit_val_batches`` of a few batches and
-    ``max_epochs=2``: the first epoch includes compiling and warming the kernels up, the second is
-    the one measured.
+    The epochs are timed by the fit's :class:`~vitlib.throughput.ThroughputMonitor` (which the CLI
+    always adds); run it on a fit with ``limit_train_batches`` / ``limit_val_batches`` of a few
+    batches and ``max_epochs=2``: the first epoch includes compiling and warming the kernels up,
+    the second is the one measured.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.created = time.perf_counter()
         self.startup_s: float | None = None
-        self.epoch_start = self.val_start = self.val_s = 0.0
+        self.monitor: ThroughputMonitor | None = None
         self.timed: dict[str, float] = {}
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.monitor = next((c for c in trainer.callbacks if isinstance(c, ThroughputMonitor)), None)
+        if self.monitor is None:
+            raise ValueError("WarmUp reads the epoch times of a ThroughputMonitor: add one to the Trainer's callbacks")
         # A warm-up times epochs; the bare-step measurement at the end of a fit would cost more
         # than the warm-up itself on a CPU.
-        for callback in trainer.callbacks:
-            if isinstance(callback, ThroughputMonitor):
-                callback.bare_steps = 0
+        self.monitor.bare_steps = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        _synchronize(module)
-        self.epoch_start = time.perf_counter()
-        self.val_s = 0.0
         if self.startup_s is None:
-            self.startup_s = self.epoch_start - self.created
-
-    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        _synchronize(module)  # the training steps still queued on a GPU are training time
-        self.val_start = time.perf_counter()
-
-    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        _synchronize(module)
-        self.val_s += time.perf_counter() - self.val_start
+            self.startup_s = time.perf_counter() - self.created
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        # Lightning validates before this hook, so the epoch's validation is in val_s.
-        _synchronize(module)
-        train_s = time.perf_counter() - self.epoch_start - self.val_s
+        # Runs after the monitor's hook (the CLI puts the monitor first): its last epoch is this one.
+        train_s, val_s = self.monitor.last_epoch
         val_batches = sum(trainer.num_val_batches) if trainer.num_val_batches else 0
         self.timed = {
             "train_batch_s": train_s / max(1, trainer.num_training_batches),
-            "val_batch_s": self.val_s / val_batches if val_batches else 0.0,
+            "val_batch_s": val_s / val_batches if val_batches else 0.0,
         }
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -153,12 +142,6 @@ class WarmUp(L.Callback):
             "epoch_s": epoch_s, "startup_s": self.startup_s or 0.0, "train_batches": train_batches,
             "val_batches": val_batches, **self.timed,
         })  # fmt: skip
-
-
-def _synchronize(module: L.LightningModule) -> None:
-    # A GPU runs the queued steps after Python moved on: time them done, not queued.
-    if module.device.type == "cuda":
-        torch.cuda.synchronize(module.device)
 
 
 def read_warm_up(path: str | Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from einops import rearrange, reduce
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
 HEAD_FUSIONS = ("mean", "max", "min")
 _CORRECT, _WRONG = "tab:green", "tab:red"
@@ -303,8 +304,9 @@ def caption(fig: Figure, text: str, alt: str | None = None) -> Figure:
     plt.close(fig)  # displayed once, here, not again by the inline backend
     png = base64.b64encode(buffer.getvalue()).decode("ascii")
     description = alt or figure_description(fig)
-    smallest = smallest_font_pt(fig)
-    width = legible_width(image_width(buffer.getvalue()), smallest)
+    smallest = smallest_font_pt(fig, drawn=True)  # savefig drew it
+    buffer.seek(0)
+    width = legible_width(Image.open(buffer).width, smallest)
     display(HTML(
         f'<figure class="vitlib-figure" style="--legible-width:{width}px"><img src="data:image/png;base64,{png}" '
         f'alt="{html.escape(description)}" data-smallest-pt="{smallest:.1f}" style="max-width:100%;height:auto">'
@@ -313,16 +315,13 @@ def caption(fig: Figure, text: str, alt: str | None = None) -> Figure:
     return fig
 
 
-def smallest_font_pt(fig: Figure) -> float:
-    """The size, in points, of the smallest visible label of ``fig`` (its ticks, titles, legends)."""
-    fig.canvas.draw()  # tick labels get their text when the figure is drawn
+def smallest_font_pt(fig: Figure, drawn: bool = False) -> float:
+    """The size, in points, of the smallest visible label of ``fig`` (its ticks, titles, legends);
+    ``drawn``: the figure was just drawn (saved), so its tick labels have their text already."""
+    if not drawn:
+        fig.canvas.draw()  # tick labels get their text when the figure is drawn
     sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
     return float(min(sizes)) if sizes else LEGIBLE_PT
-
-
-def image_width(png: bytes) -> int:
-    """Width in pixels of a PNG, from its header."""
-    return int.from_bytes(png[16:20], "big")
 
 
 def legible_width(width_px: int, smallest_pt: float, dpi: int = SAVE_DPI) -> int:
