@@ -51,7 +51,8 @@ def _fit(tmp_path, callbacks, **limits):
 
 def test_the_warm_up_projects_a_whole_epoch_from_a_few_batches(tmp_path):
     path = tmp_path / "warm_up.json"
-    _fit(tmp_path, [ThroughputMonitor(), WarmUp(path)], max_epochs=2, limit_train_batches=3, limit_val_batches=1)
+    # The warm-up before the monitor, as the CLI orders them (its defaults come after the config's).
+    _fit(tmp_path, [WarmUp(path), ThroughputMonitor()], max_epochs=2, limit_train_batches=3, limit_val_batches=1)
     warm = read_warm_up(path)
     assert warm["train_batches"] == 512 // 32 and warm["val_batches"] == 256 // 32  # whole loaders, not the limits
     assert warm["epoch_s"] == pytest.approx(16 * warm["train_batch_s"] + 8 * warm["val_batch_s"])

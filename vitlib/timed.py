@@ -108,7 +108,6 @@ class WarmUp(L.Callback):
         self.created = time.perf_counter()
         self.startup_s: float | None = None
         self.monitor: ThroughputMonitor | None = None
-        self.timed: dict[str, float] = {}
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.monitor = next((c for c in trainer.callbacks if isinstance(c, ThroughputMonitor)), None)
@@ -122,25 +121,24 @@ class WarmUp(L.Callback):
         if self.startup_s is None:
             self.startup_s = time.perf_counter() - self.created
 
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        # Runs after the monitor's hook (the CLI puts the monitor first): its last epoch is this one.
-        train_s, val_s = self.monitor.last_epoch
-        val_batches = sum(trainer.num_val_batches) if trainer.num_val_batches else 0
-        self.timed = {
-            "train_batch_s": train_s / max(1, trainer.num_training_batches),
-            "val_batch_s": val_s / val_batches if val_batches else 0.0,
-        }
-
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # Read at the fit's end, whatever the order of the callbacks: the monitor's last epoch is
+        # the last one trained, and the trainer's batch counts are the limited ones it ran.
+        train_s, val_s = self.monitor.last_epoch
+        timed_val = sum(trainer.num_val_batches) if trainer.num_val_batches else 0
+        timed = {
+            "train_batch_s": train_s / max(1, trainer.num_training_batches),
+            "val_batch_s": val_s / timed_val if timed_val else 0.0,
+        }
         # The loaders' own lengths are those of whole epochs (the limits apply in the loops).
         train_batches = len(trainer.train_dataloader)
         val_loaders = trainer.val_dataloaders
         val_loaders = val_loaders if isinstance(val_loaders, (list, tuple)) else [val_loaders] if val_loaders else []
         val_batches = sum(len(loader) for loader in val_loaders)
-        epoch_s = train_batches * self.timed["train_batch_s"] + val_batches * self.timed["val_batch_s"]
+        epoch_s = train_batches * timed["train_batch_s"] + val_batches * timed["val_batch_s"]
         write_json_atomic(self.path, {
             "epoch_s": epoch_s, "startup_s": self.startup_s or 0.0, "train_batches": train_batches,
-            "val_batches": val_batches, **self.timed,
+            "val_batches": val_batches, **timed,
         })  # fmt: skip
 
 
