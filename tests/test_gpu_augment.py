@@ -203,8 +203,8 @@ def test_bad_input_raises() -> None:
 
 def test_apply_compiles_into_one_graph() -> None:
     """fullgraph=True fails on any graph break: .item(), Python branching on tensor values or
-    data-dependent shapes (boolean-mask selection), the usual host syncs. (The other kind, a
-    host-to-device copy of a constant tensor, is absent from apply() by construction.)"""
+    data-dependent shapes (boolean-mask selection), the usual host syncs. (The other kind, copying a
+    constant tensor from the CPU to the GPU, is absent from apply() by construction.)"""
     augment = BatchAugment(AugmentConfig(), gather=False)  # the GPU's path, here on the CPU
     images = synthetic_images(6, seed=7)
     draws = augment.draw(6, images.device, torch.Generator().manual_seed(0))

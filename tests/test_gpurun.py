@@ -1,5 +1,6 @@
 """``python -m vitlib.gpurun``: the tiny mode runs every stage on a CPU (so the one-shot GPU run
-cannot rot unnoticed), and the parts that keep the GPU run inside its time and $OUT limits work."""
+cannot rot unnoticed), and the parts that keep the GPU run inside its time limit and its output
+folder's size limit work."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def test_tiny_mode_runs_every_stage_and_writes_what_comes_back(tmp_path, capsys)
     record = json.loads((out / "results" / "tiny-synthetic-cpu.json").read_text())
     assert record["metrics"]["top1"] == summary["fit"]["top1"]
     assert record["dataset"] == summary["test"]["dataset"] and "quick mode" not in record["dataset"]
-    if summary["commit"]:  # filled in from git here, from --prepare's note on the device copy
+    if summary["commit"]:  # from git in a checkout, else from the commit --prepare wrote down
         assert record["commit"] == summary["commit"]
     assert check_out(out) == []
 
@@ -108,13 +109,13 @@ def test_prepare_copies_the_data_and_notes_the_commit(tmp_path):
     assert (carry / "commit.txt").read_text().strip() == str(done["commit"])
 
 
-def test_the_carried_data_are_built_once_by_their_build_script(tmp_path, monkeypatch):
-    carried = tmp_path / "carry" / "cifar100-q75"
-    carried.mkdir(parents=True)
+def test_the_prepared_data_are_built_once_by_their_build_script(tmp_path, monkeypatch):
+    prepared = tmp_path / "carry" / "cifar100-q75"
+    prepared.mkdir(parents=True)
     for name in gpurun.DATA_FILES:
-        (carried / name).write_text("")
+        (prepared / name).write_text("")
     # A stand-in for the shared build.py: the same command line, the same layout written.
-    (carried / "build.py").write_text(
+    (prepared / "build.py").write_text(
         "import pathlib, sys\nfolder = pathlib.Path(sys.argv[1], 'cifar-100-python')\nfolder.mkdir(parents=True)\n"
         "for name in ('train', 'test', 'meta'):\n    (folder / name).write_text(name)\nprint('built')\n"
     )
@@ -126,12 +127,12 @@ def test_the_carried_data_are_built_once_by_their_build_script(tmp_path, monkeyp
     lines.clear()
     assert gpurun.build_data(gpurun.GPU, tmp_path / "work", lines.append)[0] == root  # a retry reuses it
     assert lines == [f"data: reusing {root}"]
-    (carried / "build.py").unlink()
+    (prepared / "build.py").unlink()
     with pytest.raises(FileNotFoundError, match="lacks build.py: run `python -m vitlib.gpurun --prepare`"):
         gpurun.build_data(gpurun.GPU, tmp_path / "elsewhere", lines.append)
 
 
-def test_carried_wheels_are_installed_and_importable(tmp_path, monkeypatch):
+def test_the_prepared_wheels_are_installed_and_importable(tmp_path, monkeypatch):
     import zipfile
 
     # The smallest valid wheel: one module and its dist-info.
