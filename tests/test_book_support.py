@@ -12,7 +12,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from vitlib import ViT, ViTConfig, ablation, book, count_parameters, hardware, measure, results, viz  # noqa: E402
+from vitlib import ViT, ViTConfig, ablation, book, count_parameters, measure, results, viz  # noqa: E402
 from vitlib.augment import AugmentConfig, MixConfig, firing_rates  # noqa: E402
 from vitlib.stems import ConvStem, ShiftedPatchTokenization  # noqa: E402
 from vitlib.patching import PatchEmbedding  # noqa: E402

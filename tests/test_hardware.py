@@ -1,11 +1,10 @@
 """The fast path chosen from the hardware, with the capabilities of typical machines given by hand."""
 
-from pathlib import Path
 
 import pytest
 import torch
 
-from vitlib import book, hardware
+from vitlib import hardware
 from vitlib.hardware import Capabilities, choose
 
 T4 = Capabilities("Tesla T4", (7, 5), 2)

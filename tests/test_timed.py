@@ -1,6 +1,5 @@
 """Training to a time budget: the warm-up's projection, the plan, the stop."""
 
-import json
 import time
 
 import lightning as L
