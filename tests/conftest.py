@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitlib.data import make_synthetic_cifar100
+from vitlib.support.cifar import make_synthetic_cifar100
 
 # The tests' tensors are tiny: one thread each is as fast, and several test processes (DDP,
 # subprocess CLI runs) on two cores no longer oversubscribe them (10x slower when they do).

@@ -1,4 +1,4 @@
-"""vitlib.ablation and vitlib.comparison: the recipe study's plan, commands, table, gaps and
+"""vitlib.lab.ablation and vitlib.lab.comparison: the recipe study's plan, commands, table, gaps and
 crossings, and the runner that resumes a run cut short and records all its parts."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vitlib import ablation, comparison
 from vitlib.cli import main as cli_main
+from vitlib.lab import ablation, comparison
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,7 +94,7 @@ def test_table_gaps_and_crossings(tmp_path: Path) -> None:
     curves = ablation.curves(records, "RandAugment")
     assert list(curves) == ["the recipe", "without RandAugment"] and len(curves["the recipe"]) == 2
     assert curves["the recipe"][1]["val/top1"][-1] == (3, 0.52)
-    assert ablation.describe(records).startswith("5 recorded recipe-study runs (python -m vitlib.ablation), 4 epochs each on CPU")
+    assert ablation.describe(records).startswith("5 recorded recipe-study runs (python -m vitlib.lab.ablation), 4 epochs each on CPU")
 
 
 def test_the_command_line_lists_what_is_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

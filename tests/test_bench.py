@@ -1,4 +1,4 @@
-"""``python -m vitlib.bench`` on a CPU with tiny sizes: every importable implementation runs, the
+"""``python -m benchmarks.bench`` on a CPU with tiny sizes: every importable implementation runs, the
 results file has the documented fields, a missing baseline package is skipped cleanly, and the
 FLOP count matches a count by hand."""
 
@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 import torch
 
-from vitlib.bench import ROWS, StepTimer, main, matmul_peak_flops, training_flops_per_image
+from benchmarks.bench import ROWS, StepTimer, main, matmul_peak_flops, training_flops_per_image
 from vitlib.config import ViTConfig
 from vitlib.model import ViT
 
@@ -36,7 +36,7 @@ def test_tiny_benchmark_runs_every_importable_implementation(tmp_path, monkeypat
     assert results["gpu"] == "cpu" and results["torch"] == torch.__version__
     assert results["commit"] is None or re.fullmatch("[0-9a-f]{40}", results["commit"])
     assert datetime.fromisoformat(results["date"]).tzinfo is not None
-    assert results["command"] == f"python -m vitlib.bench --tiny --out {tmp_path / 'results'}"
+    assert results["command"] == f"python -m benchmarks.bench --tiny --out {tmp_path / 'results'}"
     assert results["peak_bf16_tflops"] is None and "synthetic" in results["data"]
 
     importable = [r.name for r in ROWS if importlib.util.find_spec(PACKAGES[r.impl]) is not None]

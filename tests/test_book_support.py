@@ -1,4 +1,4 @@
-"""vitlib.book (what the notebooks run on), vitlib.measure and the book's figure helpers."""
+"""vitlib.lab.book (what the notebooks run on), vitlib.measure and the book's figure helpers."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import torch
 
 matplotlib.use("Agg")
 
-from vitlib import ViT, ViTConfig, ablation, book, count_parameters, measure, results, viz  # noqa: E402
+from vitlib import ViT, ViTConfig, count_parameters, measure, rollout  # noqa: E402
 from vitlib.augment import AugmentConfig, MixConfig, firing_rates  # noqa: E402
-from vitlib.stems import ConvStem, ShiftedPatchTokenization  # noqa: E402
+from vitlib.lab import ablation, book, figures, records
 from vitlib.patching import PatchEmbedding  # noqa: E402
+from vitlib.stems import ConvStem, ShiftedPatchTokenization  # noqa: E402
 
 
 @pytest.fixture
@@ -90,7 +91,7 @@ def test_predict_runs_batches_on_the_chosen_device_without_autograd(monkeypatch:
 
 
 def test_superclass_confusion_counts_coarse_pairs() -> None:
-    from vitlib.data import FINE_TO_COARSE
+    from vitlib.support.cifar import FINE_TO_COARSE
 
     labels = torch.tensor([0, 1, 2])  # apple, aquarium_fish, baby
     predicted = torch.tensor([57, 1, 3])  # pear (same superclass as apple), right, bear (wrong superclass)
@@ -109,13 +110,13 @@ def _fake_checkout(root: Path) -> None:
 def test_recorded_run_is_found_from_a_notebook_folder_of_the_checkout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vitlib import results, save_pretrained
-    from vitlib.pretrained import WEIGHTS_NAME, sha256_of
+    from vitlib import save_pretrained
+    from vitlib.support.pretrained import WEIGHTS_NAME, sha256_of
 
     _fake_checkout(tmp_path)
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")  # where a chapter runs
-    monkeypatch.setattr(results, "RECORDS_URL", None)  # no download in a test
+    monkeypatch.setattr(records, "RECORDS_URL", None)  # no download in a test
     assert book.recorded_run("tiny") is None
     model = ViT(ViTConfig.from_preset("vit_tiny"))
     folder = save_pretrained(model, tmp_path / "results" / "tiny")
@@ -169,12 +170,12 @@ def test_firing_rates_follow_the_configs() -> None:
 
 def test_patch_and_position_figures() -> None:
     image = torch.rand(3, 32, 32)
-    fig = viz.plot_patches(image, 4)
+    fig = figures.plot_patches(image, 4)
     assert len(fig.axes) == 3
-    viz.caption(fig, "synthetic data (quick mode)")
+    figures.caption(fig, "synthetic data (quick mode)")
     assert fig._supxlabel.get_text().startswith("synthetic data")
     pos = torch.randn(65, 16)
-    fig = viz.plot_position_similarity(pos, has_cls_token=True)
+    fig = figures.plot_position_similarity(pos, has_cls_token=True)
     mosaic = fig.axes[0].images[0].get_array()
     assert mosaic.shape == (8 * 9 - 1, 8 * 9 - 1)
     assert mosaic[0, 0] == pytest.approx(1.0)  # a position is identical to itself
@@ -182,10 +183,10 @@ def test_patch_and_position_figures() -> None:
 
 def test_conv_stem_stages_and_feature_maps() -> None:
     stem = ConvStem(3, 32, 4).train()
-    stages = viz.conv_stem_stages(stem, torch.rand(3, 32, 32))
+    stages = figures.conv_stem_stages(stem, torch.rand(3, 32, 32))
     assert [tuple(t.shape) for _, t in stages] == [(16, 16, 16), (32, 8, 8), (32, 8, 8)]
     assert stem.training  # mode restored
-    fig = viz.plot_feature_maps(torch.rand(3, 32, 32), stages, channels=4)
+    fig = figures.plot_feature_maps(torch.rand(3, 32, 32), stages, channels=4)
     assert len(fig.axes) == 3 * 5
 
 
@@ -194,14 +195,14 @@ def test_mixed_batch_titles_show_the_two_largest_weights() -> None:
     targets[0, 3], targets[0, 7] = 0.7, 0.3
     targets[1, 5] = 1.0
     classes = [f"c{i}" for i in range(100)]
-    fig = viz.plot_mixed_batch(torch.rand(2, 3, 32, 32), targets, classes)
+    fig = figures.plot_mixed_batch(torch.rand(2, 3, 32, 32), targets, classes)
     assert [ax.get_title() for ax in fig.axes] == ["c3 0.70\nc7 0.30", "c5 1.00"]
 
 
 def test_sharpness_is_zero_for_uniform_attention() -> None:
     uniform = [torch.full((1, 2, 5, 5), 0.2)]
-    entropy = viz.attention_entropy(uniform)
-    fig = viz.plot_sharpness({"uniform": entropy}, 5)
+    entropy = rollout.attention_entropy(uniform)
+    fig = figures.plot_sharpness({"uniform": entropy}, 5)
     heights = [bar.get_height() for bar in fig.axes[0].patches]
     assert heights == pytest.approx([0.0], abs=1e-6)
     assert math.log(5) == pytest.approx(float(entropy.mean()))
@@ -214,41 +215,41 @@ def test_lsa_uniform_attention_is_measured_against_the_tokens_it_can_attend_to()
     lsa_uniform = torch.full((1, 2, n, n), 1 / (n - 1)) * (1 - torch.eye(n))
     mhsa_uniform = torch.full((1, 2, n, n), 1 / n)
     cfg = ViTConfig.from_preset("vit_tiny")
-    assert viz.attendable_tokens(cfg.replace(attention="lsa")) == cfg.num_tokens - 1
-    assert viz.attendable_tokens(cfg) == cfg.num_tokens
-    entropies = {"lsa": viz.attention_entropy([lsa_uniform]), "mhsa": viz.attention_entropy([mhsa_uniform])}
-    fig = viz.plot_sharpness(entropies, {"lsa": n - 1, "mhsa": n})
+    assert rollout.attendable_tokens(cfg.replace(attention="lsa")) == cfg.num_tokens - 1
+    assert rollout.attendable_tokens(cfg) == cfg.num_tokens
+    entropies = {"lsa": rollout.attention_entropy([lsa_uniform]), "mhsa": rollout.attention_entropy([mhsa_uniform])}
+    fig = figures.plot_sharpness(entropies, {"lsa": n - 1, "mhsa": n})
     heights = [bar.get_height() for bar in fig.axes[0].patches]
     assert heights == pytest.approx([0.0, 0.0], abs=1e-6)
     # Against log N the LSA model would look sharper than uniform by log(N / (N - 1)).
-    wrong = viz.plot_sharpness(entropies, n)
+    wrong = figures.plot_sharpness(entropies, n)
     assert wrong.axes[0].patches[0].get_height() == pytest.approx(math.log(n / (n - 1)), abs=1e-6)
 
 
 def test_rollout_heatmaps_and_comparison() -> None:
     model = ViT(ViTConfig.from_preset("vit_tiny"))
-    probs, heat = viz.rollout_heatmaps(model, torch.randn(3, 3, 32, 32))
+    probs, heat = rollout.rollout_heatmaps(model, torch.randn(3, 3, 32, 32))
     assert probs.shape == (3, 100) and heat.shape == (3, 8, 8)
     # Units of the uniform share: the rollout row over the 64 patches (the class token keeps some
     # weight itself) averages just under 1.
     assert 0.5 < float(heat.mean()) <= 1.0
-    fig = viz.plot_attention_comparison(torch.rand(3, 3, 32, 32), {"a": heat, "b": heat})
+    fig = figures.plot_attention_comparison(torch.rand(3, 3, 32, 32), {"a": heat, "b": heat})
     assert len(fig.axes) == 6 + 1  # and one colour bar
 
 
 def test_training_curves_and_confusion() -> None:
     history = {"train/loss": [(0, 4.0), (1, 3.5)], "val/loss": [(0, 4.1), (1, 3.9)], "val/top1": [(0, 0.1), (1, 0.2)]}
-    fig = viz.plot_training_curves(history)
+    fig = figures.plot_training_curves(history)
     loss_ax, acc_ax = fig.axes
     assert len(loss_ax.lines) == 2 and len(acc_ax.lines) == 1
-    fig = viz.plot_confusion(torch.tensor([[3, 1], [0, 0]]), ["a", "b"])
+    fig = figures.plot_confusion(torch.tensor([[3, 1], [0, 0]]), ["a", "b"])
     rates = fig.axes[0].images[0].get_array()
     assert rates[0, 0] == pytest.approx(0.75) and rates[1].sum() == 0  # an empty row stays 0, not NaN
 
 
 def test_run_curves_give_each_model_one_colour_and_each_seed_one_line() -> None:
     seed = {"train/loss": [(0, 4.0), (1, 3.5)], "val/top1": [(0, 0.1), (1, 0.2)]}
-    fig = viz.plot_run_curves({"patch": [seed, seed, seed], "conv": [seed]})
+    fig = figures.plot_run_curves({"patch": [seed, seed, seed], "conv": [seed]})
     loss_ax, acc_ax = fig.axes
     assert len(loss_ax.lines) == 4 and len(acc_ax.lines) == 4
     assert loss_ax.lines[0].get_color() == loss_ax.lines[2].get_color() != loss_ax.lines[3].get_color()
@@ -274,20 +275,20 @@ def test_without_a_checkout_comparison_records_are_fetched_run_by_run(monkeypatc
     monkeypatch.setattr(book, "repository_root", lambda: None)
     asked: list[str] = []
 
-    def fetch(name: str, folder: object, url: str) -> results.RecordedRun | None:
+    def fetch(name: str, folder: object, url: str) -> records.RecordedRun | None:
         asked.append(f"{url}{name}")
         top1 = {"spt-lsa-seed0": 0.4}.get(name, 0.3)
         record = {"name": name, "date": name, "metrics": {"top1": top1}}
-        return None if name.startswith("no-mix") else results.RecordedRun(record, f"{url}{name}/")
+        return None if name.startswith("no-mix") else records.RecordedRun(record, f"{url}{name}/")
 
     monkeypatch.setattr(book, "load_record", fetch)
     study = book.ablation_records()
     assert sorted(r["name"] for r in study) == sorted(ablation.run_name(*run) for run in ablation.planned_runs() if run[0] != "no-mix")
-    assert all(a.startswith(f"{results.records_url()}ablation/") for a in asked)
+    assert all(a.startswith(f"{records.records_url()}ablation/") for a in asked)
     asked.clear()
     names = {r["name"] for r in book.grid_records()}
     assert {"spt-lsa-seed1", "spt-lsa-seed2", "patch-mhsa-seed2"} <= names and len(names) == 10
-    assert all(a.startswith(f"{results.records_url()}grid/") for a in asked)
+    assert all(a.startswith(f"{records.records_url()}grid/") for a in asked)
 
 
 def test_recipe_configs_ship_with_the_package() -> None:
@@ -315,10 +316,10 @@ def test_mirror_similarity_finds_a_left_right_symmetric_embedding() -> None:
     # Each position's embedding depends on its row and its distance from the vertical axis only.
     symmetric = torch.stack([rows[r] + distance[min(c, 7 - c)] for r in range(8) for c in range(8)])
     with_cls = torch.cat([torch.randn(1, 32), symmetric])
-    found = viz.mirror_similarity(with_cls, has_cls_token=True)
+    found = rollout.mirror_similarity(with_cls, has_cls_token=True)
     assert found["left-right"] == pytest.approx(1.0, abs=1e-5)
     assert found["up-down"] < 0.9
-    random = viz.mirror_similarity(torch.randn(64, 32), has_cls_token=False)
+    random = rollout.mirror_similarity(torch.randn(64, 32), has_cls_token=False)
     assert abs(random["left-right"]) < 0.1 and abs(random["up-down"]) < 0.1
 
 
@@ -327,15 +328,16 @@ def test_a_duration_reads_in_the_unit_a_reader_expects():
 
 
 def test_the_records_url_can_point_at_a_copy_and_a_missing_run_says_where_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vitlib import results
 
-    monkeypatch.delenv(results.RECORDS_ENV, raising=False)
-    assert results.records_url() == results.RECORDS_URL
-    monkeypatch.setenv(results.RECORDS_ENV, "http://127.0.0.1:9/results")
-    assert results.records_url() == "http://127.0.0.1:9/results/"
+    from vitlib.lab import records
+
+    monkeypatch.delenv(records.RECORDS_ENV, raising=False)
+    assert records.records_url() == records.RECORDS_URL
+    monkeypatch.setenv(records.RECORDS_ENV, "http://127.0.0.1:9/results")
+    assert records.records_url() == "http://127.0.0.1:9/results/"
     monkeypatch.setattr(book, "repository_root", lambda: None)
     message = book.missing_run("cpu-long")
     assert "no checkout" in message and "http://127.0.0.1:9/results/cpu-long.json" in message
-    assert results.RECORDS_ENV in message and results.REPOSITORY_URL in message
+    assert records.RECORDS_ENV in message and records.REPOSITORY_URL in message
     assert book.recorded_run("cpu-long") is None  # nothing listens on port 9: None, no traceback
     assert "http://127.0.0.1:9/results/grid/patch-mhsa-seed0.json" in book.missing_run("patch-mhsa-seed0", "results/grid")

@@ -107,7 +107,7 @@ def test_bad_config_value_is_one_clear_error(run_dir, capsys):
 def test_missing_dataset_offline_says_where_to_put_it(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VITLIB_QUICK", raising=False)
-    monkeypatch.setattr("vitlib.data._download", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr("vitlib.support.cifar._download", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     with pytest.raises(SystemExit):
         main(["test", "--config", QUICK, "--data.data_dir", str(tmp_path / "nowhere")])
     err = capsys.readouterr().err
@@ -155,7 +155,7 @@ def test_every_bad_path_is_reported_at_once_before_any_work(tmp_path, monkeypatc
     monkeypatch.delenv("VITLIB_QUICK", raising=False)
     monkeypatch.delenv("VITLIB_DATA", raising=False)
     downloads = []
-    monkeypatch.setattr("vitlib.data._download", lambda *a, **k: downloads.append(a))
+    monkeypatch.setattr("vitlib.support.cifar._download", lambda *a, **k: downloads.append(a))
     Image.new("RGB", (32, 32)).save(tmp_path / "cat.png")
     with pytest.raises(SystemExit) as exit_info:
         main([command[0], "--config", QUICK, *command[1:]])
@@ -187,8 +187,9 @@ def test_published_weights_work_with_test_and_predict_and_are_refused_by_fit(run
     import torch
 
     from vitlib import ViT, ViTConfig
-    from vitlib.data import FINE_LABELS, ImageFileDataset
-    from vitlib.pretrained import save_pretrained
+    from vitlib.data import ImageFileDataset
+    from vitlib.support.cifar import FINE_LABELS
+    from vitlib.support.pretrained import save_pretrained
 
     torch.manual_seed(0)
     model = ViT(ViTConfig.from_preset("vit_tiny", stem="conv", dim=32, heads=2)).eval()

@@ -19,17 +19,14 @@ from jsonargparse import ArgumentParser
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
-import vitlib.data as data
-from vitlib.augment import AugmentConfig, MixConfig, denormalize, soft_target_cross_entropy
-from vitlib.data import (
-    CIFAR100_MEAN,
-    CIFAR100_STD,
+from vitlib.augment import CIFAR100_MEAN, CIFAR100_STD, AugmentConfig, MixConfig, denormalize, soft_target_cross_entropy
+from vitlib.data import CIFAR100DataModule, ImageFileDataset
+from vitlib.support import cifar
+from vitlib.support.cifar import (
     COARSE_LABELS,
     FINE_LABELS,
     FINE_TO_COARSE,
-    CIFAR100DataModule,
     DatasetNotFoundError,
-    ImageFileDataset,
     default_data_dir,
     load_cifar100,
     make_synthetic_cifar100,
@@ -56,7 +53,7 @@ def no_download(monkeypatch):
     def forbidden(root, verify_md5):
         raise AssertionError("no download expected")
 
-    monkeypatch.setattr(data, "_download", forbidden)
+    monkeypatch.setattr(cifar, "_download", forbidden)
 
 
 # --------------------------------------------------------------------------- label tables
@@ -189,7 +186,7 @@ def test_missing_data_offline_names_the_path_and_the_ways_out(tmp_path, monkeypa
         (root / "cifar-100-python.tar.gz").write_bytes(b"partial")  # a download cut off halfway
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(data, "_download", offline)
+    monkeypatch.setattr(cifar, "_download", offline)
     with pytest.raises(DatasetNotFoundError) as err:
         load_cifar100(root, True)
     message = str(err.value)

@@ -1,4 +1,4 @@
-"""``python -m vitlib.gpurun``: the tiny mode runs every stage on a CPU (so the one-shot GPU run
+"""``python -m benchmarks.gpu_run``: the tiny mode runs every stage on a CPU (so the one-shot GPU run
 cannot rot unnoticed), and the parts that keep the GPU run inside its time limit and its output
 folder's size limit work."""
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from vitlib import gpurun
-from vitlib.gpurun import check_out, main, prepare, run_child, wheels_to_install
+from benchmarks import gpu_run as gpurun
+from benchmarks.gpu_run import check_out, main, prepare, run_child, wheels_to_install
 
 STAGES = ["setup", "bench", "train", "record", "test"]
 
@@ -128,7 +128,7 @@ def test_the_prepared_data_are_built_once_by_their_build_script(tmp_path, monkey
     assert gpurun.build_data(gpurun.GPU, tmp_path / "work", lines.append)[0] == root  # a retry reuses it
     assert lines == [f"data: reusing {root}"]
     (prepared / "build.py").unlink()
-    with pytest.raises(FileNotFoundError, match="lacks build.py: run `python -m vitlib.gpurun --prepare`"):
+    with pytest.raises(FileNotFoundError, match="lacks build.py: run `python -m benchmarks.gpu_run --prepare`"):
         gpurun.build_data(gpurun.GPU, tmp_path / "elsewhere", lines.append)
 
 

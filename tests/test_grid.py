@@ -1,4 +1,4 @@
-"""vitlib.grid: which runs the stem x attention grid needs, its commands, its table and finding."""
+"""vitlib.lab.grid: which runs the stem x attention grid needs, its commands, its table and finding."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vitlib import grid
 from vitlib.cli import main as cli_main
+from vitlib.lab import grid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_table_and_finding_report_mean_and_spread_over_seeds(tmp_path: Path) -> 
     assert "conv stem + MHSA: 40.0 ± 1.0 % (3 seeds) against patch + MHSA: 31.0 ± 1.0 % (3 seeds), +9.0 points, 9 times" in sentence
     assert "one seed each" in grid.compare(grid.load(tmp_path), ("spt", "lsa"), ("conv", "lsa"))
     assert grid.compare(grid.load(tmp_path / "none"), ("spt", "lsa"), grid.BASELINE) is None
-    assert grid.describe(grid.load(tmp_path)).startswith("10 recorded grid runs (python -m vitlib.grid), 4 epochs each on CPU")
+    assert grid.describe(grid.load(tmp_path)).startswith("10 recorded grid runs (python -m vitlib.lab.grid), 4 epochs each on CPU")
 
     _record(tmp_path, "conv", "mhsa", 2, 0.30)  # now conv's seeds spread widely: no clear gap
     assert "not clearly larger" in grid.finding(grid.load(tmp_path))

@@ -4,8 +4,8 @@
 import pytest
 import torch
 
-from vitlib import hardware
-from vitlib.hardware import Capabilities, choose
+from vitlib.support import hardware
+from vitlib.support.hardware import Capabilities, choose
 
 T4 = Capabilities("Tesla T4", (7, 5), 2)
 V100 = Capabilities("Tesla V100-SXM2-16GB", (7, 0), 8)

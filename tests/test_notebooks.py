@@ -48,9 +48,10 @@ def test_notebook_is_clean_and_starts_right(path: Path) -> None:
 
 
 def test_the_library_fetches_records_from_the_books_repository() -> None:
-    from vitlib import results
+
+    from vitlib.lab import records
 
     repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
-    assert results.REPOSITORY_URL == repository
+    assert records.REPOSITORY_URL == repository
     owner_and_name = repository.removeprefix("https://github.com/")
-    assert results.RECORDS_URL == f"https://raw.githubusercontent.com/{owner_and_name}/main/results/"
+    assert records.RECORDS_URL == f"https://raw.githubusercontent.com/{owner_and_name}/main/results/"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitlib import book, hardware, own_run
-
+from vitlib.lab import book, own_run
+from vitlib.support import hardware
 
 REAL = book.DataSource("cifar100", Path("data"), "CIFAR-100")
 SYNTHETIC = book.DataSource("synthetic", None, "synthetic data (quick mode)")

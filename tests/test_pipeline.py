@@ -16,8 +16,8 @@ from scipy.stats import ttest_ind
 from vitlib.augment import CIFAR100_MEAN, CIFAR100_STD
 from vitlib.cli import main
 from vitlib.data import CIFAR100DataModule
-from vitlib.gpu_augment import GPUBatchLoader
 from vitlib.module import ViTModule
+from vitlib.support.gpu_augment import GPUBatchLoader
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"dim": 32, "depth": 1, "heads": 2}

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from vitlib import ViT, ViTConfig
-from vitlib import pretrained
-from vitlib.pretrained import CONFIG_NAME, WEIGHTS_NAME, PretrainedError, from_pretrained, save_pretrained, sha256_of
+from vitlib.support import pretrained
+from vitlib.support.pretrained import CONFIG_NAME, WEIGHTS_NAME, PretrainedError, from_pretrained, save_pretrained, sha256_of
 
 CONFIG = ViTConfig.from_preset("vit_tiny", depth=1, num_classes=10)
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from vitlib import ViTConfig, results
-from vitlib.book import recipe_config
+from vitlib import ViTConfig
+from vitlib.lab import tables
+from vitlib.lab.book import recipe_config
 
 REPO = Path(__file__).resolve().parents[1]
 QUANTITY = re.compile(r"\d[\d,]*(?:\.\d+)?\s?(?:%|M-parameter|M parameters|epochs?\b|-epoch\b|hours?\b|minutes\b|images/s|img/s)")
@@ -21,7 +22,7 @@ def _record(name: str) -> dict:
 
 
 def _reference(which: int) -> str:
-    row = results.REFERENCE_RESULTS[which]
+    row = tables.REFERENCE_RESULTS[which]
     return f"{row['top-1']} {row['setting']}"
 
 

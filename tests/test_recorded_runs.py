@@ -12,8 +12,10 @@ import pytest
 import torch
 import yaml
 
-from vitlib import book, data, grid, results, throughput
+from vitlib import data
 from vitlib.cli import main
+from vitlib.lab import book, grid, records, speed, tables
+from vitlib.support import cifar
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = str(REPO / "configs" / "quick.yaml")
@@ -27,30 +29,30 @@ def _pixel_sha256(file: Path) -> str:
 
 
 def test_the_q75_copy_is_recognised_by_its_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = data.make_synthetic_cifar100(tmp_path / "copy", n_train=64, n_test=32)
-    assert data.identify_cifar100(root) == data.DATASET_UNVERIFIED
+    root = cifar.make_synthetic_cifar100(tmp_path / "copy", n_train=64, n_test=32)
+    assert cifar.identify_cifar100(root) == cifar.DATASET_UNVERIFIED
     # The same check with this set's pixel hashes in place of the q75 copy's.
-    folder = root / data.FOLDER
-    monkeypatch.setattr(data, "Q75_PIXELS_SHA256", {s: _pixel_sha256(folder / s) for s in ("train", "test")})
-    data._identify.cache_clear()
-    assert data.identify_cifar100(root) == data.DATASET_Q75
+    folder = root / cifar.FOLDER
+    monkeypatch.setattr(cifar, "Q75_PIXELS_SHA256", {s: _pixel_sha256(folder / s) for s in ("train", "test")})
+    cifar._identify.cache_clear()
+    assert cifar.identify_cifar100(root) == cifar.DATASET_Q75
     # One changed pixel is no longer the copy.
     with open(folder / "test", "rb") as f:
         entry = pickle.load(f, encoding="latin1")
     entry["data"][0, 0] ^= 1
     with open(folder / "test", "wb") as f:
         pickle.dump(entry, f)
-    assert data.identify_cifar100(root) == data.DATASET_UNVERIFIED
+    assert cifar.identify_cifar100(root) == cifar.DATASET_UNVERIFIED
 
 
 def test_a_data_source_on_the_copy_names_it_and_reads_it_unverified(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("VITLIB_QUICK", raising=False)
-    root = data.make_synthetic_cifar100(tmp_path / "copy", n_train=64, n_test=32)
-    folder = root / data.FOLDER
-    monkeypatch.setattr(data, "Q75_PIXELS_SHA256", {s: _pixel_sha256(folder / s) for s in ("train", "test")})
-    data._identify.cache_clear()
+    root = cifar.make_synthetic_cifar100(tmp_path / "copy", n_train=64, n_test=32)
+    folder = root / cifar.FOLDER
+    monkeypatch.setattr(cifar, "Q75_PIXELS_SHA256", {s: _pixel_sha256(folder / s) for s in ("train", "test")})
+    cifar._identify.cache_clear()
     source = book.data_source(root, download=False)
     assert source.kind == "cifar100-q75" and source.caption == "CIFAR-100 (JPEG q75 copy)"
     assert source.datamodule().hparams.verify_md5 is False
@@ -69,7 +71,7 @@ def test_a_fit_records_its_speed_against_the_bare_step(tmp_path: Path, monkeypat
     assert speed["fit_images_per_s"] < speed["train_images_per_s"]  # set-up and validation cost time
     assert speed["bare_step_images_per_s"] > 0 and speed["train_vs_bare"] > 0
     assert speed["threads"] == torch.get_num_threads() and speed["resumed_from"] is None
-    history = results.read_history(run / "metrics.csv")
+    history = records.read_history(run / "metrics.csv")
     assert [e for e, _ in history["time/train_epoch_s"]] == [0, 1] and len(history["lr"]) == 2
 
 
@@ -82,25 +84,25 @@ def test_a_stopped_run_is_recorded_only_when_asked_and_says_so(
     run = tmp_path / "runs" / "vitlib" / "version_0"
     (run / "metrics.json").unlink()  # as if killed after its last epoch's validation
     with pytest.raises(FileNotFoundError, match="unfinished"):
-        results.record_run(run, "stopped", tmp_path / "results", weights=False)
+        records.record_run(run, "stopped", tmp_path / "results", weights=False)
     with pytest.raises(ValueError, match="not a result"):  # still quick mode
-        results.record_run(run, "stopped", tmp_path / "results", weights=False, unfinished=True)
+        records.record_run(run, "stopped", tmp_path / "results", weights=False, unfinished=True)
     # The same run as if it had read real files: recorded, with what it did not finish.
     config = yaml.safe_load((run / "config.yaml").read_text())
     config["data"].update(quick=False, data_dir=str(cifar_root))
     config["trainer"]["max_epochs"] = 5
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.delenv("VITLIB_QUICK")
-    record = json.loads(results.record_run(run, "stopped", tmp_path / "results", weights=False, unfinished=True).read_text())
+    record = json.loads(records.record_run(run, "stopped", tmp_path / "results", weights=False, unfinished=True).read_text())
     assert record["stopped_early"] == "stopped after 2 of 5 epochs" and record["epochs"] == 2
-    assert record["metrics"]["top1"] == results.read_history(run / "metrics.csv")["val/top1"][-1][1]
-    assert record["dataset"] == data.DATASET_UNVERIFIED
-    assert "stopped after 2 of 5" in results.tuning_table(tmp_path / "results")
+    assert record["metrics"]["top1"] == records.read_history(run / "metrics.csv")["val/top1"][-1][1]
+    assert record["dataset"] == cifar.DATASET_UNVERIFIED
+    assert "stopped after 2 of 5" in tables.tuning_table(tmp_path / "results")
 
 
 def test_bare_steps_of_variants_in_one_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "speed.json"
-    throughput.main(["--model", 'wide={"dim": 64, "depth": 1, "heads": 2}', "--model", 'narrow={"dim": 32, "depth": 1, "heads": 2}',
+    speed.main(["--model", 'wide={"dim": 64, "depth": 1, "heads": 2}', "--model", 'narrow={"dim": 32, "depth": 1, "heads": 2}',
                      "--batch-size", "8", "--steps", "2", "--out", str(out)])  # fmt: skip
     payload = json.loads(out.read_text())
     wide, narrow = payload["rows"]
@@ -109,7 +111,7 @@ def test_bare_steps_of_variants_in_one_process(tmp_path: Path, capsys: pytest.Ca
     assert payload["command"].startswith("python -m vitlib.throughput") and payload["threads"] >= 1
     assert "narrow" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
-        throughput.main(["--model", 'bad={"dim": 65, "heads": 2}'])
+        speed.main(["--model", 'bad={"dim": 65, "heads": 2}'])
     assert exit_info.value.code == 2
 
 
@@ -117,7 +119,7 @@ def test_fits_of_whole_configs_against_their_bare_step(tmp_path: Path, capsys: p
     """--fit runs a short real fit per config (here quick data) and reports the training images/s
     of its second epoch against the bare step of the same process; the table renders the file."""
     out = tmp_path / "speed" / "fit-speed.json"
-    throughput.main(["--fit", f"plain={REPO / 'configs' / 'cpu.yaml'}", "--fit", f"full={REPO / 'configs' / 'cpu_long.yaml'}", "--batches", "2",
+    speed.main(["--fit", f"plain={REPO / 'configs' / 'cpu.yaml'}", "--fit", f"full={REPO / 'configs' / 'cpu_long.yaml'}", "--batches", "2",
                      "--out", str(out), "--data.quick", "true", "--data.batch_size", "16", "--model.overrides", '{"dim": 32, "depth": 1, "heads": 2}'])  # fmt: skip
     payload = json.loads(out.read_text())
     plain, full = payload["rows"]
@@ -127,20 +129,20 @@ def test_fits_of_whole_configs_against_their_bare_step(tmp_path: Path, capsys: p
         assert row["train_images_per_s"] > 0 and row["bare_step_images_per_s"] > 0
         assert row["train_vs_bare"] == pytest.approx(row["train_images_per_s"] / row["bare_step_images_per_s"])
     assert "full:" in capsys.readouterr().out
-    table = results.fit_speed_table(tmp_path / "speed")
+    table = tables.fit_speed_table(tmp_path / "speed")
     assert "RandAugment N=2 M=9, CutMix/MixUp p=1.0" in table and f"{full['train_vs_bare']:.0%}" in table
-    assert "No bare-step comparison" in results.bare_step_table(tmp_path / "speed")  # the two kinds stay apart
+    assert "No bare-step comparison" in tables.bare_step_table(tmp_path / "speed")  # the two kinds stay apart
     with pytest.raises(SystemExit) as exit_info:
-        throughput.main(["--fit", f"missing={tmp_path / 'none.yaml'}"])
+        speed.main(["--fit", f"missing={tmp_path / 'none.yaml'}"])
     assert exit_info.value.code == 2 and "no such config file" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not CPU_RECORD.is_file(), reason="no recorded CPU run in results/")
 def test_the_recorded_cpu_run_is_complete_and_its_weights_are_intact() -> None:
-    recorded = results.load_record(book.CPU_RUN, REPO / "results", url=None)
+    recorded = records.load_record(book.CPU_RUN, REPO / "results", url=None)
     record = recorded.record
-    assert set(results.REQUIRED) <= set(record)
-    assert record["dataset"] == data.DATASET_Q75 and record["split"] == "val" and "test set" in record["images"]
+    assert set(records.REQUIRED) <= set(record)
+    assert record["dataset"] == cifar.DATASET_Q75 and record["split"] == "val" and "test set" in record["images"]
     assert record["metrics"]["top1"] >= 0.45 and record["metrics"]["samples"] == 10000
     # The recipe's budget is an hour of fit; a recorded run over it must say so in its record.
     assert record["throughput"]["fit_wall_s"] <= 3600 or "over the 60-minute budget" in (record.get("note") or "")
@@ -169,7 +171,7 @@ def test_the_long_run_ran_its_config_and_its_record_agrees_with_itself() -> None
     """configs/cpu_long.yaml is the config the long run ran, key for key; its record holds every
     epoch once, its final metrics are its last epoch's (on the test split, read once, never a
     best epoch), and the committed weights load (their SHA-256 checked)."""
-    recorded = results.load_record(LONG_RUN, REPO / "results", url=None)
+    recorded = records.load_record(LONG_RUN, REPO / "results", url=None)
     record = recorded.record
     config = yaml.safe_load((REPO / "configs" / "cpu_long.yaml").read_text())
     differences = [d for section in ("model", "data") for d in _within(config[section], record[section], section)]
@@ -177,7 +179,7 @@ def test_the_long_run_ran_its_config_and_its_record_agrees_with_itself() -> None
     assert not differences, differences
     assert record["data"]["augment"]["randaugment"] and record["data"]["mix"]["prob"] > 0
     assert record["model"]["schedule"]["name"] == "cyclic"
-    assert record["dataset"] == data.DATASET_Q75 and record["split"] == "val" and "test set" in record["images"]
+    assert record["dataset"] == cifar.DATASET_Q75 and record["split"] == "val" and "test set" in record["images"]
     assert record["metrics"]["samples"] == 10000 and record["size"]["parameters"] <= 1_000_000
     epochs = record["epochs"]
     assert epochs == config["trainer"]["max_epochs"] or record["stopped_early"]
@@ -192,7 +194,7 @@ def test_the_long_run_ran_its_config_and_its_record_agrees_with_itself() -> None
 
 def _q75_root() -> Path | None:
     for root in (REPO / "data-q75",):
-        if (root / data.FOLDER / "meta").is_file() and data.identify_cifar100(root) == data.DATASET_Q75:
+        if (root / cifar.FOLDER / "meta").is_file() and cifar.identify_cifar100(root) == cifar.DATASET_Q75:
             return root
     return None
 
@@ -204,7 +206,7 @@ def test_the_recorded_weights_evaluate_to_the_recorded_top1(name: str) -> None:
     root = _q75_root()
     if root is None:
         pytest.skip("the CIFAR-100 q75 copy is not built in data-q75/ (make book builds it from ../shared)")
-    recorded = results.load_record(name, REPO / "results", url=None)
+    recorded = records.load_record(name, REPO / "results", url=None)
     datamodule = data.CIFAR100DataModule(str(root), batch_size=500, num_workers=0, verify_md5=False, download=False, quick=False)
     datamodule.setup("test")
     probs, labels = book.predict(recorded.model(), datamodule.test_dataloader())
@@ -220,22 +222,22 @@ GRID = REPO / grid.FOLDER
 
 @pytest.mark.skipif(not GRID.is_dir(), reason="no recorded grid in results/grid/")
 def test_the_recorded_grid_is_complete_comparable_and_intact() -> None:
-    records = {r["name"]: r for r in grid.load(GRID)}
-    missing = [grid.run_name(*run) for run in grid.planned_runs(records) if grid.run_name(*run) not in records]
+    runs = {r["name"]: r for r in grid.load(GRID)}
+    missing = [grid.run_name(*run) for run in grid.planned_runs(runs) if grid.run_name(*run) not in runs]
     assert not missing, f"grid runs not recorded: {missing}"
     # One recipe: the same epochs, data, trunk and schedule everywhere; only stem, attention, seed vary.
-    assert {r["epochs"] for r in records.values()} == {records["patch-mhsa-seed0"]["epochs"]}
-    assert {r["dataset"] for r in records.values()} == {data.DATASET_Q75}
-    trunks = {json.dumps({k: v for k, v in r["model"]["overrides"].items() if k not in ("stem", "attention")}, sort_keys=True) for r in records.values()}
-    assert len(trunks) == 1 and len({json.dumps(r["model"]["schedule"], sort_keys=True) for r in records.values()}) == 1
-    for name, record in records.items():
+    assert {r["epochs"] for r in runs.values()} == {runs["patch-mhsa-seed0"]["epochs"]}
+    assert {r["dataset"] for r in runs.values()} == {cifar.DATASET_Q75}
+    trunks = {json.dumps({k: v for k, v in r["model"]["overrides"].items() if k not in ("stem", "attention")}, sort_keys=True) for r in runs.values()}
+    assert len(trunks) == 1 and len({json.dumps(r["model"]["schedule"], sort_keys=True) for r in runs.values()}) == 1
+    for name, record in runs.items():
         stem, attention, seed = name.split("-")
         overrides = record["model"]["overrides"]
         assert (overrides["stem"], overrides["attention"]) == (stem, attention)
         assert f"--seed_everything {seed.removeprefix('seed')} " in record["command"]
         assert record["stopped_early"] is None and record["resumed_from"] is None
         assert record["size"]["parameters"] > 0 and record["throughput"]["fit_wall_s"] > 0
-        recorded = results.load_record(name, GRID, url=None)
+        recorded = runs.load_record(name, GRID, url=None)
         assert recorded.history["val/top1"][-1][1] == pytest.approx(record["metrics"]["top1"])
         model = recorded.model()  # checks the weights' SHA-256
         assert (model.cfg.stem, model.cfg.attention) == (stem, attention)
@@ -252,15 +254,15 @@ def test_the_cnn_baseline_ran_the_cpu_recipe_with_another_network_and_its_weight
     copy, evaluate to the recorded top-1."""
     from safetensors.torch import load_file
 
-    from vitlib.baseline import CIFARResNet, same_recipe
-    from vitlib.pretrained import sha256_of
+    from vitlib.lab.baseline import CIFARResNet, same_recipe
+    from vitlib.support.pretrained import sha256_of
 
     record = json.loads(BASELINE.read_text())
     config = yaml.safe_load((REPO / "configs" / "cpu_resnet.yaml").read_text())
     differences = [d for section in ("model", "data") for d in _within(config[section], record[section], section)]
     assert not differences, differences
     assert same_recipe(record, json.loads((REPO / "results" / f"{book.CPU_RUN}.json").read_text()))
-    assert record["epochs"] == config["trainer"]["max_epochs"] and record["dataset"] == data.DATASET_Q75
+    assert record["epochs"] == config["trainer"]["max_epochs"] and record["dataset"] == cifar.DATASET_Q75
     history = {k: v for k, v in record["history"].items()}
     assert [e for e, _ in history["val/top1"]] == list(range(record["epochs"]))
     assert history["val/top1"][-1][1] == pytest.approx(record["metrics"]["top1"])

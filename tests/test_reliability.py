@@ -29,14 +29,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from vitlib import ViT, ViTConfig
 from vitlib.attention import Attention
 from vitlib.augment import AugmentConfig, MixConfig, normalize
-from vitlib.checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint, save_checkpoint
 from vitlib.cli import ViTCLI, main
-from vitlib.data import CIFAR100DataModule, DatasetNotFoundError, ImageFileDataset, load_cifar100
-from vitlib.loss_check import NonFiniteLossError
-from vitlib.results import record_run
+from vitlib.data import CIFAR100DataModule, ImageFileDataset
+from vitlib.lab.records import record_run
 from vitlib.module import OptimizerConfig, ViTModule
 from vitlib.schedule import ScheduleConfig
-from vitlib.seeding import EpochSampler
+from vitlib.support.checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint, save_checkpoint
+from vitlib.support.cifar import DatasetNotFoundError, load_cifar100
+from vitlib.support.loss_check import NonFiniteLossError
+from vitlib.support.seeding import EpochSampler
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = str(REPO / "configs" / "quick.yaml")
@@ -228,8 +229,8 @@ def test_cli_checkpoints_are_written_atomically_and_read_weights_only(tmp_path, 
 
 KILL_DURING_SAVE = """
 import os, signal, sys, torch
-import vitlib.checkpoints as checkpoints
-from vitlib.checkpoints import AtomicCheckpointIO
+import vitlib.support.checkpoints as checkpoints
+from vitlib.support.checkpoints import AtomicCheckpointIO
 io, path = AtomicCheckpointIO(), sys.argv[1]
 io.save_checkpoint({"step": 1, "w": torch.arange(1000.0)}, path)
 
@@ -313,7 +314,7 @@ def no_download(monkeypatch):
     def offline(root, verify_md5):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr("vitlib.data._download", offline)
+    monkeypatch.setattr("vitlib.support.cifar._download", offline)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "another_object", "missing_key"])
@@ -362,7 +363,7 @@ def test_interrupted_download_leaves_no_archive(tmp_path, monkeypatch):
         raise ConnectionResetError("connection reset by peer")
 
     monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: type("R", (), {"close": lambda self: None})())
-    monkeypatch.setattr("vitlib.data.download_url", cut_off)
+    monkeypatch.setattr("vitlib.support.cifar.download_url", cut_off)
     with pytest.raises(DatasetNotFoundError, match="connection reset"):
         load_cifar100(root, True, verify_md5=False)
     assert list(root.iterdir()) == []  # neither a partial archive nor a half-extracted folder

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitlib import ViT, ViTConfig, results
-from vitlib.checkpoints import CONFIG_KEY
-
+from vitlib import ViT, ViTConfig
+from vitlib.lab import records, tables
+from vitlib.support.checkpoints import CONFIG_KEY
 
 TINY = ViTConfig.from_preset("vit_tiny")
 
@@ -48,10 +48,10 @@ def _run_dir(tmp_path: Path, dataset: str = "CIFAR-100 (JPEG q75 copy)", **metri
 
 def test_record_run_writes_everything_needed_to_trust_and_repeat_it(tmp_path: Path) -> None:
     run = _run_dir(tmp_path, top1=0.6123)
-    path = results.record_run(run, "conv-vit", tmp_path / "results", hardware="1 x Test GPU")
+    path = records.record_run(run, "conv-vit", tmp_path / "results", hardware="1 x Test GPU")
     record = json.loads(path.read_text())
     assert path == tmp_path / "results" / "conv-vit.json"
-    assert set(results.REQUIRED) <= set(record)
+    assert set(records.REQUIRED) <= set(record)
     assert record["metrics"]["top1"] == 0.6123 and record["metrics"]["samples"] == 10000
     assert record["command"] == f"python -m vitlib fit --config {run / 'config.yaml'}"
     assert record["hardware"] == "1 x Test GPU"
@@ -60,43 +60,43 @@ def test_record_run_writes_everything_needed_to_trust_and_repeat_it(tmp_path: Pa
     assert record["model"]["preset"] == "conv_vit" and record["trainer"]["max_epochs"] == 100
     assert record["date"][:4].isdigit() and "T" in record["date"]
     assert record["commit"]  # a commit hash, or a statement that there is no git checkout
-    assert [r["name"] for r in results.load_results(tmp_path / "results")] == ["conv-vit"]
+    assert [r["name"] for r in records.load_results(tmp_path / "results")] == ["conv-vit"]
 
 
 def test_quick_mode_runs_are_not_results(tmp_path: Path) -> None:
     run = _run_dir(tmp_path, dataset="synthetic data in the CIFAR-100 layout (quick mode)")
     with pytest.raises(ValueError, match="not a result"):
-        results.record_run(run, "quick", tmp_path / "results")
+        records.record_run(run, "quick", tmp_path / "results")
     assert not (tmp_path / "results").exists()
 
 
 def test_record_run_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="metrics.json"):
-        results.record_run(tmp_path, "x", tmp_path / "results")
+        records.record_run(tmp_path, "x", tmp_path / "results")
     run = _run_dir(tmp_path)
     with pytest.raises(ValueError, match="plain file name"):
-        results.record_run(run, "../escape", tmp_path / "results")
+        records.record_run(run, "../escape", tmp_path / "results")
 
 
 def test_cli_records_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = _run_dir(tmp_path)
-    results.main([str(run), "--name", "ref", "--out", str(tmp_path / "out"), "--command", "python -m vitlib fit --config configs/reference.yaml"])
+    records.main([str(run), "--name", "ref", "--out", str(tmp_path / "out"), "--command", "python -m vitlib fit --config configs/reference.yaml"])
     assert "recorded" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "ref.json").read_text())["command"].endswith("reference.yaml")
     with pytest.raises(SystemExit) as exit_info:
-        results.main([str(tmp_path / "nowhere"), "--name", "x"])
+        records.main([str(tmp_path / "nowhere"), "--name", "x"])
     assert exit_info.value.code == 2
 
 
 def test_tables_say_plainly_when_nothing_is_recorded(tmp_path: Path) -> None:
-    assert "No full training run is recorded" in results.accuracy_table(tmp_path / "none")
-    assert "python -m vitlib fit --config configs/" in results.accuracy_table(tmp_path / "none")
-    assert "No GPU benchmark is recorded" in results.benchmark_table(tmp_path / "none")
+    assert "No full training run is recorded" in tables.accuracy_table(tmp_path / "none")
+    assert "python -m vitlib fit --config configs/" in tables.accuracy_table(tmp_path / "none")
+    assert "No GPU benchmark is recorded" in tables.benchmark_table(tmp_path / "none")
 
 
 def test_accuracy_table_shows_recorded_runs(tmp_path: Path) -> None:
-    results.record_run(_run_dir(tmp_path, top1=0.6123, top5=0.8765), "conv-vit", tmp_path / "results", hardware="GPU X")
-    table = results.accuracy_table(tmp_path / "results")
+    records.record_run(_run_dir(tmp_path, top1=0.6123, top5=0.8765), "conv-vit", tmp_path / "results", hardware="GPU X")
+    table = tables.accuracy_table(tmp_path / "results")
     assert "conv-vit" in table and "61.23 %" in table and "87.65 %" in table and "GPU X" in table
     assert "| 100 |" in table  # epochs trained (Lightning's epoch counter after fit)
     # The long command goes under the table, collapsed, not into its row.
@@ -105,7 +105,7 @@ def test_accuracy_table_shows_recorded_runs(tmp_path: Path) -> None:
 
 
 def test_history_has_every_epoch_and_the_lr_at_its_end(tmp_path: Path) -> None:
-    history = results.read_history(_run_dir(tmp_path) / "metrics.csv")
+    history = records.read_history(_run_dir(tmp_path) / "metrics.csv")
     assert history["val/top1"] == [(0, 0.11), (1, 0.17)] and history["train/loss"] == [(0, 4.2), (1, 3.8)]
     # An epoch's rows carry the index of its last step (4, then 9): the LR logged at that step.
     assert history["lr"] == [(0, 0.002), (1, 0.0005)]
@@ -113,8 +113,8 @@ def test_history_has_every_epoch_and_the_lr_at_its_end(tmp_path: Path) -> None:
 
 def test_recorded_weights_load_back_exactly(tmp_path: Path) -> None:
     run = _run_dir(tmp_path)
-    results.record_run(run, "tiny", tmp_path / "results", hardware="CPU")
-    recorded = results.load_record("tiny", tmp_path / "results", url=None)
+    records.record_run(run, "tiny", tmp_path / "results", hardware="CPU")
+    recorded = records.load_record("tiny", tmp_path / "results", url=None)
     assert recorded is not None and recorded.history["val/top1"][-1] == (1, 0.17)
     assert len(recorded.record["weights"]["sha256"]) == 64
     # The model's size, from the exported model: the tiny preset's parameters, FLOPs of a forward.
@@ -125,17 +125,17 @@ def test_recorded_weights_load_back_exactly(tmp_path: Path) -> None:
     assert loaded.keys() == {k.removeprefix("model.") for k in saved}
     assert all(torch.equal(loaded[k.removeprefix("model.")], v) for k, v in saved.items())
     assert "100 epochs on CPU" in recorded.describe() and "JPEG q75" in recorded.describe()
-    assert results.load_record("missing", tmp_path / "results", url=None) is None
+    assert records.load_record("missing", tmp_path / "results", url=None) is None
 
 
 def test_a_damaged_weights_file_is_refused(tmp_path: Path) -> None:
-    results.record_run(_run_dir(tmp_path), "tiny", tmp_path / "results", hardware="CPU")
+    records.record_run(_run_dir(tmp_path), "tiny", tmp_path / "results", hardware="CPU")
     weights = tmp_path / "results" / "tiny" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="SHA-256"):
-        results.load_record("tiny", tmp_path / "results", url=None).model()
+        records.load_record("tiny", tmp_path / "results", url=None).model()
 
 
 def test_benchmark_table_rows(tmp_path: Path) -> None:
@@ -146,28 +146,28 @@ def test_benchmark_table_rows(tmp_path: Path) -> None:
     (folder / "h100-2026-01-01.json").write_text(
         json.dumps({"gpu": "NVIDIA H100", "torch": "2.14", "commit": "abc", "date": "2026-01-01", "rows": [row]})
     )
-    table = results.benchmark_table(folder)
+    table = tables.benchmark_table(folder)
     assert "NVIDIA H100" in table and "12,346" in table and "bf16-mixed" in table
     (folder / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="broken.json"):
-        results.load_benchmarks(folder)
+        records.load_benchmarks(folder)
 
 
 def test_markdown_table_escapes_pipes() -> None:
-    table = results.markdown_table([{"a": "x|y", "b": None}])
+    table = tables.markdown_table([{"a": "x|y", "b": None}])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| x\\|y |  |"]
     with pytest.raises(ValueError):
-        results.markdown_table([])
+        tables.markdown_table([])
 
 
 def test_each_bare_step_comparison_is_its_own_table(tmp_path: Path) -> None:
-    assert "No bare-step comparison" in results.bare_step_table(tmp_path)
+    assert "No bare-step comparison" in tables.bare_step_table(tmp_path)
     for name, rates in (("a", (100.0, 150.0)), ("b", (300.0, 240.0))):
         rows = [{"name": f"{name}{i}", "overrides": {"dim": 96}, "parameters": 1000, "images_per_s": r,
                  "relative_to_first": r / rates[0]} for i, r in enumerate(rates)]  # fmt: skip
         payload = {"hardware": "CPU X", "batch_size": 128, "threads": 2, "commit": "abc", "rows": rows}
         (tmp_path / f"{name}.json").write_text(json.dumps(payload))
-    table = results.bare_step_table(tmp_path)
+    table = tables.bare_step_table(tmp_path)
     first, second = table.split("**b**")
     assert "**a**: CPU X, batch 128, 2 threads" in first and "| a1 | 1,000 | 150 | 1.50x |" in first
     assert "| b1 | 1,000 | 240 | 0.80x |" in second and "b0" not in first

@@ -84,7 +84,7 @@ def the_gpu_augmentation_path(monkeypatch):
     """The device pipeline runs here on the CPU as a stand-in for a GPU; on the CPU its RandAugment
     gathers the samples of each op by default, a host sync by design (free there). These tests
     check the GPU's path, the sync-free masked one."""
-    from vitlib.gpu_augment import BatchAugment
+    from vitlib.support.gpu_augment import BatchAugment
 
     init = BatchAugment.__init__
     monkeypatch.setattr(BatchAugment, "__init__", lambda self, cfg, height=32, width=32, gather=None: init(self, cfg, height, width, False))

@@ -7,8 +7,8 @@ import pytest
 
 from vitlib.data import CIFAR100DataModule
 from vitlib.module import ViTModule
-from vitlib.throughput import ThroughputMonitor
-from vitlib.timed import Deadline, WarmUp, cycle_epochs, plan_epochs, read_warm_up, stop_reason
+from vitlib.support.callbacks import ThroughputMonitor
+from vitlib.support.timed import Deadline, WarmUp, cycle_epochs, plan_epochs, read_warm_up, stop_reason
 
 
 def test_stop_reason_projects_the_next_epoch_and_keeps_whole_cycles():

@@ -8,27 +8,28 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from vitlib import ViT, ViTConfig, viz  # noqa: E402
-from vitlib.viz import (  # noqa: E402
+from vitlib import (  # noqa: E402
+    ViT,
+    ViTConfig,
+    rollout,  # noqa: E402
+)
+from vitlib.lab import figures  # noqa: E402
+from vitlib.lab.figures import (
     HEAT_LABEL,
-    attention_entropy,
-    attention_rollout,
     caption,
     heat_scale,
-    model_attention,
     overlay,
     plot_attention_heads,
     plot_attention_layers,
     plot_patches,
     prediction_collage,
-    token_heatmap,
-    upsample_heatmap,
 )
+from vitlib.rollout import attention_entropy, attention_rollout, model_attention, token_heatmap, upsample_heatmap
 
 
 @pytest.fixture(autouse=True)
@@ -266,7 +267,7 @@ def test_in_a_notebook_the_caption_is_page_text_and_the_image_has_alt_text(monke
     import IPython.display
 
     shown = []
-    monkeypatch.setattr("vitlib.viz._notebook_shell", lambda: object())
+    monkeypatch.setattr("vitlib.lab.figures._notebook_shell", lambda: object())
     monkeypatch.setattr(IPython.display, "display", shown.append)
     fig = plot_patches(torch.rand(3, 32, 32), 4)
     caption(fig, "CIFAR-100 (JPEG q75 copy) <test>")
@@ -282,48 +283,48 @@ def test_in_a_notebook_the_caption_is_page_text_and_the_image_has_alt_text(monke
 def test_every_book_figure_fits_the_page_column(vit_and_images):
     """Figures wider than the text column are shrunk by the browser, and their labels with them."""
     model, images = vit_and_images
-    logits, maps = viz.model_attention(model, images)
-    probs, heat = viz.rollout_heatmaps(model, images)
+    logits, maps = rollout.model_attention(model, images)
+    probs, heat = rollout.rollout_heatmaps(model, images)
     image = images[0].clamp(0, 1)
     stages = [("stage", torch.rand(8, 16, 16)), ("tokens", torch.rand(8, 8, 8))]
     seed = {"train/loss": [(0, 4.0)], "val/top1": [(0, 0.1)]}
-    figures = {
-        "patches": viz.plot_patches(image, 4),
-        "feature maps": viz.plot_feature_maps(image, stages),
-        "heads": viz.plot_attention_heads(image, maps, layer=0, has_cls_token=model.cfg.pool == "cls", ncols=12),
-        "blocks": viz.plot_attention_layers(image, maps, has_cls_token=model.cfg.pool == "cls"),
-        "collage": viz.prediction_collage(images.clamp(0, 1), torch.zeros(len(images), dtype=torch.long), probs, heat, [str(i) for i in range(100)]),
-        "comparison": viz.plot_attention_comparison(images.clamp(0, 1)[:1].repeat(6, 1, 1, 1), {"a": heat[:1].repeat(6, 1, 1)}),
-        "curves": viz.plot_training_curves({"train/loss": [(0, 4.0)], "val/top1": [(0, 0.1)]}),
-        "run curves": viz.plot_run_curves({"a": [seed]}),
-        "confusion": viz.plot_confusion(torch.eye(20), [str(i) for i in range(20)]),
-        "schedules": viz.plot_lr_schedules({"a": [0.1, 0.2]}, steps_per_epoch=1),
+    drawn = {
+        "patches": figures.plot_patches(image, 4),
+        "feature maps": figures.plot_feature_maps(image, stages),
+        "heads": figures.plot_attention_heads(image, maps, layer=0, has_cls_token=model.cfg.pool == "cls", ncols=12),
+        "blocks": figures.plot_attention_layers(image, maps, has_cls_token=model.cfg.pool == "cls"),
+        "collage": figures.prediction_collage(images.clamp(0, 1), torch.zeros(len(images), dtype=torch.long), probs, heat, [str(i) for i in range(100)]),
+        "comparison": figures.plot_attention_comparison(images.clamp(0, 1)[:1].repeat(6, 1, 1, 1), {"a": heat[:1].repeat(6, 1, 1)}),
+        "curves": figures.plot_training_curves({"train/loss": [(0, 4.0)], "val/top1": [(0, 0.1)]}),
+        "run curves": figures.plot_run_curves({"a": [seed]}),
+        "confusion": figures.plot_confusion(torch.eye(20), [str(i) for i in range(20)]),
+        "schedules": figures.plot_lr_schedules({"a": [0.1, 0.2]}, steps_per_epoch=1),
     }
-    too_wide = {name: round(fig.get_size_inches()[0], 2) for name, fig in figures.items() if fig.get_size_inches()[0] > viz.PAGE_WIDTH + 1e-6}
-    assert not too_wide, f"wider than {viz.PAGE_WIDTH} in: {too_wide}"
+    too_wide = {name: round(fig.get_size_inches()[0], 2) for name, fig in drawn.items() if fig.get_size_inches()[0] > figures.PAGE_WIDTH + 1e-6}
+    assert not too_wide, f"wider than {figures.PAGE_WIDTH} in: {too_wide}"
     # Shown at their own size, their smallest labels read at 8 pt (a CSS px is 1/96 in, a figure
     # pixel 1/100 in).
-    small = {name: viz.smallest_font_pt(fig) for name, fig in figures.items() if viz.smallest_font_pt(fig) * viz.SAVE_DPI / 96 < viz.LEGIBLE_PT}
-    assert not small, f"labels below {viz.LEGIBLE_PT} pt at the figure's own size: {small}"
+    small = {name: figures.smallest_font_pt(fig) for name, fig in drawn.items() if figures.smallest_font_pt(fig) * figures.SAVE_DPI / 96 < figures.LEGIBLE_PT}
+    assert not small, f"labels below {figures.LEGIBLE_PT} pt at the figure's own size: {small}"
 
 
 def test_a_figure_carries_the_width_at_which_its_smallest_label_reads_at_8_pt(monkeypatch):
     import IPython.display
 
-    assert viz.legible_width(1000, 10.0) == 768  # 10 pt at 100 dpi: shown at 0.768 it reads as 8 pt
-    assert viz.legible_width(1000, 6.0) == 1000  # never wider than the image: its labels are too small
+    assert figures.legible_width(1000, 10.0) == 768  # 10 pt at 100 dpi: shown at 0.768 it reads as 8 pt
+    assert figures.legible_width(1000, 6.0) == 1000  # never wider than the image: its labels are too small
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.plot([0, 1], [0, 1])
     ax.set_title("title", fontsize=12)
     ax.tick_params(labelsize=7)
     ax.text(0.5, 0.5, "", fontsize=2)  # empty text is not a label
-    assert viz.smallest_font_pt(fig) == 7.0
+    assert figures.smallest_font_pt(fig) == 7.0
     shown = []
-    monkeypatch.setattr("vitlib.viz._notebook_shell", lambda: object())
+    monkeypatch.setattr("vitlib.lab.figures._notebook_shell", lambda: object())
     monkeypatch.setattr(IPython.display, "display", shown.append)
     caption(fig, "text")
     page = shown[0].data
     assert 'data-smallest-pt="7.0"' in page
     width = int(page.split("--legible-width:", 1)[1].split("px", 1)[0])
     png = base64.b64decode(page.split("base64,", 1)[1].split('"', 1)[0])
-    assert width == viz.legible_width(Image.open(io.BytesIO(png)).width, 7.0) == Image.open(io.BytesIO(png)).width
+    assert width == figures.legible_width(Image.open(io.BytesIO(png)).width, 7.0) == Image.open(io.BytesIO(png)).width

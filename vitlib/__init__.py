@@ -6,7 +6,7 @@ The package root stays light (no Lightning import): training lives in ``vitlib.m
 
 from .config import PRESETS, ViTConfig
 from .model import ViT, count_parameters
-from .pretrained import from_pretrained, save_pretrained
+from .support.pretrained import from_pretrained, save_pretrained
 
 __all__ = ["PRESETS", "ViT", "ViTConfig", "count_parameters", "from_pretrained", "save_pretrained"]
 __version__ = "0.1.0"

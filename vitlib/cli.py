@@ -18,23 +18,24 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
 
-from .checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint
-from .data import ARCHIVE, FINE_LABELS, CIFAR100DataModule, DatasetNotFoundError, default_data_dir, ensure_cifar100, quick_mode
-from .files import write_json_atomic
-from .loss_check import NonFiniteLossError
+from .data import CIFAR100DataModule
 from .module import ViTModule
-from .pretrained import CONFIG_NAME, WEIGHTS_NAME, PretrainedError, from_pretrained
-from .throughput import ThroughputMonitor
+from .support.callbacks import FlushLogsEachEpoch, MetricsWriter, ThroughputMonitor, TopKPrinter
+from .support.checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint
+from .support.cifar import ARCHIVE, DatasetNotFoundError, default_data_dir, ensure_cifar100, quick_mode
+from .support.loss_check import NonFiniteLossError
+from .support.pretrained import CONFIG_NAME, WEIGHTS_NAME, PretrainedError, from_pretrained
 
 QUICK_MAX_EPOCHS = 2
+
+
 RUNS_DIR = "runs"  # the loggers' save_dir unless --trainer.default_root_dir says otherwise
 
 
@@ -51,86 +52,6 @@ _NO_ADVERTISEMENT = _NoAdvertisement()
 
 class InputError(ValueError):
     """Paths given to a command that cannot work: all of them, found before any work starts."""
-
-
-class MetricsWriter(L.Callback):
-    """Writes ``metrics.json`` (final loss / top-1 / top-5 as fractions, epoch, config) to the log dir.
-
-    The numbers are the epoch-level torchmetrics values of the last validation (after ``fit``) or of
-    the whole test set (after ``test``).
-    """
-
-    def _write(self, trainer: L.Trainer, module: L.LightningModule, stage: str, split: str) -> None:
-        metrics = trainer.callback_metrics
-        if f"{split}/top1" not in metrics:
-            return  # e.g. fit with validation switched off
-        # trainer.log_dir is a collective under DDP: every rank asks, rank 0 writes.
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        if not trainer.is_global_zero:
-            return
-        datamodule = getattr(trainer, "datamodule", None)
-        config_file = log_dir / "config.yaml"  # written by the CLI's SaveConfigCallback
-        if config_file.is_file():
-            config = yaml.safe_load(config_file.read_text())
-        else:
-            config = {"model": dict(module.hparams), "data": dict(getattr(datamodule, "hparams", {}))}
-        payload = {
-            "stage": stage,
-            "split": split,
-            **(datamodule.describe(split) if hasattr(datamodule, "describe") else {}),
-            "loss": float(metrics[f"{split}/loss"]),
-            "top1": float(metrics[f"{split}/top1"]),
-            "top5": float(metrics[f"{split}/top5"]),
-            "samples": int(metrics[f"{split}/count"]),
-            "epoch": trainer.current_epoch,
-            "global_step": trainer.global_step,
-            "config": config,
-        }
-        monitor = next((cb for cb in trainer.callbacks if isinstance(cb, ThroughputMonitor)), None)
-        if monitor is not None and stage == "fit":
-            payload["throughput"] = monitor.summary()
-        path = (log_dir / "metrics.json").resolve()
-        write_json_atomic(path, payload)
-        print(f"metrics written to {path}")
-
-    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._write(trainer, module, "fit", "val")
-
-    def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._write(trainer, module, "test", "test")
-
-
-class FlushLogsEachEpoch(L.Callback):
-    """Writes the loggers' buffered rows to disk when an epoch starts.
-
-    The CSV logger writes every 100 steps, while an epoch's checkpoint is saved (at the end of its
-    validation) before its training metrics are even logged. A run killed after a checkpoint could
-    thus lose the last epochs' rows from ``metrics.csv`` and resume past them, leaving holes in its
-    history. Flushed here, everything up to the last finished epoch is on disk whenever the next
-    epoch can be cut short.
-    """
-
-    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        for logger in trainer.loggers:
-            logger.save()
-
-
-class TopKPrinter(BasePredictionWriter):
-    """Prints the top-k classes and probabilities of every predicted file, or why it failed."""
-
-    def __init__(self, k: int = 5) -> None:
-        super().__init__(write_interval="batch")
-        self.k = k
-
-    def write_on_batch_end(self, trainer, module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        classes = getattr(trainer.datamodule, "classes", FINE_LABELS)
-        probs, idx = prediction["probs"].topk(min(self.k, prediction["probs"].shape[1]), dim=1)
-        for row, (path, error) in enumerate(zip(prediction["path"], prediction["error"])):
-            if error:
-                print(f"{path}: error: {error}")
-                continue
-            ranked = ", ".join(f"{classes[i]} {p:.3f}" for p, i in zip(probs[row].tolist(), idx[row].tolist()))
-            print(f"{path}: {ranked}")
 
 
 class ViTCLI(LightningCLI):

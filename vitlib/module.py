@@ -14,11 +14,11 @@ from torchmetrics import MeanMetric, MetricCollection, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from .augment import soft_target_cross_entropy
-from .checkpoints import CONFIG_KEY, check_compatible
 from .config import ViTConfig
-from .loss_check import FiniteLossCheck
 from .model import ViT
 from .schedule import ScheduleConfig, build_scheduler
+from .support.checkpoints import CONFIG_KEY, check_compatible
+from .support.loss_check import FiniteLossCheck
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 # torch.compile's modes; "reduce-overhead" and "max-autotune" also replay the step's kernels as CUDA
@@ -74,7 +74,7 @@ class ClassifierModule(L.LightningModule):
     and test report the plain cross-entropy and top-1 / top-5 accuracy, each computed over the
     whole split at the end of the epoch (torchmetrics accumulates on the device and synchronises
     across processes), never as an average of per-batch values. :class:`ViTModule` trains the
-    book's ViTs; :class:`vitlib.baseline.ResNetModule` a CNN on the same recipe.
+    book's ViTs; :class:`vitlib.lab.baseline.ResNetModule` a CNN on the same recipe.
     """
 
     def __init__(

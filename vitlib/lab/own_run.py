@@ -2,15 +2,15 @@
 and found again by chapter 7.
 
 On a GPU with the real data, chapter 6 trains ``configs/cpu_long.yaml`` (the recipe of the recorded
-long run) for ``TRAIN_MINUTES``: :func:`plan` times a warm-up (:class:`vitlib.timed.WarmUp`: two
+long run) for ``TRAIN_MINUTES``: :func:`plan` times a warm-up (:class:`vitlib.support.timed.WarmUp`: two
 epochs of a few batches) and sets the epochs and the length of the learning-rate cycle so that the
 schedule ends, at its lowest rate, when the budget does (whole cycles of the recipe when they fit,
 one cycle stretched over the run otherwise); :func:`train` runs exactly what ``python -m vitlib
 fit --config cpu_long`` runs with those two settings, on the fast path
-:func:`vitlib.hardware.choose` picks, with Lightning's progress bar. The run lands in
+:func:`vitlib.support.hardware.choose` picks, with Lightning's progress bar. The run lands in
 ``runs/book/recipe/vitlib/version_N/`` of a checkout (a temporary folder elsewhere):
 ``checkpoints/last.ckpt``, ``metrics.csv``, ``metrics.json``, the ``config.yaml`` it ran with.
-:func:`latest` reads the newest finished one back as a :class:`~vitlib.results.RecordedRun`.
+:func:`latest` reads the newest finished one back as a :class:`~vitlib.lab.records.RecordedRun`.
 
 ``VITLIB_TRAIN_SECONDS=N`` trains for ``N`` seconds wherever the notebook runs (a CPU, quick
 mode's synthetic data), so that the cells a GPU runs are executed by ``pytest --nbmake`` too.
@@ -27,9 +27,11 @@ from pathlib import Path
 
 import torch
 
-from . import cli, hardware, results, timed
+from .. import cli
+from ..support import hardware, timed
+from . import records
 from .book import DataSource, quiet_lightning, recipe_config, runs_root
-from .results import RecordedRun
+from .records import RecordedRun
 
 CONFIG = "cpu_long"  # the recipe of the recorded long run (results/cpu-long.json)
 SECONDS_ENV = "VITLIB_TRAIN_SECONDS"
@@ -105,7 +107,7 @@ def _fit_args(source: DataSource, path: hardware.FastPath, root: Path) -> list[s
 
 
 def _callback(class_name: str, **init_args: object) -> str:
-    return "--trainer.callbacks+=" + json.dumps({"class_path": f"vitlib.timed.{class_name}", "init_args": init_args})
+    return "--trainer.callbacks+=" + json.dumps({"class_path": f"vitlib.support.timed.{class_name}", "init_args": init_args})
 
 
 def plan(source: DataSource, seconds: float) -> Plan:
@@ -134,7 +136,7 @@ def plan(source: DataSource, seconds: float) -> Plan:
 def train(source: DataSource, planned: Plan) -> RecordedRun:
     """Train the recipe on ``source`` as ``planned``, with a progress bar; returns the run
     (:func:`latest`). Should an epoch take longer than the warm-up said, training stops at an epoch
-    end before the budget runs out (:class:`vitlib.timed.Deadline`), and says so."""
+    end before the budget runs out (:class:`vitlib.support.timed.Deadline`), and says so."""
     root = runs_root() / "recipe"
     with quiet_lightning():
         cli.main([*_fit_args(source, planned.fast_path, root), "--trainer.max_epochs", str(planned.epochs),
@@ -148,7 +150,7 @@ def train(source: DataSource, planned: Plan) -> RecordedRun:
 
 def latest(root: str | Path | None = None, real: bool = True) -> RecordedRun | None:
     """The newest finished run under ``root`` (default ``runs/book/recipe``) as a
-    :class:`~vitlib.results.RecordedRun` (its weights exported next to it), else ``None``. With
+    :class:`~vitlib.lab.records.RecordedRun` (its weights exported next to it), else ``None``. With
     ``real``, runs on quick mode's synthetic data are passed over: they have nothing to show."""
     root = Path(root) if root is not None else runs_root() / "recipe"
     finished = sorted(root.glob("vitlib/version_*/metrics.json"), key=lambda p: p.stat().st_mtime)
@@ -157,8 +159,8 @@ def latest(root: str | Path | None = None, real: bool = True) -> RecordedRun | N
     if not finished:
         return None
     run_dir = finished[-1].parent
-    record = results.run_record(run_dir, NAME)
+    record = records.run_record(run_dir, NAME)
     folder = run_dir / "pretrained"
-    record["weights"], record["size"] = results.export_weights(run_dir, folder)
+    record["weights"], record["size"] = records.export_weights(run_dir, folder)
     record["trained_here"] = True
     return RecordedRun(record, str(folder))

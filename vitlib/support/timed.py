@@ -18,8 +18,8 @@ from typing import Any
 
 import lightning as L
 
+from .callbacks import ThroughputMonitor
 from .files import write_json_atomic
-from .throughput import ThroughputMonitor
 
 
 def stop_reason(now: float, stop_at: float, epochs_done: int, durations: list[float], cycle_epochs: int) -> str | None:
@@ -97,7 +97,7 @@ class WarmUp(L.Callback):
     the last timed epoch's batches to the full training and validation loaders, and the start-up
     (from the fit's start to its first batch: building the model, the data on the device).
 
-    The epochs are timed by the fit's :class:`~vitlib.throughput.ThroughputMonitor` (which the CLI
+    The epochs are timed by the fit's :class:`~vitlib.support.callbacks.ThroughputMonitor` (which the CLI
     always adds); run it on a fit with ``limit_train_batches`` / ``limit_val_batches`` of a few
     batches and ``max_epochs=2``: the first epoch includes compiling and warming the kernels up,
     the second is the one measured.

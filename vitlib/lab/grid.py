@@ -7,9 +7,9 @@ with two more seeds, so that a difference can be set against the seed-to-seed sp
 trains and records the whole grid; a run already recorded is skipped, so an interrupted grid
 resumes where it stopped (a run cut short resumes from its last checkpoint)::
 
-    python -m vitlib.grid --data-dir data-q75
+    python -m vitlib.lab.grid --data-dir data-q75
 
-Each run is recorded like any other (:func:`vitlib.results.record_run`):
+Each run is recorded like any other (:func:`vitlib.lab.records.record_run`):
 ``results/grid/<stem>-<attention>-seed<N>.json`` with its history, timing, parameters, FLOPs per
 image and weights. Which cell is "best" is read from the test split, the only held-out set this
 comparison has: the repeats then test whether that pick survives other seeds.
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import ATTENTIONS, STEMS
 from . import comparison
 from .comparison import PlannedRun, SeedGroup, gap_sentence, provenance
-from .config import ATTENTIONS, STEMS
-from .results import load_results, markdown_table
+from .records import load_results
+from .tables import markdown_table
 
 CELLS: tuple[tuple[str, str], ...] = tuple(itertools.product(STEMS, ATTENTIONS))
 BASELINE = ("patch", "mhsa")
@@ -119,7 +120,7 @@ def grid_table(records: Sequence[dict[str, Any]]) -> str:
     seeds, and each seed), top-5, parameters, FLOPs per image, wall time and images/s."""
     found = cells(records)
     if not found:
-        return "**No grid run is recorded.** `python -m vitlib.grid --data-dir DIR` trains and records it."
+        return "**No grid run is recorded.** `python -m vitlib.lab.grid --data-dir DIR` trains and records it."
     rows = []
     for cell in found:
         first = cell.runs[0]
@@ -177,7 +178,7 @@ def finding(records: Sequence[dict[str, Any]]) -> str | None:
 
 def describe(records: Sequence[dict[str, Any]]) -> str:
     """One line of provenance for a caption: how many grid runs, epochs, hardware, data, commits."""
-    return provenance(records, "grid run", "python -m vitlib.grid")
+    return provenance(records, "grid run", "python -m vitlib.lab.grid")
 
 
 def plan(records: dict[str, dict[str, Any]], epochs: int, data_dir: str, root: str) -> list[PlannedRun]:
@@ -189,7 +190,7 @@ def plan(records: dict[str, dict[str, Any]], epochs: int, data_dir: str, root: s
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    comparison.main(argv, "python -m vitlib.grid", "the stem x attention grid", RECIPE, EPOCHS, FOLDER, "runs/grid", plan)
+    comparison.main(argv, "python -m vitlib.lab.grid", "the stem x attention grid", RECIPE, EPOCHS, FOLDER, "runs/grid", plan)
 
 
 if __name__ == "__main__":

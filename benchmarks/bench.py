@@ -1,4 +1,4 @@
-"""``python -m vitlib.bench``: training throughput of vitlib against standard implementations.
+"""``python -m benchmarks.bench``: training throughput of vitlib against standard implementations.
 
 Every row trains for ``--warmup`` steps (compilation, DataLoader workers starting, caches filling),
 then is timed over ``--steps`` steps by the wall clock, the device synchronised at both ends, so
@@ -56,14 +56,21 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from .augment import AugmentConfig, BatchMixer, MixConfig, soft_target_cross_entropy, train_transform
-from .cli import ViTCLI
-from .files import write_json_atomic
-from .config import ViTConfig
-from .data import DatasetNotFoundError, default_data_dir, ensure_cifar100, load_cifar100, quick_mode, write_cifar100
-from .model import ViT, count_parameters
-from .provenance import cpu_name
-from .schedule import ScheduleConfig, build_scheduler
+from vitlib.augment import AugmentConfig, BatchMixer, MixConfig, soft_target_cross_entropy, train_transform
+from vitlib.cli import ViTCLI
+from vitlib.config import ViTConfig
+from vitlib.model import ViT, count_parameters
+from vitlib.schedule import ScheduleConfig, build_scheduler
+from vitlib.support.cifar import (
+    DatasetNotFoundError,
+    default_data_dir,
+    ensure_cifar100,
+    load_cifar100,
+    quick_mode,
+    write_cifar100,
+)
+from vitlib.support.files import write_json_atomic
+from vitlib.support.provenance import cpu_name
 
 __all__ = ["ROWS", "Row", "StepTimer", "main", "matmul_peak_flops", "run_benchmark", "training_flops_per_image"]
 
@@ -499,7 +506,7 @@ def run_benchmark(
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m vitlib.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for <gpu>-<date>.json")
     parser.add_argument("--rows", default="", help=f"comma-separated subset of: {', '.join(r.name for r in ROWS)}")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per row (default 20; tiny: 1)")
@@ -521,13 +528,13 @@ def main(argv: list[str] | None = None) -> None:
         rows = tuple(r for r in ROWS if r.name in names)
     warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 20)
     steps = args.steps if args.steps is not None else (2 if args.tiny else 100)
-    command = shlex.join(["python", "-m", "vitlib.bench", *argv])
+    command = shlex.join(["python", "-m", "benchmarks.bench", *argv])
     try:
         _, results = run_benchmark(
             args.out, rows, warmup, steps, args.workers, args.tiny, args.data_dir, args.override, command, args.commit
         )
     except ValueError as error:
-        print(f"vitlib.bench: error: {error}", file=sys.stderr)
+        print(f"benchmarks.bench: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     if results["failed"]:
         raise SystemExit(1)

@@ -5,7 +5,7 @@ runs that differ in one thing and in their seed. This module holds what they sha
 a group of runs that differ only in their seed (mean, sample standard deviation), the gap between
 two groups set against that seed-to-seed spread, and :func:`train_and_record`, which trains one
 planned run, resumes it from its last checkpoint when an earlier attempt was cut short, and
-records all its parts as one run (:func:`vitlib.results.record_run`).
+records all its parts as one run (:func:`vitlib.lab.records.record_run`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .results import load_results, record_run
+from .records import load_results, record_run
 
 
 class SeedGroup:
@@ -68,7 +68,7 @@ def gap_sentence(a: SeedGroup, b: SeedGroup) -> str:
 
 
 def provenance(records: Sequence[dict[str, Any]], what: str, command: str) -> str:
-    """One line for a caption: ``"10 recorded grid runs (python -m vitlib.grid), 4 epochs each on
+    """One line for a caption: ``"10 recorded grid runs (python -m vitlib.lab.grid), 4 epochs each on
     <hardware>, <dataset>, commits a, b"``."""
     if not records:
         return f"no recorded {what}"

@@ -9,8 +9,8 @@ headline comparison (RandAugment on vs off) is trained with a second seed, so th
 set against the seed-to-seed noise. One command trains and records all of it, skipping what is
 recorded and resuming a run that was cut short from its last checkpoint::
 
-    python -m vitlib.ablation --data-dir data-q75
-    python -m vitlib.ablation --data-dir data-q75 --dry-run    # the commands still to run
+    python -m vitlib.lab.ablation --data-dir data-q75
+    python -m vitlib.lab.ablation --data-dir data-q75 --dry-run    # the commands still to run
 
 A seed here is ``seed_everything``: the model's initialisation and the mixing draws. The held-out
 split, the order of the batches and each image's augmentation follow ``data.seed`` (0 in every
@@ -27,7 +27,8 @@ from typing import Any
 
 from . import comparison
 from .comparison import PlannedRun, SeedGroup, gap_sentence, provenance
-from .results import load_results, markdown_table
+from .records import load_results
+from .tables import markdown_table
 
 RECIPE = "configs/cpu_long.yaml"
 # About 50 minutes a run on two CPU cores (45,000 images an epoch at about 460 images/s).
@@ -123,7 +124,7 @@ def table(records: Sequence[dict[str, Any]]) -> str:
     augmented, mixed batches) and its time."""
     found = arms(records)
     if not found:
-        return "**No run of the recipe study is recorded.** `python -m vitlib.ablation --data-dir DIR` trains and records it."
+        return "**No run of the recipe study is recorded.** `python -m vitlib.lab.ablation --data-dir DIR` trains and records it."
     rows = []
     for arm in found.values():
         runs = arm.runs
@@ -174,7 +175,7 @@ def crossing(records: Sequence[dict[str, Any]], name: str, seed: int = SEEDS[0])
 
 def curves(records: Sequence[dict[str, Any]], name: str) -> dict[str, list[dict[str, list[tuple[int, float]]]]]:
     """The histories of comparison ``name``'s two arms, ``{label: [history per seed]}``, for
-    :func:`vitlib.viz.plot_run_curves`."""
+    :func:`vitlib.lab.figures.plot_run_curves`."""
     found = arms(records)
     return {
         found[arm].label: [{k: _history(r, k) for k in r.get("history", {})} for r in found[arm].runs]
@@ -185,11 +186,11 @@ def curves(records: Sequence[dict[str, Any]], name: str) -> dict[str, list[dict[
 
 def describe(records: Sequence[dict[str, Any]]) -> str:
     """One line of provenance for a caption."""
-    return provenance(records, "recipe-study run", "python -m vitlib.ablation")
+    return provenance(records, "recipe-study run", "python -m vitlib.lab.ablation")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    comparison.main(argv, "python -m vitlib.ablation", "the recipe study", RECIPE, EPOCHS, FOLDER, "runs/ablation", plan)
+    comparison.main(argv, "python -m vitlib.lab.ablation", "the recipe study", RECIPE, EPOCHS, FOLDER, "runs/ablation", plan)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import torchvision.transforms.v2.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from .augment import AugmentConfig
+from ..augment import AugmentConfig
 
 __all__ = [
     "RANDAUGMENT_OPS",

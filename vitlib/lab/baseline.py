@@ -9,7 +9,7 @@ ViT's 73 M (both counted by :func:`vitlib.measure.flops`). The blocks are torchv
 :class:`~vitlib.module.ClassifierModule` (loss, AdamW, schedule, metrics) the ViTs train with, so
 ``configs/cpu_resnet.yaml`` differs from ``configs/cpu.yaml`` in the network only::
 
-    python -m vitlib.baseline fit --config cpu_resnet --data.data_dir DIR
+    python -m vitlib.lab.baseline fit --config cpu_resnet --data.data_dir DIR
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from . import cli, results
-from .checkpoints import load_checkpoint, network_state
-from .measure import flops
-from .model import count_parameters
-from .module import ClassifierModule, OptimizerConfig
-from .pretrained import save_weights
-from .schedule import ScheduleConfig
+from .. import cli
+from ..measure import flops
+from ..model import count_parameters
+from ..module import ClassifierModule, OptimizerConfig
+from ..schedule import ScheduleConfig
+from ..support.checkpoints import load_checkpoint, network_state
+from ..support.pretrained import save_weights
+from . import records
 
 WIDTHS = (16, 32, 64)
 
@@ -88,18 +89,18 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> CIFARResNet:
 
 def export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """The run's ``last.ckpt`` as ``folder/model.safetensors`` + ``config.json`` (depth and
-    classes), for :func:`vitlib.results.record_run`: ``(weights entry, size)``."""
+    classes), for :func:`vitlib.lab.records.record_run`: ``(weights entry, size)``."""
     model = model_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
     save_weights(model, {"depth": model.depth, "num_classes": model.num_classes}, folder)
     size = {"parameters": count_parameters(model), "flops_per_image": flops(model, torch.zeros(1, 3, 32, 32))}
-    return results.weights_entry(folder), size
+    return records.weights_entry(folder), size
 
 
 def record(
     run_dir: str | Path, name: str = "cpu-resnet", out_dir: str | Path = "results", command: str | None = None, note: str | None = None
 ) -> Path:
-    """Record a finished baseline run like every run of the book (:func:`vitlib.results.record_run`)."""
-    return results.record_run(run_dir, name, out_dir, command=command, note=note, exporter=export_weights)
+    """Record a finished baseline run like every run of the book (:func:`vitlib.lab.records.record_run`)."""
+    return records.record_run(run_dir, name, out_dir, command=command, note=note, exporter=export_weights)
 
 
 RECIPE_DATA = ("batch_size", "val_split", "seed", "augment", "mix", "pipeline")  # what the training sees

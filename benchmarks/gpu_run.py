@@ -1,20 +1,20 @@
-"""``python -m vitlib.gpurun``: what issue 11 asks of a lent GPU, in one command with a hard time limit.
+"""``python -m benchmarks.gpu_run``: what issue 11 asks of a lent GPU, in one command with a hard time limit.
 
 Here, on any machine with the project's venv and the workplace's ``../shared``::
 
-    python -m vitlib.gpurun --prepare       # fills .dev/gpurun/ (git-ignored), prints the device call
+    python -m benchmarks.gpu_run --prepare       # fills .dev/gpurun/ (git-ignored), prints the device call
 
 On the GPU machine, with ``.dev/gpurun`` carried::
 
-    python3 -m vitlib.gpurun --out $OUT
+    python3 -m benchmarks.gpu_run --out $OUT
 
 1. installs the carried wheels of the packages the GPU image lacks, and builds CIFAR-100 (JPEG q75
    copy) from the carried npz with its own ``build.py``;
-2. runs ``python -m vitlib.bench`` (vitlib's fast recipe against timm and vit-pytorch);
+2. runs ``python -m benchmarks.bench`` (vitlib's fast recipe against timm and vit-pytorch);
 3. trains ``configs/fast.yaml`` on those data for as many epochs as fit, planned from the
    benchmark's images/s and rounded down to whole learning-rate cycles; a :class:`Deadline`
    callback ends training at an epoch end before the stop time if the plan was too hopeful. The
-   run is recorded with :func:`vitlib.results.record_run` into ``$OUT/results``, then its last
+   run is recorded with :func:`vitlib.lab.records.record_run` into ``$OUT/results``, then its last
    checkpoint is evaluated by ``python -m vitlib test`` on the test split;
 4. prints a short table, last.
 
@@ -51,7 +51,7 @@ from typing import Any
 
 import yaml
 
-from .timed import cycle_epochs, plan_epochs
+from vitlib.support.timed import cycle_epochs, plan_epochs
 
 __all__ = ["check_out", "main", "prepare", "run_child", "wheels_to_install"]
 
@@ -64,7 +64,7 @@ RECIPE = REPO / "configs" / "fast.yaml"
 # [signatures] extra, and the benchmark's vit-pytorch. All pure Python; carried at the versions of
 # this venv, which requirements.txt pins.
 CARRIED_PACKAGES = ("jsonargparse", "docstring-parser", "typeshed-client", "vit-pytorch")
-DEVICE_CALL = 'run(command="python3 -m vitlib.gpurun --out $OUT", carry=[".dev/gpurun"], timeout_s=600)'
+DEVICE_CALL = 'run(command="python3 -m benchmarks.gpu_run --out $OUT", carry=[".dev/gpurun"], timeout_s=600)'
 TRAVEL_LIMIT = 64 * 2**20  # what travels to the device machine: tree + carried paths
 OUT_FILES, OUT_FILE_BYTES, OUT_DEPTH = 8, 16 * 2**20, 2  # what comes back from its $OUT
 
@@ -207,7 +207,7 @@ def install_wheels(folder: Path, site: Path, log: Log) -> list[str]:
 
 def build_data(mode: Mode, work: Path, log: Log) -> tuple[Path, str]:
     """(root for ``--data.data_dir``, what the data are). The built folder is reused by a retry."""
-    from .data import FILES, FOLDER, make_synthetic_cifar100
+    from vitlib.support.cifar import FILES, FOLDER, make_synthetic_cifar100
 
     if mode.tiny:
         root = make_synthetic_cifar100(work / "synthetic-tiny", mode.n_train, mode.n_test)
@@ -220,7 +220,7 @@ def build_data(mode: Mode, work: Path, log: Log) -> tuple[Path, str]:
     carried = CARRY / "cifar100-q75"
     missing = [name for name in DATA_FILES if not (carried / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{carried} lacks {', '.join(missing)}: run `python -m vitlib.gpurun --prepare` "
+        raise FileNotFoundError(f"{carried} lacks {', '.join(missing)}: run `python -m benchmarks.gpu_run --prepare` "
                                 "before the call and carry .dev/gpurun")  # fmt: skip
     rc, _ = run_child([sys.executable, str(carried / "build.py"), str(root)], 180, log)
     if rc != 0:
@@ -245,7 +245,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def git_or_carried_commit() -> str | None:
     """The commit of this tree: from git, else from --prepare's note (the device copy has no .git)."""
-    from .bench import git_commit
+    from benchmarks.bench import git_commit
 
     commit, dirty = git_commit()
     if commit:
@@ -328,10 +328,10 @@ class Run:
         self.summary.update(installed=installed, data=data, commit=self.commit)
 
     def bench(self) -> dict[str, Any] | None:
-        """Step 2: ``python -m vitlib.bench``; its results, or None."""
+        """Step 2: ``python -m benchmarks.bench``; its results, or None."""
         st = self.stage("bench")
         folder = self.out / "benchmarks"
-        argv = [sys.executable, "-m", "vitlib.bench", "--out", str(folder)]
+        argv = [sys.executable, "-m", "benchmarks.bench", "--out", str(folder)]
         if self.mode.tiny:
             argv += ["--tiny", "--workers", "0", "--rows", "vitlib-vit-fast,timm-vit"]
         if self.commit and not (REPO / ".git").exists():
@@ -369,7 +369,7 @@ class Run:
         estimate = "no estimate" if epoch_s is None else f"about {epoch_s:.1f} s each"
         left = stop_at - time.time()
         self.log(f"plan: {epochs} epochs ({estimate}, LR cycle {cycle} epochs), stop within {left:.0f} s")
-        deadline = {"class_path": "vitlib.timed.Deadline", "init_args": {"stop_at": stop_at, "cycle_epochs": cycle}}
+        deadline = {"class_path": "vitlib.support.timed.Deadline", "init_args": {"stop_at": stop_at, "cycle_epochs": cycle}}
         fit = [sys.executable, "-m", "vitlib", "fit", "--config", str(RECIPE.relative_to(REPO)), *self.data_args(),
                "--trainer.max_epochs", str(epochs), "--trainer.enable_progress_bar", "false",
                "--trainer.logger", loggers(self.runs, "fit"), f"--trainer.callbacks+={json.dumps(deadline)}",
@@ -428,8 +428,8 @@ class Run:
 
 def record(run_dir: Path, name: str, folder: Path, commit: str | None) -> Path:
     """``record_run``, with the commit filled in where it could not read one (the device copy has no .git)."""
-    from .files import write_json_atomic
-    from .results import record_run
+    from vitlib.lab.records import record_run
+    from vitlib.support.files import write_json_atomic
 
     path = record_run(run_dir, name, folder)
     payload = json.loads(path.read_text())
@@ -530,7 +530,7 @@ def prepare(shared: Path, carry: Path = CARRY, wheels: bool = True) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitlib.gpurun", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="where every result goes ($OUT on the device machine)")
     parser.add_argument("--tiny", action="store_true", help="the same stages on a CPU in under a minute")
     parser.add_argument("--budget", type=float, default=None, help="seconds for everything (default 540; tiny: 150)")
@@ -550,11 +550,11 @@ def main(argv: list[str] | None = None) -> int:
             done = prepare(args.shared, CARRY, wheels=not args.no_wheels)
             size = travelling_bytes(CARRY)
         except (FileNotFoundError, subprocess.CalledProcessError) as err:
-            parser.exit(2, f"vitlib.gpurun: error: {err}\n")
+            parser.exit(2, f"benchmarks.gpu_run: error: {err}\n")
         print(f"prepared {CARRY}: data, wheels {', '.join(done['wheels']) or '(skipped)'}, commit {done['commit']}")
         print(f"a device call sends {size / 2**20:.1f} MiB (limit {TRAVEL_LIMIT // 2**20} MiB)")
         if size > TRAVEL_LIMIT:
-            parser.exit(2, "vitlib.gpurun: error: over the limit: ignore or carry less\n")
+            parser.exit(2, "benchmarks.gpu_run: error: over the limit: ignore or carry less\n")
         print(f"the call:\n  {DEVICE_CALL}")
         return 0
     if args.out is None:
@@ -565,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            parser.exit(2, "vitlib.gpurun: error: no CUDA GPU here; on a CPU use --tiny\n")
+            parser.exit(2, "benchmarks.gpu_run: error: no CUDA GPU here; on a CPU use --tiny\n")
 
     args.out.mkdir(parents=True, exist_ok=True)
     log = Log(args.out / "gpurun.log")
@@ -584,15 +584,15 @@ def main(argv: list[str] | None = None) -> int:
         summary = {**run.summary, "error": stages[-1].result}
     finally:
         signal.signal(signal.SIGTERM, previous)
-    summary.update(command=shlex.join(["python", "-m", "vitlib.gpurun", *(argv if argv is not None else sys.argv[1:])]),
+    summary.update(command=shlex.join(["python", "-m", "benchmarks.gpu_run", *(argv if argv is not None else sys.argv[1:])]),
                    seconds=round(time.time() - started, 1), stages=[vars(s) for s in stages])  # fmt: skip
-    from .files import write_json_atomic
+    from vitlib.support.files import write_json_atomic
 
     write_json_atomic(args.out / "summary.json", summary)
     problems = check_out(args.out)
     if problems:  # rewritten in place: the file count does not change
         write_json_atomic(args.out / "summary.json", {**summary, "out_problems": problems})
-    log(f"=== vitlib.gpurun: {summary['seconds']:.0f} s of {args.budget:.0f}, results in {args.out}")
+    log(f"=== benchmarks.gpu_run: {summary['seconds']:.0f} s of {args.budget:.0f}, results in {args.out}")
     log(table(stages))
     for problem in problems:
         log(f"WILL NOT COME BACK: {problem}")

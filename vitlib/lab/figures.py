@@ -26,80 +26,22 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-HEAD_FUSIONS = ("mean", "max", "min")
+from ..rollout import patch_grid, attention_rollout, position_similarity, token_heatmap, upsample_heatmap
+
 _CORRECT, _WRONG = "tab:green", "tab:red"
+
+
 # The book's text column is about 720 px wide and figures are saved at 100 dpi: a figure this wide
 # (inches) is shown at its own size, so its labels stay as large as they were drawn.
 PAGE_WIDTH = 7.2
+
+
 SAVE_DPI = 100
+
+
 # The smallest label a figure may be shown with: below this a phone shows it in a box that scrolls
 # sideways, at the width where its smallest label is this size, rather than shrunk to the screen.
 LEGIBLE_PT = 8.0
-
-
-def _fuse_heads(attn: torch.Tensor, head_fusion: str) -> torch.Tensor:
-    """``[B, h, N, N] -> [B, N, N]``."""
-    if head_fusion not in HEAD_FUSIONS:
-        raise ValueError(f"head_fusion must be one of {', '.join(map(repr, HEAD_FUSIONS))}; got {head_fusion!r}")
-    return reduce(attn, "b h n m -> b n m", head_fusion)
-
-
-def _discard_lowest(attn: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Zero the lowest ``ratio`` of each map's off-diagonal weights. The diagonal (which holds the
-    class token's own weight) is always kept, so no token loses its path to itself."""
-    n = attn.shape[-1]
-    count = int(ratio * (n * n - n))
-    if count == 0:
-        return attn
-    eye = torch.eye(n, dtype=torch.bool, device=attn.device)
-    candidates = rearrange(attn.masked_fill(eye, float("inf")), "b n m -> b (n m)")
-    lowest = candidates.topk(count, dim=1, largest=False).indices
-    kept = torch.ones_like(candidates, dtype=torch.bool).scatter_(1, lowest, False)
-    return attn * rearrange(kept, "b (n m) -> b n m", n=n)
-
-
-def attention_rollout(
-    maps: Sequence[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0
-) -> torch.Tensor:
-    """Attention rollout (Abnar & Zuidema 2020): how much each output token draws on each input token.
-
-    Each layer's heads are fused (``"mean"``, ``"max"`` or ``"min"``), optionally the lowest
-    ``discard_ratio`` of its weights are zeroed, the identity is added for the residual connection
-    and the rows are renormalised to sum to 1; the layers then multiply, first layer first:
-    ``R = A_L ... A_2 A_1``. Returns ``[B, N, N]`` with rows summing to 1.
-    """
-    if not maps:
-        raise ValueError("attention_rollout needs at least one attention map; got an empty list")
-    if not 0.0 <= discard_ratio < 1.0:
-        raise ValueError(f"discard_ratio must be in [0, 1); got {discard_ratio!r}")
-    b, _, n, _ = maps[0].shape
-    eye = torch.eye(n, device=maps[0].device)
-    rollout = eye.expand(b, n, n)
-    for attn in maps:
-        fused = _discard_lowest(_fuse_heads(attn.float(), head_fusion), discard_ratio) + eye
-        rollout = (fused / fused.sum(dim=-1, keepdim=True)) @ rollout
-    return rollout
-
-
-def token_heatmap(matrix: torch.Tensor, has_cls_token: bool, grid: int) -> torch.Tensor:
-    """``[B, N, N]`` token-to-token weights -> ``[B, grid, grid]`` map over the patches, in units
-    of uniform attention: 1 everywhere when every patch gets the same weight, 4 on a patch that
-    gets four times its share. Never stretched per map, so near-uniform attention looks uniform.
-
-    With a class token: the class token's row (what the classifier reads) over the patches, as
-    shares of what goes to the patches (the weight the class token keeps on itself is left out, so
-    that 1 is the uniform share with either pooling). Without one (mean pooling): the mean of the
-    rows, because the pooled representation is the mean of the tokens.
-    """
-    n = matrix.shape[-1]
-    if grid * grid + has_cls_token != n:
-        raise ValueError(
-            f"token_heatmap: {n} tokens do not make a {grid}x{grid} patch grid "
-            f"{'plus a class token' if has_cls_token else 'without a class token'}; check grid and has_cls_token"
-        )
-    weights = matrix[:, 0, 1:].float() if has_cls_token else matrix.float().mean(dim=1)
-    weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-    return rearrange(weights, "b (h w) -> b h w", h=grid) * (grid * grid)
 
 
 HEAT_LABEL = "attention ÷ uniform share (1 = uniform)"
@@ -114,11 +56,6 @@ def heat_scale(*heats: torch.Tensor) -> float:
 def add_heat_colorbar(fig: Figure, mappable: Any, axes: Sequence[Axes]) -> None:
     """One colour bar for the heat maps of ``axes`` (they share ``mappable``'s scale)."""
     fig.colorbar(mappable, ax=list(axes), shrink=0.8, label=HEAT_LABEL)
-
-
-def upsample_heatmap(heat: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """``[B, g, g] -> [B, H, W]`` by bilinear interpolation."""
-    return F.interpolate(heat[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
 def _show_image(ax: Axes, image: torch.Tensor) -> None:
@@ -139,15 +76,6 @@ def overlay(
     return ax.imshow(heat.detach().cpu().numpy(), cmap=cmap, alpha=alpha, vmin=0.0, vmax=top)
 
 
-def _patch_grid(num_tokens: int, has_cls_token: bool) -> int:
-    patches = num_tokens - has_cls_token
-    grid = math.isqrt(patches)
-    if grid * grid != patches:
-        raise ValueError(
-            f"{num_tokens} tokens ({patches} patches) are not a square patch grid; "
-            f"check has_cls_token={has_cls_token}"
-        )
-    return grid
 
 
 def _panels(count: int, ncols: int, panel_size: float = 2.0) -> tuple[Figure, list[Axes]]:
@@ -171,7 +99,7 @@ def plot_attention_heads(
     """One panel per head of block ``layer``: the class token's attention over the patches (or, for
     a mean-pooled model, the mean row), over ``image`` ([3, H, W]), sample ``index`` of the batch."""
     attn = maps[layer][index]  # [heads, N, N]
-    heat = token_heatmap(attn, has_cls_token, _patch_grid(attn.shape[-1], has_cls_token))
+    heat = token_heatmap(attn, has_cls_token, patch_grid(attn.shape[-1], has_cls_token))
     fig, axes = _panels(len(heat), ncols)
     top = heat_scale(heat)
     for head, (ax, head_heat) in enumerate(zip(axes, heat)):
@@ -194,7 +122,7 @@ def plot_attention_layers(
 ) -> Figure:
     """One panel per block with its heads averaged, then the rollout through all blocks."""
     sample = [attn[index : index + 1] for attn in maps]
-    grid = _patch_grid(sample[0].shape[-1], has_cls_token)
+    grid = patch_grid(sample[0].shape[-1], has_cls_token)
     matrices = [reduce(attn, "b h n m -> b n m", "mean") for attn in sample]
     matrices.append(attention_rollout(sample, head_fusion, discard_ratio))
     titles = [f"block {i}" for i in range(len(maps))] + ["rollout"]
@@ -261,28 +189,6 @@ def prediction_collage(
     if heat_layer is not None:
         add_heat_colorbar(fig, heat_layer, image_axes)
     return fig
-
-
-def attention_entropy(maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``[layers, heads]``: the mean entropy (nats) of each head's attention rows, over rows and the
-    batch. ``log(N)`` is uniform attention; 0 is every query attending to a single token."""
-    # xlogy gives 0 * log 0 = 0 for the masked (zero) weights of LSA.
-    return torch.stack([-torch.special.xlogy(a.float(), a.float()).sum(dim=-1).mean(dim=(0, 2)) for a in maps])
-
-
-def model_attention(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``(logits, maps)`` of a ``vitlib.ViT`` in eval mode without gradients; the model's previous
-    train/eval mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(images, return_attention=True)
-    finally:
-        model.train(was_training)
-
-
-# --------------------------------------------------------------------------- the book's figures
 
 
 def caption(fig: Figure, text: str, alt: str | None = None) -> Figure:
@@ -401,34 +307,12 @@ def plot_patches(image: torch.Tensor, patch_size: int, per_row: int = 16) -> Fig
     return fig
 
 
-def position_similarity(pos_embed: torch.Tensor, has_cls_token: bool) -> torch.Tensor:
-    """Cosine similarity ``[P, P]`` between the patches' position embedding rows (the class
-    token's row, if any, left out). ``pos_embed [N(+1), dim]``."""
-    unit = F.normalize(pos_embed.detach().float().cpu()[int(has_cls_token) :], dim=-1)
-    return unit @ unit.T
-
-
-def mirror_similarity(pos_embed: torch.Tensor, has_cls_token: bool) -> dict[str, float]:
-    """Mean cosine similarity of each patch position's embedding with that of its mirror image
-    across the vertical axis (``left-right``: column c and its opposite column) and across the
-    horizontal one (``up-down``). Random embeddings give about 0 for both; a model trained with
-    horizontal flips, which make left and right interchangeable, can learn a left-right one near 1."""
-    similarity = position_similarity(pos_embed, has_cls_token)
-    grid = _patch_grid(len(similarity), False)
-    index = torch.arange(grid * grid).reshape(grid, grid)
-    rows = index.flatten()
-    return {
-        "left-right": similarity[rows, index.flip(1).flatten()].mean().item(),
-        "up-down": similarity[rows, index.flip(0).flatten()].mean().item(),
-    }
-
-
 def plot_position_similarity(pos_embed: torch.Tensor, has_cls_token: bool) -> Figure:
     """Cosine similarity of each patch's position embedding with every other one (as in Fig. 7 of
     Dosovitskiy et al.): a small map per patch position, laid out on the patch grid.
     ``pos_embed [N(+1), dim]``."""
     similarity = position_similarity(pos_embed, has_cls_token)
-    grid = _patch_grid(len(similarity), False)
+    grid = patch_grid(len(similarity), False)
     maps = F.pad(rearrange(similarity, "p (h w) -> p h w", h=grid), (0, 1, 0, 1), value=float("nan"))
     mosaic = rearrange(maps, "(gh gw) h w -> (gh h) (gw w)", gh=grid)[:-1, :-1]
     fig, ax = plt.subplots(figsize=(6.2, 5.4), layout="constrained")
@@ -479,7 +363,7 @@ def plot_feature_maps(image: torch.Tensor, stages: Sequence[tuple[str, torch.Ten
 
 def plot_shifted_copies(image: torch.Tensor, shift: int) -> Figure:
     """Shifted Patch Tokenization's input: the image and its four diagonal shifts by ``shift`` px."""
-    from .stems import shift_diagonally
+    from ..stems import shift_diagonally
 
     copies = [image, *(s[0] for s in shift_diagonally(image[None], shift))]
     titles = ["original", "up-left", "up-right", "down-left", "down-right"]
@@ -493,7 +377,7 @@ def plot_token_view(image: torch.Tensor, patch_size: int, row: int, col: int) ->
     then the five ``p x p`` crops that are concatenated into the token's input."""
     from matplotlib.patches import Rectangle
 
-    from .stems import shift_diagonally
+    from ..stems import shift_diagonally
 
     shift = patch_size // 2
     y, x = row * patch_size, col * patch_size
@@ -526,12 +410,6 @@ def plot_attention_matrices(matrices: dict[str, torch.Tensor], log_scale: bool =
         ax.set_ylabel("query token", fontsize=8)
         fig.colorbar(shown, ax=ax, shrink=0.75)
     return fig
-
-
-def attendable_tokens(cfg: Any) -> int:
-    """How many tokens each query can attend to: all ``N`` with plain attention, ``N - 1`` with
-    LSA, whose mask removes the query itself (uniform attention then has entropy ``log(N - 1)``)."""
-    return cfg.num_tokens - (cfg.attention == "lsa")
 
 
 def plot_sharpness(entropies: dict[str, torch.Tensor], attendable: int | dict[str, int]) -> Figure:
@@ -596,7 +474,7 @@ def plot_lr_range_test(lrs: Sequence[float], losses: Sequence[float], suggestion
 
 def plot_training_curves(history: dict[str, list[tuple[int, float]]]) -> Figure:
     """Loss and top-1 per epoch for train and validation; ``history["train/loss"]`` is a list of
-    ``(epoch, value)`` (see ``vitlib.results.read_history``)."""
+    ``(epoch, value)`` (see ``vitlib.lab.records.read_history``)."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.2), layout="constrained")
     for ax, metric in ((loss_ax, "loss"), (acc_ax, "top1")):
         for split in ("train", "val"):
@@ -621,7 +499,7 @@ def plot_run_curves(
 ) -> Figure:
     """Per-epoch curves of several models, one panel per ``(history key, axis label)`` of
     ``panels`` (default: training loss and test top-1): ``runs[name]`` is one history per seed
-    (:attr:`vitlib.results.RecordedRun.history`); a model's seeds share its colour, so their spread
+    (:attr:`vitlib.lab.records.RecordedRun.history`); a model's seeds share its colour, so their spread
     shows as a band of lines."""
     fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH, 3), layout="constrained", squeeze=False)
     axes = list(axes[0])
@@ -672,12 +550,3 @@ def plot_attention_comparison(images: torch.Tensor, heatmaps: dict[str, torch.Te
         axes[row, 0].set_ylabel(name, fontsize=8)
     add_heat_colorbar(fig, heat_layer, axes.ravel())
     return fig
-
-
-def rollout_heatmaps(model: torch.nn.Module, images: torch.Tensor, discard_ratio: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(probabilities [B, K], maps [B, g, g])``: a ViT's predictions and its attention rollout over
-    the patch grid for normalised ``images``."""
-    logits, maps = model_attention(model, images)
-    has_cls = model.cfg.pool == "cls"
-    heat = token_heatmap(attention_rollout(maps, discard_ratio=discard_ratio), has_cls, model.cfg.grid_size)
-    return logits.float().softmax(dim=-1), heat

@@ -15,138 +15,23 @@ variants (``--model``).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 
-from .augment import soft_target_cross_entropy
-from .config import ViTConfig
-from .files import write_json_atomic
-from .model import ViT, count_parameters
-from .provenance import git_commit, this_machine
-
-
-def bare_step_images_per_s(
-    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 10, warmup: int = 3
-) -> float:
-    """Images per second of forward + cross-entropy + backward + AdamW on ``images`` (a copy of
-    ``model`` trains, so the model itself is left as it was)."""
-    model = copy.deepcopy(model).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=images.is_cuda or None)
-
-    def step() -> None:
-        loss = soft_target_cross_entropy(model(images), labels, 0.1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    for _ in range(warmup):
-        step()
-    if images.is_cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if images.is_cuda:
-        torch.cuda.synchronize()
-    return steps * images.shape[0] / (time.perf_counter() - start)
-
-
-class ThroughputMonitor(L.Callback):
-    """Times a ``fit`` (see the module docstring); :meth:`summary` is written to ``metrics.json``.
-
-    Per epoch it logs ``time/train_epoch_s`` and ``time/train_images_per_s`` (the training loop
-    alone, validation excluded), ``time/val_epoch_s`` and ``time/elapsed_s`` (this process's wall
-    time so far), so they land in ``metrics.csv`` beside the losses and a run that was killed and
-    resumed can still be timed from its rows.
-    """
-
-    def __init__(self, bare_steps: int = 10) -> None:
-        self.bare_steps = bare_steps
-        self.created = time.perf_counter()
-        self.epoch_start = self.val_start = self.val_s = 0.0
-        self.train_s = 0.0
-        self.train_images = 0
-        self.bare: float | None = None
-        self.wall_s: float | None = None
-        self.resumed_from: str | None = None
-        self.last_epoch: tuple[float, float] | None = None  # (training s, validation s) of the last epoch
-
-    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        # A resumed run's wall time and images/s cover only its own part: the record says so.
-        self.resumed_from = str(trainer.ckpt_path) if trainer.ckpt_path else None
-
-    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        _synchronize(module)
-        self.epoch_start = time.perf_counter()
-        self.val_s = 0.0
-
-    # Lightning validates inside the training epoch, before on_train_epoch_end: its time is taken out.
-    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        _synchronize(module)  # training steps still queued on a GPU are training time
-        self.val_start = time.perf_counter()
-
-    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        _synchronize(module)
-        self.val_s += time.perf_counter() - self.val_start
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        _synchronize(module)
-        seconds = time.perf_counter() - self.epoch_start - self.val_s
-        self.last_epoch = (seconds, self.val_s)
-        batch_size = getattr(trainer.datamodule, "batch_size", 0)
-        images = trainer.num_training_batches * batch_size * trainer.world_size
-        self.train_s += seconds
-        self.train_images += images
-        module.log("time/train_epoch_s", seconds, on_epoch=True, on_step=False)
-        module.log("time/train_images_per_s", images / seconds, on_epoch=True, on_step=False)
-        module.log("time/val_epoch_s", self.val_s, on_epoch=True, on_step=False)
-        # Wall time of this process so far: a run killed and resumed is timed from these rows.
-        module.log("time/elapsed_s", time.perf_counter() - self.created, on_epoch=True, on_step=False)
-
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if self.bare_steps <= 0 or not trainer.is_global_zero or self.train_images == 0:
-            return
-        images, labels = next(iter(trainer.train_dataloader))
-        images, labels = images.to(module.device), labels.to(module.device)
-        self.bare = bare_step_images_per_s(module.model, images, labels, steps=self.bare_steps)
-
-    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.wall_s = time.perf_counter() - self.created
-
-    def summary(self) -> dict[str, Any]:
-        """Seconds and images/s of this run; ``None`` for what was not measured."""
-        train_rate = self.train_images / self.train_s if self.train_s else None
-        fit_rate = self.train_images / self.wall_s if self.wall_s else None
-        return {
-            "fit_wall_s": self.wall_s,
-            "train_s": self.train_s,
-            "train_images": self.train_images,
-            "fit_images_per_s": fit_rate,  # whole fit: set-up and validation included
-            "train_images_per_s": train_rate,  # training epochs only
-            "bare_step_images_per_s": self.bare,
-            "train_vs_bare": train_rate / self.bare if train_rate and self.bare else None,
-            "threads": torch.get_num_threads(),
-            "resumed_from": self.resumed_from,
-        }
-
-
-def _synchronize(module: L.LightningModule) -> None:
-    # A GPU runs the queued steps after Python moved on: time them done, not queued. Once per epoch
-    # and validation, never per step.
-    if module.device.type == "cuda":
-        torch.cuda.synchronize(module.device)
+from ..config import ViTConfig
+from ..model import ViT, count_parameters
+from ..support.callbacks import bare_step_images_per_s
+from ..support.files import write_json_atomic
+from ..support.provenance import git_commit, this_machine
 
 
 def compare_bare_steps(models: dict[str, dict[str, Any]], batch_size: int = 128, steps: int = 10) -> list[dict[str, Any]]:
@@ -176,7 +61,7 @@ def fit_speed(configs: dict[str, str], data_dir: str | None = None, batches: int
 
     The ratio is the share of the machine the model gets with that config's data loop: what the
     augmentation, the mixing and the logging cost on top of the training step itself."""
-    from .results import read_history  # results imports the model code; only this tool needs it
+    from .records import read_history  # results imports the model code; only this tool needs it
 
     rows = []
     for name, config in configs.items():

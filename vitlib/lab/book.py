@@ -10,7 +10,7 @@ caption states the outcome:
   md5-verified; or, when those files fail the md5 check, the real images they hold, read as a
   subset; and when there is no dataset at all, synthetic data again, saying why.
 * the **demonstration budget** (:func:`training_budget`): runs of seconds, for the chapters that
-  train while they run (chapter 6's own training to a time budget is :mod:`vitlib.own_run`).
+  train while they run (chapter 6's own training to a time budget is :mod:`vitlib.lab.own_run`).
 * the **trained model** (:func:`recorded_run`): the recorded run committed in ``results/`` (or
   fetched from the repository by URL), else ``None``, and the notebook says what it cannot show.
 """
@@ -33,22 +33,22 @@ import torch
 import yaml
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from .data import (
+from ..cli import CONFIG_DIR
+from ..data import CIFAR100DataModule
+from ..schedule import ScheduleConfig
+from ..support.cifar import (
     COARSE_LABELS,
     DATASET_OFFICIAL,
     DATASET_Q75,
     FINE_LABELS,
     FINE_TO_COARSE,
-    CIFAR100DataModule,
     DatasetNotFoundError,
     ensure_cifar100,
     identify_cifar100,
     quick_mode,
 )
-from .cli import CONFIG_DIR
-from . import ablation, grid, results
-from .results import RecordedRun, load_record
-from .schedule import ScheduleConfig
+from . import ablation, grid, records
+from .records import RecordedRun, load_record
 
 # cifar100: the official release (md5-verified); cifar100-q75: the complete JPEG quality-75 copy;
 # subset: other real files in the layout (unverified); synthetic: quick mode's stripes.
@@ -134,7 +134,7 @@ def data_source(root: str | Path | None = None, download: bool = True) -> DataSo
 @dataclass(frozen=True)
 class TrainingBudget:
     """A demonstration run of seconds on a CPU (chapter 5's range test): the model, its length,
-    and how many batches make an epoch. Chapter 6's real training is :mod:`vitlib.own_run`."""
+    and how many batches make an epoch. Chapter 6's real training is :mod:`vitlib.lab.own_run`."""
 
     preset: str
     max_epochs: int
@@ -202,7 +202,7 @@ def recorded_run(name: str = BOOK_RUN) -> RecordedRun | None:
 
 def _records_url(folder: str) -> str | None:
     """Where the records of ``folder`` (``results`` or a folder inside it) are served."""
-    url = results.records_url()
+    url = records.records_url()
     return None if url is None else url if folder == "results" else f"{url}{Path(folder).name}/"
 
 
@@ -218,13 +218,13 @@ def missing_run(name: str = BOOK_RUN, folder: str = "results") -> str:
     here = f"not in {root / folder}" if root else "no checkout of the book here"
     there = f"not at {url}{name}.json either (offline, or not published there)" if url else "no records URL set"
     return (
-        f"No recorded run '{name}' ({here}; {there}). Open the chapter in a clone of {results.REPOSITORY_URL}, "
-        f"or set {results.RECORDS_ENV} to a copy of its results/ folder."
+        f"No recorded run '{name}' ({here}; {there}). Open the chapter in a clone of {records.REPOSITORY_URL}, "
+        f"or set {records.RECORDS_ENV} to a copy of its results/ folder."
     )
 
 
 def grid_run(stem: str, attention: str, seed: int = 0) -> RecordedRun | None:
-    """One run of the stem x attention grid (:mod:`vitlib.grid`), like :func:`recorded_run`."""
+    """One run of the stem x attention grid (:mod:`vitlib.lab.grid`), like :func:`recorded_run`."""
     return _load(grid.run_name(stem, attention, seed), grid.FOLDER)
 
 
@@ -234,7 +234,7 @@ def _comparison_records(folder: str, planned: Callable[[dict[str, dict[str, Any]
     neither has them."""
     root = repository_root()
     if root is not None:
-        return results.load_results(root / folder)
+        return records.load_results(root / folder)
     found: dict[str, dict[str, Any]] = {}
     while True:  # a plan may name more runs once the first are in (the grid's best cell)
         fetched = [run for run in (_load(n, folder) for n in planned(found) if n not in found) if run is not None]
@@ -244,12 +244,12 @@ def _comparison_records(folder: str, planned: Callable[[dict[str, dict[str, Any]
 
 
 def grid_records() -> list[dict[str, Any]]:
-    """Every recorded run of the grid (:mod:`vitlib.grid`), from the checkout or the repository."""
+    """Every recorded run of the grid (:mod:`vitlib.lab.grid`), from the checkout or the repository."""
     return _comparison_records(grid.FOLDER, lambda found: [grid.run_name(*run) for run in grid.planned_runs(found)])
 
 
 def ablation_records() -> list[dict[str, Any]]:
-    """Every recorded run of the recipe study (:mod:`vitlib.ablation`), from the checkout or the
+    """Every recorded run of the recipe study (:mod:`vitlib.lab.ablation`), from the checkout or the
     repository."""
     return _comparison_records(ablation.FOLDER, lambda _: [ablation.run_name(*run) for run in ablation.planned_runs()])
 

@@ -20,7 +20,7 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 
-from .config import ViTConfig
+from ..config import ViTConfig
 from .files import atomic_write
 
 __all__ = ["CONFIG_KEY", "AtomicCheckpointIO", "CheckpointError", "check_compatible", "load_checkpoint", "save_checkpoint"]

@@ -24,9 +24,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from .config import ViTConfig
+from ..config import ViTConfig
+from ..model import ViT
 from .files import atomic_write
-from .model import ViT
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "PretrainedError", "default_cache_dir", "from_pretrained", "save_pretrained", "sha256_of"]
 

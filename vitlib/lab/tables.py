@@ -1,0 +1,251 @@
+"""Results files: a finished run recorded as JSON, and the tables the book renders from them.
+
+The book never prints a number that no run produced. A full training run (``python -m vitlib fit``
+or ``test``) leaves ``runs/vitlib/version_N/metrics.json``; this module turns it into
+``results/<name>.json`` with what is needed to trust and repeat it (command, commit, hardware,
+date, dataset, metrics), and renders every such file (and the GPU benchmark files of
+``python -m benchmarks.bench`` in ``benchmarks/results/``) as Markdown tables at book-build time::
+
+    python -m vitlib.results runs/vitlib/version_3 --name vit-reference
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..config import PRESETS
+from .records import HOW_TO_RUN, load_benchmarks, load_results
+
+
+def recipe_row(record: dict[str, Any]) -> dict[str, Any]:
+    """The recipe of a recorded run as one table row: model, optimizer, schedule, batch, epochs,
+    augmentation, read from the config it ran with."""
+    model, data = record.get("model", {}), record.get("data", {})
+    if "depth" in model and "preset" not in model:  # the CNN baseline (vitlib.lab.baseline.ResNetModule)
+        arch = {"heads": "-", "mlp_ratio": "-", "drop_path": "-"}
+        description = f"ResNet-{model['depth']} (CNN)"
+    else:
+        arch = {**dataclasses.asdict(PRESETS[model.get("preset", "vit")]), **(model.get("overrides") or {})}
+        description = f"{arch['stem']} stem, {arch['attention']}, {arch['dim']} x {arch['depth']}, patch {arch['patch_size']}, {arch['pool']} pool"
+    schedule, optimizer = model.get("schedule") or {}, model.get("optimizer") or {}
+    augment, mix = data.get("augment"), data.get("mix")
+    if schedule.get("name") == "cyclic":
+        shape = f"triangular cyclic {schedule.get('base_lr')} to {schedule.get('max_lr')}, half cycle {schedule.get('half_cycle_epochs')} epochs"
+    else:
+        shape = f"{schedule.get('name')}: warm-up {schedule.get('warmup_epochs')} epochs to {schedule.get('max_lr')}, down to {schedule.get('min_lr')}"
+    return {
+        "run": record["name"],
+        "model": description,
+        "heads": arch["heads"],
+        "MLP ratio": arch["mlp_ratio"],
+        "optimizer": f"AdamW, weight decay {optimizer.get('weight_decay', 0.05)}",
+        "label smoothing": model.get("label_smoothing"),
+        "stochastic depth": arch["drop_path"],
+        "batch": data.get("batch_size"),
+        "epochs": record.get("epochs"),
+        "schedule": shape,
+        "augmentation": _augmentation(augment, mix),
+    }
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table with the keys of the first row as columns (``|`` in values is escaped)."""
+    if not rows:
+        raise ValueError("markdown_table needs at least one row")
+    columns = list(rows[0])
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            value = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+        return str("" if value is None else value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.2f} %" if isinstance(value, (int, float)) else "n/a"
+
+
+def accuracy_table(folder: str | Path = "results") -> str:
+    """Markdown: one row per recorded run, or a plain statement that none is recorded and how to
+    make one."""
+    results = load_results(folder)
+    if not results:
+        return f"**No full training run is recorded yet**, so this book reports no accuracy. {HOW_TO_RUN}"
+    rows = [
+        {
+            "run": r["name"],
+            "model": recipe_row(r)["model"] if r.get("model") else "?",
+            "split": r.get("split", "?"),
+            "top-1": _percent(r["metrics"].get("top1")),
+            "top-5": _percent(r["metrics"].get("top5")),
+            "loss": r["metrics"].get("loss"),
+            "epochs": r.get("epochs") or "?",
+            "dataset": r["dataset"],
+            "hardware": r["hardware"],
+            "date": str(r["date"])[:10],
+            "commit": str(r["commit"])[:10],
+        }
+        for r in results
+    ]
+    commands = [f"- **{r['name']}**: `{r['command']}`" for r in results]
+    return markdown_table(rows) + "\n\n" + details("The command that re-creates each run", commands)
+
+
+def details(summary: str, lines: Sequence[str]) -> str:
+    """Markdown inside a collapsed ``<details>`` block: long provenance (commands, notes) under a
+    table instead of in its cells, where it would make every row tall."""
+    return f"<details>\n<summary>{summary}</summary>\n\n" + "\n".join(lines) + "\n\n</details>"
+
+
+# Published results the book compares with (CIFAR-100 from scratch), cited on the results page.
+REFERENCE_RESULTS = (
+    {"result": "reference Lightning notebook (reshalfahsi)", "top-1": "64.92 %", "setting": "ViT of 52.6 M parameters, 100 epochs, T4 GPU, about 3 hours, official CIFAR-100; the checkpoint reported was picked on the test set"},
+    {"result": "Keras example: Train a ViT on small datasets (Gosthipaty)", "top-1": "56.1 %", "setting": "SPT + LSA, 50 epochs, images resized to 72x72, GPU, official CIFAR-100"},
+)  # fmt: skip
+
+
+def throughput_table(folder: str | Path = "results") -> str:
+    """Markdown: wall time and images/s of every recorded run that measured them (the whole
+    ``fit``, its training epochs, and the bare step of the same model in the same process)."""
+    rows = []
+    for r in load_results(folder):
+        t = r.get("throughput") or {}
+        if not t.get("fit_wall_s"):
+            continue
+        rows.append({
+            "run": r["name"],
+            "hardware": r["hardware"],
+            "fit wall time (min)": f"{t['fit_wall_s'] / 60:.1f}",
+            "images/s, whole fit": f"{t['fit_images_per_s']:.0f}",
+            "images/s, training epochs": f"{t['train_images_per_s']:.0f}",
+            "images/s, bare step": f"{t['bare_step_images_per_s']:.0f}" if t.get("bare_step_images_per_s") else "n/a",
+            "training / bare": f"{t['train_vs_bare']:.0%}" if t.get("train_vs_bare") else "n/a",
+            "threads": t.get("threads"),
+            "resumed": f"{len(t['parts']) - 1} times, all parts timed" if t.get("parts") else ("yes, this part only" if t.get("resumed_from") else "no"),
+        })  # fmt: skip
+    if not rows:
+        return "**No recorded run measured its speed.**"
+    # What a record says about its own numbers (an overrun, a disturbed machine) goes with them.
+    notes = [f"- {r['name']}: {r['note']}" for r in load_results(folder) if r.get("note") and (r.get("throughput") or {}).get("fit_wall_s")]
+    return markdown_table(rows) + ("\n\n" + details("Notes recorded with the runs", notes) if notes else "")
+
+
+def bare_step_table(folder: str | Path = "results/speed") -> str:
+    """Markdown: each bare-step comparison of ``python -m vitlib.throughput --out`` in ``folder``
+    as its own short table (speeds are relative to the first model of the same comparison), with
+    its provenance above it and the models' full overrides collapsed below it."""
+    parts = []
+    for file, payload in _speed_files(folder, fit=False):
+        rows = [
+            {
+                "model": row["name"],
+                "parameters": f"{row['parameters']:,}",
+                "images/s, bare step": f"{row['images_per_s']:.0f}",
+                "relative to the first": f"{row['relative_to_first']:.2f}x",
+            }
+            for row in payload["rows"]
+        ]
+        overrides = [f"- **{row['name']}**: " + ", ".join(f"{k}={v}" for k, v in row["overrides"].items()) for row in payload["rows"]]
+        parts.append(
+            f"**{file.stem}**: {payload['hardware']}, batch {payload['batch_size']}, {payload['threads']} threads, "
+            f"commit {str(payload['commit'])[:10]}\n\n{markdown_table(rows)}\n\n{details('The models (ViTConfig overrides of the vit preset)', overrides)}"
+        )
+    return "\n\n".join(parts) if parts else "**No bare-step comparison is recorded.**"
+
+
+def _speed_files(folder: str | Path, fit: bool) -> list[tuple[Path, dict[str, Any]]]:
+    """The files of ``python -m vitlib.throughput --out`` in ``folder``: those of ``--fit`` or of ``--model``."""
+    files = sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []
+    payloads = [(file, json.loads(file.read_text())) for file in files]
+    return [(file, payload) for file, payload in payloads if (payload.get("kind") == "fit") == fit]
+
+
+def _augmentation(augment: dict[str, Any] | None, mix: dict[str, Any] | None) -> str:
+    steps = [] if not augment else [f"crop (pad {augment.get('crop_padding')})"] * bool(augment.get("crop_padding"))
+    steps += ["flip"] * bool(augment and augment.get("flip"))
+    if augment and augment.get("randaugment"):
+        steps.append(f"RandAugment N={augment.get('randaugment_ops')} M={augment.get('randaugment_magnitude')}")
+    if mix:
+        steps.append(f"CutMix/MixUp p={mix.get('prob')}")
+    return ", ".join(steps) or "none"
+
+
+def fit_speed_table(folder: str | Path = "results/speed") -> str:
+    """Markdown: each comparison of ``python -m vitlib.throughput --fit --out`` in ``folder`` as a
+    short table, one row per config: its augmentation, the training images/s of a fit, the bare
+    step's in the same process, and their ratio."""
+    parts = []
+    for file, payload in _speed_files(folder, fit=True):
+        rows = [
+            {
+                "config": f"{row['name']} (`{row['config']}`)",
+                "augmentation": _augmentation(row.get("augment"), row.get("mix")),
+                "images/s, training": f"{row['train_images_per_s']:.0f}",
+                "images/s, bare step": f"{row['bare_step_images_per_s']:.0f}",
+                "training / bare": f"{row['train_vs_bare']:.0%}",
+            }
+            for row in payload["rows"]
+        ]
+        parts.append(
+            f"**{file.stem}**: {payload['hardware']}, {payload['threads']} threads, {payload['batches']} batches an epoch, "
+            f"second epoch of each fit, commit {str(payload['commit'])[:10]}, {str(payload['date'])[:10]}\n\n{markdown_table(rows)}"
+        )
+    return "\n\n".join(parts) if parts else "**No fit-speed comparison is recorded.**"
+
+
+def tuning_table(folder: str | Path = "results/tuning") -> str:
+    """Markdown: the runs that chose a recipe, validated on held-out training images (never the
+    test set): each run's model and schedule, its held-out top-1 after every epoch, its speed."""
+    runs = load_results(folder)
+    if not runs:
+        return "**No tuning run is recorded.**"
+    rows = []
+    for r in runs:
+        arch = {**dataclasses.asdict(PRESETS[r["model"].get("preset", "vit")]), **(r["model"].get("overrides") or {})}
+        history = {k: [(int(e), float(v)) for e, v in pts] for k, pts in r.get("history", {}).items()}
+        rows.append({
+            "run": r["name"],
+            "model": f"{arch['stem']} stem, {arch['dim']} x {arch['depth']}, {arch['heads']} heads",
+            "schedule": f"{(r['model'].get('schedule') or {}).get('name')}, {r['trainer'].get('max_epochs')} epochs, max LR {(r['model'].get('schedule') or {}).get('max_lr')}",
+            "held-out top-1 by epoch": " → ".join(f"{100 * v:.1f} %" for _, v in history.get("val/top1", [])),
+            "note": r.get("stopped_early") or "",
+            "split": r.get("images", "?"),
+        })  # fmt: skip
+    return markdown_table(rows)
+
+
+def benchmark_table(folder: str | Path = "benchmarks/results") -> str:
+    """Markdown: one row per benchmarked configuration, or a statement that none is recorded."""
+    benches = load_benchmarks(folder)
+    if not benches:
+        return (
+            "**No GPU benchmark is recorded yet.** On a machine with a GPU run `python -m benchmarks.bench`; "
+            "it writes `benchmarks/results/<gpu>-<date>.json`, which this page then shows."
+        )
+    rows = [
+        {
+            "gpu": bench["gpu"],
+            "date": str(bench["date"])[:10],
+            "name": row.get("name"),
+            "impl": row.get("impl"),
+            "model": row.get("model"),
+            "images/s": row.get("images_per_s"),
+            "epoch (s)": row.get("epoch_s"),
+            "MFU": row.get("mfu"),
+            "peak memory (GB)": row.get("peak_mem_gb"),
+            "batch": row.get("batch_size"),
+            "precision": row.get("precision"),
+            "torch": bench["torch"],
+            "commit": str(bench["commit"])[:10],
+        }
+        for bench in benches
+        for row in bench["rows"]
+    ]
+    return markdown_table(rows)
