@@ -108,7 +108,7 @@ def test_bare_steps_of_variants_in_one_process(tmp_path: Path, capsys: pytest.Ca
     wide, narrow = payload["rows"]
     assert wide["relative_to_first"] == 1.0 and narrow["images_per_s"] > 0
     assert wide["parameters"] > narrow["parameters"]
-    assert payload["command"].startswith("python -m vitlib.throughput") and payload["threads"] >= 1
+    assert payload["command"].startswith("python -m vitlib.lab.speed") and payload["threads"] >= 1
     assert "narrow" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         speed.main(["--model", 'bad={"dim": 65, "heads": 2}'])
@@ -123,7 +123,7 @@ def test_fits_of_whole_configs_against_their_bare_step(tmp_path: Path, capsys: p
                      "--out", str(out), "--data.quick", "true", "--data.batch_size", "16", "--model.overrides", '{"dim": 32, "depth": 1, "heads": 2}'])  # fmt: skip
     payload = json.loads(out.read_text())
     plain, full = payload["rows"]
-    assert payload["kind"] == "fit" and payload["batches"] == 2 and payload["command"].startswith("python -m vitlib.throughput --fit")
+    assert payload["kind"] == "fit" and payload["batches"] == 2 and payload["command"].startswith("python -m vitlib.lab.speed --fit")
     assert plain["augment"]["randaugment"] is False and full["augment"]["randaugment"] and full["mix"]["prob"] == 1.0
     for row in (plain, full):
         assert row["train_images_per_s"] > 0 and row["bare_step_images_per_s"] > 0

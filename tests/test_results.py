@@ -1,4 +1,4 @@
-"""vitlib.results: recording a finished run and rendering the results and benchmark tables."""
+"""vitlib.lab.records and vitlib.lab.tables: recording a finished run and rendering the results and benchmark tables."""
 
 from __future__ import annotations
 

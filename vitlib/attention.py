@@ -1,4 +1,4 @@
-"""Multi-head self-attention and Locality Self-Attention (Lee et al. 2021).
+"""Multi-head self-attention and Locality Self-Attention (Lee et al. 2021). Taught in chapter 3.
 
 The training path calls ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels on a
 GPU) and never materialises the ``N x N`` weights. ``return_attention=True`` takes the explicit

@@ -1,4 +1,4 @@
-"""Data augmentation: crop + flip, RandAugment, CutMix / MixUp and the soft-target loss.
+"""Data augmentation: crop + flip, RandAugment, CutMix / MixUp and the soft-target loss. Taught in chapter 4.
 
 Also home of the CIFAR-100 normalisation statistics, because every pipeline here ends with them;
 ``vitlib.data`` re-exports them (it imports this module for its configs, so they cannot live there

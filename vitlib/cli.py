@@ -1,4 +1,4 @@
-"""``python -m vitlib fit|validate|test|predict``: Lightning's CLI over ViTModule and the CIFAR-100 data.
+"""``python -m vitlib fit|validate|test|predict``: Lightning's CLI over ViTModule and the CIFAR-100 data. Taught in chapter 6.
 
 Every run writes into ``runs/vitlib/version_N/`` (``DIR/vitlib/version_N/`` with
 ``--trainer.default_root_dir DIR``): TensorBoard events, ``metrics.csv``, the ``config.yaml`` it ran

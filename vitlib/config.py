@@ -1,4 +1,4 @@
-"""Typed model configuration and the named presets.
+"""Typed model configuration and the named presets. Taught in chapters 1-3.
 
 ``ViTConfig`` validates itself on construction: every bad value raises one ``ValueError`` that
 names the field and what it accepts, so a typo in a YAML file fails at once and not deep inside a

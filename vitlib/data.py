@@ -1,8 +1,9 @@
-"""CIFAR-100: class names, finding / extracting / reading the dataset, synthetic data, the DataModule.
+"""The CIFAR-100 DataModule: splits, the augmentation pipeline per batch, loaders. Taught in chapter 6.
 
-The dataset is read with ``torchvision.datasets.CIFAR100`` from ``<root>/cifar-100-python/``.
-Synthetic data (quick mode, tests) is written in the original pickle layout, so it goes through
-exactly the same reading code as the real files.
+:class:`CIFAR100DataModule` reads the dataset through :mod:`vitlib.support.cifar` (finding,
+downloading, verifying, or writing synthetic stand-ins in quick mode), holds out part of the
+training set when asked, and applies chapter 4's augmentations on the CPU or, batched, on the GPU.
+:class:`ImageFileDataset` reads the reader's own image files for ``predict``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sizes of a ViT and its stems: parameters per part, FLOPs, receptive fields, sequence lengths.
+"""Sizes of a ViT and its stems: parameters per part, FLOPs, receptive fields, sequence lengths. Taught in chapters 1-3.
 
 The numbers the book's tables print, computed from the modules themselves so that they cannot
 drift from the code.

@@ -1,4 +1,4 @@
-"""The Vision Transformer: a stem, a class token and position embeddings, pre-norm blocks, a head."""
+"""The Vision Transformer: a stem, a class token and position embeddings, pre-norm blocks, a head. Taught in chapter 1."""
 
 from __future__ import annotations
 

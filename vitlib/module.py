@@ -1,5 +1,5 @@
 """The LightningModule: loss, AdamW, the LR schedule and top-1 / top-5 metrics per epoch,
-for any classifier (:class:`ClassifierModule`) and for the book's ViT (:class:`ViTModule`)."""
+for any classifier (:class:`ClassifierModule`) and for the book's ViT (:class:`ViTModule`). Taught in chapter 6."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Images as sequences: cutting an image into patches and embedding them as tokens."""
+"""Images as sequences: cutting an image into patches and embedding them as tokens. Taught in chapter 1."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Attention analysis and figures: attention rollout, heat maps, prediction collages, entropy.
+"""Reading attention: attention rollout, token heat maps, attention entropy, position-embedding
+similarity. Taught in chapter 7 (and chapters 1 and 3 use the similarity and the entropy).
 
 Attention maps are ``ViT(...)(images, return_attention=True)``'s list, one ``[B, heads, N, N]``
-tensor per block, rows summing to 1; token 0 is the class token when the model has one.
-Figures are made with ``matplotlib.pyplot`` and returned, so a notebook shows them inline and a
-script can ``savefig`` them.
+tensor per block, rows summing to 1; token 0 is the class token when the model has one. The
+drawing lives in :mod:`vitlib.lab.figures`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Learning-rate schedules, stepped once per optimizer step, and the LR range test.
+"""Learning-rate schedules, stepped once per optimizer step, and the LR range test. Taught in chapter 5.
 
 Every schedule is a stock ``torch.optim.lr_scheduler`` object, so Lightning checkpoints and resumes
 it; ``build_scheduler`` only chooses and parameterises it. Return it from ``configure_optimizers``

@@ -1,4 +1,4 @@
-"""Stems: the layers that turn an image into the token sequence the transformer reads.
+"""Stems: the layers that turn an image into the token sequence the transformer reads. Taught in chapters 2 and 3.
 
 Every stem maps ``[B, C, H, W] -> [B, (H/p)*(W/p), dim]`` for the configured patch size ``p``, so
 the transformer behind it does not care which one is used.

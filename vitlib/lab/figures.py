@@ -1,9 +1,8 @@
-"""Attention analysis and figures: attention rollout, heat maps, prediction collages, entropy.
+"""The book's figures: images and patches, feature maps, attention heat maps and collages, curves,
+confusion matrices, and the caption that every figure carries.
 
-Attention maps are ``ViT(...)(images, return_attention=True)``'s list, one ``[B, heads, N, N]``
-tensor per block, rows summing to 1; token 0 is the class token when the model has one.
 Figures are made with ``matplotlib.pyplot`` and returned, so a notebook shows them inline and a
-script can ``savefig`` them.
+script can ``savefig`` them. The attention maths they draw is in :mod:`vitlib.rollout`.
 """
 
 from __future__ import annotations

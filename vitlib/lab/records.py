@@ -1,12 +1,13 @@
-"""Results files: a finished run recorded as JSON, and the tables the book renders from them.
+"""Results files: a finished run recorded as JSON with its weights, and read back.
 
 The book never prints a number that no run produced. A full training run (``python -m vitlib fit``
 or ``test``) leaves ``runs/vitlib/version_N/metrics.json``; this module turns it into
 ``results/<name>.json`` with what is needed to trust and repeat it (command, commit, hardware,
-date, dataset, metrics), and renders every such file (and the GPU benchmark files of
-``python -m benchmarks.bench`` in ``benchmarks/results/``) as Markdown tables at book-build time::
+date, dataset, metrics, history, weights)::
 
-    python -m vitlib.results runs/vitlib/version_3 --name vit-reference
+    python -m vitlib.lab.records runs/vitlib/version_3 --name vit-reference
+
+:mod:`vitlib.lab.tables` renders the records as the book's tables.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ HOW_TO_RUN = (
     "On a machine with a GPU and CIFAR-100, train with `python -m vitlib fit --config configs/<recipe>.yaml` "
     "(for example `configs/reference.yaml`), optionally `python -m vitlib test --config configs/<recipe>.yaml "
     "--ckpt_path runs/vitlib/version_N/checkpoints/last.ckpt`, then record the run with "
-    "`python -m vitlib.results runs/vitlib/version_N --name <name>` and commit `results/<name>.json`."
+    "`python -m vitlib.lab.records runs/vitlib/version_N --name <name>` and commit `results/<name>.json`."
 )
 
 
@@ -392,7 +393,7 @@ def load_benchmarks(folder: str | Path = "benchmarks/results") -> list[dict[str,
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m vitlib.results", description="Record a finished run as results/<name>.json."
+        prog="python -m vitlib.lab.records", description="Record a finished run as results/<name>.json."
     )
     parser.add_argument(
         "run_dir", nargs="+",
@@ -410,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         path = record_run(args.run_dir, args.name, args.out, args.command, args.hardware, weights=not args.no_weights, unfinished=args.unfinished, note=args.note)
     except (FileNotFoundError, ValueError) as err:
-        parser.exit(2, f"vitlib.results: error: {err}\n")
+        parser.exit(2, f"vitlib.lab.records: error: {err}\n")
     print(f"recorded {path}")
 
 

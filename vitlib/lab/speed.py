@@ -1,15 +1,9 @@
-"""How fast a run trains, and whether its data loop keeps the model busy.
+"""``python -m vitlib.lab.speed``: how much of the machine a training config leaves to the model.
 
-:class:`ThroughputMonitor` is a Lightning callback that times a ``fit``: the wall time of the whole
-run (from the trainer's construction, so data loading and set-up count), the time of every training
-epoch, and, when training ends, the **bare step** of the same model in the same process with the
-same threads: forward + backward + AdamW on one batch held in memory, no data loading, no
-augmentation, no logging. The ratio of the two is the share of the machine the model really gets;
-a loop that starves the model shows as a ratio well under 1.
-
-:func:`fit_speed` measures that ratio for whole training configs (``--fit``), e.g. to see what
-RandAugment and CutMix / MixUp cost; :func:`compare_bare_steps` compares the bare steps of model
-variants (``--model``).
+:func:`fit_speed` runs short fits of whole training configs (``--fit``) and sets each one's
+training images/s against its bare step (e.g. to see what RandAugment and CutMix / MixUp cost);
+:func:`compare_bare_steps` compares the bare steps of model variants (``--model``). The timing
+itself is :class:`vitlib.support.callbacks.ThroughputMonitor`'s.
 """
 
 from __future__ import annotations
@@ -90,7 +84,7 @@ def fit_speed(configs: dict[str, str], data_dir: str | None = None, batches: int
 
 def _provenance(argv: Sequence[str] | None) -> dict[str, Any]:
     return {
-        "command": "python -m vitlib.throughput " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "command": "python -m vitlib.lab.speed " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "commit": git_commit(Path.cwd()),
         "hardware": this_machine(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -101,7 +95,7 @@ def _provenance(argv: Sequence[str] | None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m vitlib.throughput",
+        prog="python -m vitlib.lab.speed",
         description="Bare training-step images/s of model variants, one after the other in one process (--model); "
         "or the training images/s of short fits of whole configs against their bare step (--fit). "
         "Options it does not know go to every fit (e.g. --data.verify_md5 false).",
@@ -129,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             models = {name: json.loads(spec) for name, spec in (item.split("=", 1) for item in args.model)}
             rows = compare_bare_steps(models, args.batch_size, args.steps)
     except (ValueError, TypeError, RuntimeError) as err:  # a malformed option, an invalid config, a failed fit
-        parser.exit(2, f"vitlib.throughput: error: {err}\n")
+        parser.exit(2, f"vitlib.lab.speed: error: {err}\n")
     for row in rows:
         if args.fit:
             print(f"{row['name']}: {row['train_images_per_s']:.0f} images/s training, {row['bare_step_images_per_s']:.0f} "

@@ -1,13 +1,5 @@
-"""Results files: a finished run recorded as JSON, and the tables the book renders from them.
-
-The book never prints a number that no run produced. A full training run (``python -m vitlib fit``
-or ``test``) leaves ``runs/vitlib/version_N/metrics.json``; this module turns it into
-``results/<name>.json`` with what is needed to trust and repeat it (command, commit, hardware,
-date, dataset, metrics), and renders every such file (and the GPU benchmark files of
-``python -m benchmarks.bench`` in ``benchmarks/results/``) as Markdown tables at book-build time::
-
-    python -m vitlib.results runs/vitlib/version_3 --name vit-reference
-"""
+"""The book's tables, rendered from the records at build time: accuracy, the recipe, speed,
+tuning, and the GPU benchmarks of ``python -m benchmarks.bench`` (``benchmarks/results/``)."""
 
 from __future__ import annotations
 
@@ -138,7 +130,7 @@ def throughput_table(folder: str | Path = "results") -> str:
 
 
 def bare_step_table(folder: str | Path = "results/speed") -> str:
-    """Markdown: each bare-step comparison of ``python -m vitlib.throughput --out`` in ``folder``
+    """Markdown: each bare-step comparison of ``python -m vitlib.lab.speed --out`` in ``folder``
     as its own short table (speeds are relative to the first model of the same comparison), with
     its provenance above it and the models' full overrides collapsed below it."""
     parts = []
@@ -161,7 +153,7 @@ def bare_step_table(folder: str | Path = "results/speed") -> str:
 
 
 def _speed_files(folder: str | Path, fit: bool) -> list[tuple[Path, dict[str, Any]]]:
-    """The files of ``python -m vitlib.throughput --out`` in ``folder``: those of ``--fit`` or of ``--model``."""
+    """The files of ``python -m vitlib.lab.speed --out`` in ``folder``: those of ``--fit`` or of ``--model``."""
     files = sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []
     payloads = [(file, json.loads(file.read_text())) for file in files]
     return [(file, payload) for file, payload in payloads if (payload.get("kind") == "fit") == fit]
@@ -178,7 +170,7 @@ def _augmentation(augment: dict[str, Any] | None, mix: dict[str, Any] | None) ->
 
 
 def fit_speed_table(folder: str | Path = "results/speed") -> str:
-    """Markdown: each comparison of ``python -m vitlib.throughput --fit --out`` in ``folder`` as a
+    """Markdown: each comparison of ``python -m vitlib.lab.speed --fit --out`` in ``folder`` as a
     short table, one row per config: its augmentation, the training images/s of a fit, the bare
     step's in the same process, and their ratio."""
     parts = []

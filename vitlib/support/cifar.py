@@ -1,4 +1,5 @@
-"""CIFAR-100: class names, finding / extracting / reading the dataset, synthetic data, the DataModule.
+"""CIFAR-100 on disk: class names, finding / downloading / extracting / verifying the files, and
+synthetic data in the same layout.
 
 The dataset is read with ``torchvision.datasets.CIFAR100`` from ``<root>/cifar-100-python/``.
 Synthetic data (quick mode, tests) is written in the original pickle layout, so it goes through
