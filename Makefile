@@ -21,9 +21,9 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q tests notebooks --nbmake
 
-# The complete CIFAR-100 as quality-75 JPEGs, where ../shared has it (CI and this project's
-# machines; never committed): built into the git-ignored data-q75/, so that the book shows real
-# images. build.py writes meta last, so meta marks a complete build.
+# The complete CIFAR-100 as quality-75 JPEGs, where a folder ../shared beside the checkout holds
+# it (never committed): built into the git-ignored data-q75/, so that the book shows real images.
+# build.py writes meta last, so meta marks a complete build.
 Q75_SOURCE := ../shared/data/cifar100-q75
 Q75 := data-q75
 

@@ -1,9 +1,9 @@
 """Per-sample training augmentation of a whole batch of uint8 images on their own device.
 
 Why this module exists: torchvision's per-image transforms run in CPU workers; the default recipe
-costs about 0.6 ms per CIFAR image on one core of this project's 2-core CI machine (measured), so
-2 cores (as on Colab) give a few thousand images per second, far below what one GPU trains at. Here the training set stays on the device as uint8 and
-every batch is augmented at once. Each sample still gets its own random crop, flip and RandAugment
+costs about 0.6 ms per CIFAR image on one core of a 2-core AMD EPYC (measured 2026-12-02), so 2
+cores (as on Colab) give a few thousand images per second, far below what one GPU trains at. Here
+the training set stays on the device as uint8 and every batch is augmented at once. Each sample still gets its own random crop, flip and RandAugment
 operations, drawn from the same distribution as torchvision v2's
 ``Compose([RandomCrop(32, padding=p), RandomHorizontalFlip(), RandAugment(N, M)])``: the same op
 set, magnitudes, random signs, nearest interpolation and zero fill (``tests/test_gpu_augment.py``
