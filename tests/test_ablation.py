@@ -81,6 +81,14 @@ def test_table_gaps_and_crossings(tmp_path: Path) -> None:
     assert ablation.crossing(records, "CutMix / MixUp") == "the recipe is ahead of without CutMix / MixUp after every epoch (seed 0)"
     assert "one seed each" in ablation.compare(records, "RandAugment")
     assert ablation.compare(records, "triangular cyclical LR") is None
+    assert ablation.verdict(records, "triangular cyclical LR") is None
+    assert ablation.verdict(records, "CutMix / MixUp").startswith("after 4 epochs the study supports the long run's choice of CutMix / MixUp")
+    _record(tmp_path / "worse", "recipe", 0, [0.10, 0.30])
+    _record(tmp_path / "worse", "cosine", 0, [0.10, 0.40])
+    assert ablation.verdict(ablation.load(tmp_path / "worse"), "triangular cyclical LR") == (
+        "after 2 epochs the study contradicts the long run's choice of triangular cyclical LR: warm-up + cosine instead of "
+        "triangular reaches 40.0 % held-out top-1, the recipe 30.0 % (one seed each, so the gap is not yet set against the seed-to-seed noise)"
+    )
 
     _record(tmp_path, "recipe", 1, [0.1, 0.2, 0.3, 0.52])
     _record(tmp_path, "no-randaugment", 1, [0.1, 0.2, 0.3, 0.47])
@@ -88,6 +96,7 @@ def test_table_gaps_and_crossings(tmp_path: Path) -> None:
     assert ablation.compare(records, "RandAugment").startswith(
         "the recipe: 51.0 ± 1.4 % (2 seeds) against without RandAugment: 46.0 ± 1.4 % (2 seeds), +5.0 points, 4 times"
     )
+    assert ablation.verdict(records, "RandAugment").endswith("(more than twice the seed-to-seed standard deviation (1.4))")
     table = ablation.table(records)
     assert "| the recipe | 51.0 ± 1.4 % (2 seeds) | 50.0, 52.0 |" in table
     assert "| without CutMix / MixUp | 30.0 % (1 seed) |" in table and "20.0 %" in table  # its last train top-1

@@ -152,6 +152,31 @@ def compare(records: Sequence[dict[str, Any]], name: str) -> str | None:
     return gap_sentence(found[with_it], found[without])
 
 
+def verdict(records: Sequence[dict[str, Any]], name: str) -> str | None:
+    """What comparison ``name`` says of the long run's choice (it trained with every part of the
+    recipe before the study ran): supported when the recipe ends ahead, contradicted when the arm
+    without the part does, with the noise it was measured against; ``None`` until both arms are
+    recorded."""
+    found = arms(records)
+    with_it, without = (found.get(arm) for arm in COMPARISONS[name])
+    if with_it is None or without is None:
+        return None
+    gap = with_it.mean - without.mean
+    spreads = [s for s in (with_it.spread, without.spread) if s is not None]
+    if not spreads:
+        noise = "one seed each, so the gap is not yet set against the seed-to-seed noise"
+    elif abs(gap) > 2 * max(spreads):
+        noise = f"more than twice the seed-to-seed standard deviation ({max(spreads):.1f})"
+    else:
+        noise = f"within twice the seed-to-seed standard deviation ({max(spreads):.1f}), so not settled"
+    epochs = with_it.runs[0].get("epochs")
+    if gap >= 0:
+        return (f"after {epochs} epochs the study supports the long run's choice of {name}: "
+                f"with it {with_it.mean:.1f} %, {without.label} {without.mean:.1f} % held-out top-1 ({noise})")
+    return (f"after {epochs} epochs the study contradicts the long run's choice of {name}: "
+            f"{without.label} reaches {without.mean:.1f} % held-out top-1, the recipe {with_it.mean:.1f} % ({noise})")
+
+
 def crossing(records: Sequence[dict[str, Any]], name: str, seed: int = SEEDS[0]) -> str | None:
     """Where the held-out curves of comparison ``name`` (seed ``seed``) cross, as a sentence:
     which arm leads up to which epoch and which leads from then on to the end; ``None`` until
