@@ -343,7 +343,7 @@ def free_memory(device: torch.device) -> None:
 def measure_row(row: Row, settings: Settings, peak_flops: float | None) -> dict[str, Any] | None:
     """Runs one row. None, with an entry in ``settings.skipped`` when a baseline's package is
     missing, or in ``settings.failed`` when the row raised (out of memory, say): one bad row must
-    not cost a GPU session the others."""
+    not take the others down with it."""
     with tempfile.TemporaryDirectory(prefix=f"vitlib-bench-{row.name}-") as scratch:
         try:
             run = (run_vitlib if row.impl == "vitlib" else run_baseline)(row, settings, Path(scratch))

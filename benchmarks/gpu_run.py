@@ -1,30 +1,41 @@
-"""``python -m benchmarks.gpu_run``: what issue 11 asks of a lent GPU, in one command with a hard time limit.
+"""``python -m benchmarks.gpu_run``: the whole GPU measurement in one command that stops itself in time.
 
-Here, on any machine with the project's venv and the workplace's ``../shared``::
+For a Colab runtime, a rented GPU or a cluster node: in a checkout of the repository, with the
+project installed (``pip install -e ".[bench]"``)::
 
-    python -m benchmarks.gpu_run --prepare       # fills .dev/gpurun/ (git-ignored), prints the device call
+    python -m benchmarks.gpu_run --out DIR                  # within 9 minutes; --minutes M for more
 
-On the GPU machine, with ``.dev/gpurun`` carried::
+On a machine without internet access, pack a bundle first where there is access (and a checkout,
+and the JPEG q75 copy of CIFAR-100, ``--data-source``), copy it to the GPU machine beside the
+checkout, and run from it::
 
-    python3 -m benchmarks.gpu_run --out $OUT
+    python -m benchmarks.gpu_run --bundle BUNDLE [--data-source Q75] [--max-bundle-mib N]
+    python -m benchmarks.gpu_run --from-bundle BUNDLE --out DIR
 
-1. installs the carried wheels of the packages the GPU image lacks, and builds CIFAR-100 (JPEG q75
-   copy) from the carried npz with its own ``build.py``;
-2. runs ``python -m benchmarks.bench`` (vitlib's fast recipe against timm and vit-pytorch);
-3. trains ``configs/fast.yaml`` on those data for as many epochs as fit, planned from the
-   benchmark's images/s and rounded down to whole learning-rate cycles; a :class:`Deadline`
-   callback ends training at an epoch end before the stop time if the plan was too hopeful. The
-   run is recorded with :func:`vitlib.lab.records.record_run` into ``$OUT/results``, then its last
-   checkpoint is evaluated by ``python -m vitlib test`` on the test split;
-4. prints a short table, last.
+A bundle holds the wheels of the packages a PyTorch GPU image may lack (``BUNDLED_PACKAGES``, at
+this environment's versions), the data (``cifar100_q75.npz``, ``build.py``, ``meta``), the commit
+of the code, and ``bundle.json`` listing them; ``--max-bundle-mib`` fails the bundling when the
+folder is larger. The stages of a run:
 
-Every stage is a child process with its own time limit; one that overruns is killed with its whole
-process group (DataLoader and compile workers), so the command ends within ``--budget`` seconds
-(540 by default: one retry still fits in a 15-minute lease). ``--tiny`` runs the same stages on a
-CPU in under a minute (synthetic images, a tiny model, two benchmark rows); tests/test_gpurun.py
-runs it. ``$OUT`` receives ``gpurun.log``, ``summary.json``, the benchmark's JSON under
-``benchmarks/`` and what ``record_run`` writes under ``results/``; the table warns about anything
-there that the device tool would not bring back (8 files, 16 MiB each, 2 folders deep).
+1. setup: installs the bundle's wheels that are missing (into ``--work``, not the environment), and
+   gets the data: CIFAR-100 (JPEG q75 copy) built by the ``build.py`` of ``--data-source`` or of the
+   bundle, else the official CIFAR-100 in ``--data-dir`` (downloaded there when absent); an option
+   given wins over the bundle's data, and those over the default ``--data-source``;
+2. bench: ``python -m benchmarks.bench`` (vitlib's fast recipe against timm and vit-pytorch);
+3. train: ``configs/fast.yaml`` for as many epochs as fit, planned from the benchmark's images/s
+   and rounded down to whole learning-rate cycles; a :class:`Deadline` callback ends training at
+   an epoch end before the stop time if the plan was too hopeful;
+4. record: :func:`vitlib.lab.records.record_run` writes the record and the weights under
+   ``DIR/results``;
+5. test: ``python -m vitlib test`` evaluates the last checkpoint on the test split;
+
+and a table of the stages, last. Every stage is a child process with its own time limit; one that
+overruns is killed with its whole process group (DataLoader and compile workers), so the command
+ends within ``--minutes``. ``--tiny`` runs the same stages on a CPU in about a minute (synthetic
+images, a tiny model, two benchmark rows); CI runs it (tests/test_gpurun.py). ``DIR`` receives
+``gpu_run.log`` (all output), ``summary.json`` (plan, timings, metrics), the benchmark's JSON
+under ``benchmarks/`` and the record with its weights under ``results/``. The exit status is 0
+when every stage passed, 1 when one failed, 2 for bad input.
 """
 
 from __future__ import annotations
@@ -51,22 +62,27 @@ from typing import Any
 
 import yaml
 
+from vitlib.support.files import atomic_write, write_json_atomic
 from vitlib.support.timed import cycle_epochs, plan_epochs
 
-__all__ = ["check_out", "main", "prepare", "run_child", "wheels_to_install"]
+__all__ = ["Problem", "choose_data", "main", "make_bundle", "read_bundle", "run_child", "wheels_to_install"]
 
 REPO = Path(__file__).resolve().parents[1]
-CARRY = REPO / ".dev" / "gpurun"  # filled by --prepare, carried to the GPU machine (git-ignored)
-SHARED_DATA = REPO.parent / "shared" / "data" / "cifar100-q75"
+DEFAULT_DATA_SOURCE = REPO.parent / "shared" / "data" / "cifar100-q75"  # used when it exists
 DATA_FILES = ("cifar100_q75.npz", "build.py", "meta")
 RECIPE = REPO / "configs" / "fast.yaml"
-# Not in the GPU image (device notes, KINDS.md's package list): LightningCLI's jsonargparse with its
-# [signatures] extra, and the benchmark's vit-pytorch. All pure Python; carried at the versions of
-# this venv, which requirements.txt pins.
-CARRIED_PACKAGES = ("jsonargparse", "docstring-parser", "typeshed-client", "vit-pytorch")
-DEVICE_CALL = 'run(command="python3 -m benchmarks.gpu_run --out $OUT", carry=[".dev/gpurun"], timeout_s=600)'
-TRAVEL_LIMIT = 64 * 2**20  # what travels to the device machine: tree + carried paths
-OUT_FILES, OUT_FILE_BYTES, OUT_DEPTH = 8, 16 * 2**20, 2  # what comes back from its $OUT
+# What the run needs beyond a GPU image's torch, torchvision and Lightning: LightningCLI's
+# jsonargparse with its [signatures] extra, and the benchmark's vit-pytorch (without it that row
+# is skipped). All pure Python, so one wheel installs on any platform; bundled at this
+# environment's versions, which requirements.txt pins.
+BUNDLED_PACKAGES = ("jsonargparse", "docstring-parser", "typeshed-client", "vit-pytorch")
+FIT_NEEDS = ("jsonargparse", "docstring-parser", "typeshed-client")
+MANIFEST = "bundle.json"  # written last: a folder without it is no (complete) bundle
+BUNDLE_ENTRIES = {MANIFEST, "wheels", "data"}
+
+
+class Problem(Exception):
+    """Bad input or a missing file; the message says what is wrong and what to do."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,7 @@ class Mode:
     """The time plan. The stages' own limits are caps; each also gets no more than what is left."""
 
     tiny: bool
-    budget_s: float
+    minutes: float  # the default --minutes
     bench_max_s: float  # the benchmark's cap
     after_bench_s: float  # kept from the benchmark for training, testing and recording
     startup_s: float  # fit's start before its first epoch: imports, data to the device, compiling
@@ -83,12 +99,13 @@ class Mode:
     n_test: int
 
 
-GPU = Mode(False, budget_s=540, bench_max_s=270, after_bench_s=210, startup_s=75, after_train_s=60,
+GPU = Mode(False, minutes=9, bench_max_s=270, after_bench_s=210, startup_s=75, after_train_s=60,
            n_train=50_000, n_test=10_000)  # fmt: skip
-TINY = Mode(True, budget_s=150, bench_max_s=90, after_bench_s=50, startup_s=15, after_train_s=30,
+TINY = Mode(True, minutes=2.5, bench_max_s=90, after_bench_s=50, startup_s=15, after_train_s=30,
             n_train=256, n_test=128)  # fmt: skip
 TINY_DATA = ("--data.batch_size", "32", "--data.num_workers", "0")
 TINY_FIT = ("--model.preset", "vit_tiny", "--model.compile", "false", *TINY_DATA, "--trainer.log_every_n_steps", "1")
+DATA_STEP_S = 180  # building the q75 copy takes ~30 s; downloading the official release, ~160 MB
 
 
 def epoch_estimate(bench: dict[str, Any] | None, n_train: int, n_test: int) -> float | None:
@@ -106,7 +123,7 @@ def epoch_estimate(bench: dict[str, Any] | None, n_train: int, n_test: int) -> f
 
 
 class Log:
-    """Lines to stdout and to ``gpurun.log``: the device tool returns only the output's tail."""
+    """Lines to stdout and to ``gpu_run.log``: a notebook cell or a batch job may keep only part of the output."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,8 +152,8 @@ def kill_group(proc: subprocess.Popen) -> None:
 def run_child(argv: list[str], timeout: float, log: Log, env: dict[str, str] | None = None) -> tuple[int | None, float]:
     """(exit status, seconds) of ``argv`` run in the repository, its output streamed to ``log``.
 
-    It gets a process group of its own, killed whole after ``timeout`` seconds (status None). Not a
-    new session: the device tool still ends it if this process is itself killed.
+    It gets a process group of its own, so that it is killed whole, workers included, after
+    ``timeout`` seconds (status None) and when this command is interrupted or terminated.
     """
     log(f"$ {shlex.join(argv)}    [limit {max(timeout, 0):.0f} s]")
     if timeout < 1:
@@ -168,12 +185,125 @@ def child_env(site: Path | None) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Step 1: wheels and data
+# The bundle: what a machine without internet access needs
 
 
 def wheel_name(name: str) -> str:
     """A distribution name as wheel file names spell it."""
     return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def code_commit() -> str | None:
+    """This tree's commit from git, ``-dirty`` when tracked files differ from it; None without git."""
+    from benchmarks.bench import git_commit
+
+    commit, dirty = git_commit()
+    return commit + ("-dirty" if dirty else "") if commit else None
+
+
+def fetch_wheel(spec: str, folder: Path) -> None:
+    """``pip download`` of one wheel, without its dependencies (the others are bundled or in the image)."""
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "-d", str(folder), spec], check=True)  # fmt: skip
+    except subprocess.CalledProcessError as err:
+        raise Problem(f"pip could not download {spec} (exit status {err.returncode}; its output is above): bundling "
+                      "the wheels needs the package index; without it, bundle with --no-wheels") from None  # fmt: skip
+
+
+def bundle_wheels(folder: Path) -> None:
+    """Wheels of BUNDLED_PACKAGES at this environment's versions in ``folder``, one version each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for package in BUNDLED_PACKAGES:
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            raise Problem(f"{package} is not installed here: install requirements.txt first (`make install`), so "
+                          "that the bundled versions are those it pins") from None  # fmt: skip
+        stem = f"{wheel_name(package)}-{version}-"
+        for old in folder.glob(f"{wheel_name(package)}-*.whl"):
+            if not old.name.startswith(stem):  # two versions of one package stop the whole install
+                old.unlink()
+        if not any(folder.glob(f"{stem}*.whl")):
+            # Into a scratch folder, then renamed: an interrupted download leaves no partial wheel.
+            scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
+            try:
+                fetch_wheel(f"{package}=={version}", scratch)
+                for wheel in scratch.glob("*.whl"):
+                    os.replace(wheel, folder / wheel.name)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            if not any(folder.glob(f"{stem}*.whl")):
+                raise Problem(f"pip downloaded no wheel of {package}=={version}: bundle with --no-wheels and "
+                              f"install {package} on the GPU machine")  # fmt: skip
+
+
+def check_data_source(folder: Path, option: str = "--data-source") -> Path:
+    missing = [name for name in DATA_FILES if not (folder / name).is_file()]
+    if missing:
+        raise Problem(f"{folder} lacks {', '.join(missing)}: {option} is the folder of the JPEG q75 copy of "
+                      f"CIFAR-100, holding {', '.join(DATA_FILES)}")  # fmt: skip
+    return folder
+
+
+def folder_mib(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def make_bundle(folder: Path, data_source: Path | None, wheels: bool = True, max_mib: float | None = None) -> dict[str, Any]:
+    """Packs ``folder`` for a run on a machine without internet access; returns its manifest.
+
+    ``data_source``: the q75 copy's folder (None: no data; the run then reads CIFAR-100 from
+    ``--data-dir``). ``wheels=False``: no wheels (the GPU machine installs the packages itself).
+    Over ``max_mib`` MiB it raises :class:`Problem` and writes no manifest, so that no run uses it.
+    """
+    if folder.is_dir():
+        foreign = sorted(p.name for p in folder.iterdir() if p.name not in BUNDLE_ENTRIES)
+        if foreign:  # bundling deletes the data/ and wheels/ it does not need: never beside other files
+            raise Problem(f"{folder} holds {', '.join(foreign[:5])}, which no bundle does: give a new or empty "
+                          "folder, or an earlier bundle")  # fmt: skip
+        (folder / MANIFEST).unlink(missing_ok=True)  # until it is complete again
+    data = folder / "data"
+    if data_source is not None:
+        check_data_source(data_source)
+        for name in DATA_FILES:
+            with (data_source / name).open("rb") as src, atomic_write(data / name) as dst:
+                shutil.copyfileobj(src, dst)
+    else:
+        shutil.rmtree(data, ignore_errors=True)
+    if wheels:
+        bundle_wheels(folder / "wheels")
+    else:
+        shutil.rmtree(folder / "wheels", ignore_errors=True)
+    # Hidden names are strays of an interrupted write (atomic_write's temporary files): not the bundle's.
+    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
+             if p.is_file() and not p.name.startswith(".")}  # fmt: skip
+    manifest = {"commit": code_commit(), "packages": [Path(f).name.split("-")[0] for f in files if f.startswith("wheels/")],
+                "data": data_source is not None, "files": files}  # fmt: skip
+    mib = (sum(files.values()) + len(json.dumps(manifest, indent=2))) / 2**20
+    if max_mib is not None and mib > max_mib:
+        parts = [(folder_mib(data), "the data", "--no-data; the GPU machine then needs CIFAR-100 in --data-dir"),
+                 (folder_mib(folder / "wheels"), "the wheels", "--no-wheels; it then needs `pip install -e \".[bench]\"`")]
+        drop = "".join(f"drop {what} ({size:.1f} MiB: {how}) or " for size, what, how in sorted(parts, reverse=True) if size)
+        raise Problem(f"the bundle {folder} is {mib:.1f} MiB, over --max-bundle-mib {max_mib:g}: {drop}allow more. "
+                      f"It has no {MANIFEST}, so no run uses it.")  # fmt: skip
+    write_json_atomic(folder / MANIFEST, manifest)
+    return {**manifest, "mib": mib}
+
+
+def read_bundle(folder: Path) -> dict[str, Any]:
+    """The manifest of the bundle ``folder``, once every file it lists is there at its size."""
+    again = f"make it with `python -m benchmarks.gpu_run --bundle {folder}` and copy the whole folder"
+    if not (folder / MANIFEST).is_file():
+        raise Problem(f"{folder} is no bundle: it has no {MANIFEST} (not made, or the bundling failed): {again}")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    missing = [f for f in manifest["files"] if not (folder / f).is_file()]
+    short = [f"{f} ({(folder / f).stat().st_size} of {size} bytes)" for f, size in manifest["files"].items()
+             if f not in missing and (folder / f).stat().st_size != size]  # fmt: skip
+    if missing or short:
+        what = ", ".join([*(f"no {f}" for f in missing), *short])
+        raise Problem(f"the bundle {folder} is incomplete: {what}; copy it again, or {again}")
+    return manifest
 
 
 def wheels_to_install(folder: Path) -> tuple[list[Path], list[str]]:
@@ -189,47 +319,92 @@ def wheels_to_install(folder: Path) -> tuple[list[Path], list[str]]:
 
 
 def install_wheels(folder: Path, site: Path, log: Log) -> list[str]:
-    """Installs what the image lacks into ``site`` and puts it on this process's path; their names."""
+    """Installs what is missing into ``site`` and puts it on this process's path; their names."""
     todo, present = wheels_to_install(folder)
     if present:
-        log(f"already installed, not from the carried wheels: {', '.join(present)}")
+        log(f"already installed, not from the bundle: {', '.join(present)}")
     if not todo:
         return []
     argv = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
             "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, todo)]  # fmt: skip
     rc, _ = run_child(argv, 120, log)
     if rc != 0:
-        raise RuntimeError(f"installing the carried wheels failed (exit status {rc}); see the pip output above")
+        raise RuntimeError(f"installing the bundle's wheels failed (exit status {rc}); see the pip output above")
     sys.path.insert(0, str(site))
     importlib.invalidate_caches()
     return [w.name.split("-")[0] for w in todo]
 
 
-def build_data(mode: Mode, work: Path, log: Log) -> tuple[Path, str]:
-    """(root for ``--data.data_dir``, what the data are). The built folder is reused by a retry."""
+def missing_packages() -> list[str]:
+    missing = []
+    for name in FIT_NEEDS:
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    return missing
+
+
+# ----------------------------------------------------------------------------------------------
+# The data
+
+
+@dataclass(frozen=True)
+class Data:
+    """``synthetic``; ``q75``: built by ``folder/build.py``; ``official``: CIFAR-100 in ``folder``, downloaded if absent."""
+
+    kind: str
+    folder: Path | None = None
+
+
+def choose_data(tiny: bool, data_source: Path | None, data_dir: Path | None, bundle: Path | None,
+                bundle_has_data: bool = False) -> Data:  # fmt: skip
+    """The data of a run: an explicit option wins over the bundle's data, which win over the defaults."""
+    from vitlib.support.cifar import default_data_dir
+
+    if data_source is not None and data_dir is not None:
+        raise Problem("--data-source and --data-dir name two datasets: give one")
+    if tiny:
+        return Data("synthetic")
+    if data_source is not None:
+        return Data("q75", check_data_source(data_source))
+    if data_dir is not None:
+        return Data("official", data_dir)
+    if bundle is not None and bundle_has_data:
+        return Data("q75", check_data_source(bundle / "data", "the bundle's data/"))
+    if DEFAULT_DATA_SOURCE.is_dir():
+        return Data("q75", check_data_source(DEFAULT_DATA_SOURCE, f"{DEFAULT_DATA_SOURCE} (the default --data-source)"))
+    return Data("official", default_data_dir())
+
+
+def build_data(data: Data, mode: Mode, work: Path, log: Log, limit: float) -> tuple[Path, str]:
+    """(root for ``--data.data_dir``, what the data are). A built q75 copy is reused by a later run."""
     from vitlib.support.cifar import FILES, FOLDER, make_synthetic_cifar100
 
-    if mode.tiny:
+    if data.kind == "synthetic":
         root = make_synthetic_cifar100(work / "synthetic-tiny", mode.n_train, mode.n_test)
         return root, f"synthetic images in the CIFAR-100 layout ({mode.n_train} train, {mode.n_test} test)"
-    root = work / "cifar100-q75"
-    what = "CIFAR-100 (JPEG q75 copy)"
-    if all((root / FOLDER / name).is_file() for name in FILES):  # build.py writes each file atomically
+    root = work / "cifar100-q75" if data.kind == "q75" else data.folder.expanduser().absolute()
+    what = "CIFAR-100 (JPEG q75 copy)" if data.kind == "q75" else "CIFAR-100 (official release)"
+    if all((root / FOLDER / name).is_file() for name in FILES):  # both writers write each file atomically
         log(f"data: reusing {root}")
         return root, what
-    carried = CARRY / "cifar100-q75"
-    missing = [name for name in DATA_FILES if not (carried / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{carried} lacks {', '.join(missing)}: run `python -m benchmarks.gpu_run --prepare` "
-                                "before the call and carry .dev/gpurun")  # fmt: skip
-    rc, _ = run_child([sys.executable, str(carried / "build.py"), str(root)], 180, log)
+    if data.kind == "q75":
+        argv = [sys.executable, str(data.folder / "build.py"), str(root)]
+        fix = f"{data.folder / 'build.py'} failed"
+    else:
+        argv = [sys.executable, "-c", "import sys; from vitlib.support.cifar import ensure_cifar100; "
+                "ensure_cifar100(sys.argv[1])", str(root)]  # fmt: skip
+        fix = (f"CIFAR-100 could not be put into {root}: without internet access pass --data-source (the q75 copy) "
+               "or run from a bundle (--from-bundle)")  # fmt: skip
+    rc, _ = run_child(argv, limit, log)
     if rc != 0:
-        raise RuntimeError(f"{carried / 'build.py'} failed (exit status {rc}); see its output above")
+        raise Problem(f"{fix} ({'killed at its time limit' if rc is None else f'exit status {rc}'}; output above)")
     return root, what
 
 
 # ----------------------------------------------------------------------------------------------
-# Steps 2 and 3
+# Benchmark, training, record, test
 
 
 def loggers(save_dir: Path, name: str) -> str:
@@ -241,17 +416,6 @@ def loggers(save_dir: Path, name: str) -> str:
 
 def read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def git_or_carried_commit() -> str | None:
-    """The commit of this tree: from git, else from --prepare's note (the device copy has no .git)."""
-    from benchmarks.bench import git_commit
-
-    commit, dirty = git_commit()
-    if commit:
-        return commit + ("-dirty" if dirty else "")
-    note = CARRY / "commit.txt"
-    return note.read_text().strip() if note.is_file() else None
 
 
 def bench_result(bench: dict[str, Any]) -> str:
@@ -284,14 +448,15 @@ def status_of(rc: int | None, wrote: Any, what: str) -> str:
 
 
 class Run:
-    """The stages of one call, in order, each appended to ``stages``; ``summary`` collects the details."""
+    """The stages of one run, in order, each appended to ``stages``; ``summary`` collects the details."""
 
-    def __init__(self, args: argparse.Namespace, mode: Mode, log: Log, stages: list[Stage]) -> None:
-        self.args, self.mode, self.log, self.stages = args, mode, log, stages
+    def __init__(self, args: argparse.Namespace, mode: Mode, data: Data, bundle: dict[str, Any] | None, log: Log,
+                 stages: list[Stage]) -> None:  # fmt: skip
+        self.args, self.mode, self.data, self.bundle, self.log, self.stages = args, mode, data, bundle, log, stages
         self.start = time.time()
-        self.deadline = self.start + args.budget
+        self.deadline = self.start + args.minutes * 60
         self.out: Path = args.out
-        self.summary: dict[str, Any] = {"mode": "tiny" if mode.tiny else "gpu", "budget_s": args.budget}
+        self.summary: dict[str, Any] = {"mode": "tiny" if mode.tiny else "gpu", "minutes": args.minutes}
 
     def left(self) -> float:
         return self.deadline - time.time()
@@ -313,22 +478,34 @@ class Run:
         return self.summary
 
     def setup(self) -> None:
-        """Step 1, wheels and data: nothing else runs without them."""
+        """Wheels and data: nothing else runs without them."""
         st = self.stage("setup")
         work = Path(self.args.work)
         work.mkdir(parents=True, exist_ok=True)
         site = work / "site"
-        installed = install_wheels(CARRY / "wheels", site, self.log) if (CARRY / "wheels").is_dir() else []
+        wheels = self.args.from_bundle / "wheels" if self.bundle else None
+        installed = install_wheels(wheels, site, self.log) if wheels and wheels.is_dir() else []
+        missing = missing_packages()
+        if missing:
+            raise Problem(f"not installed: {', '.join(missing)}; install them (`pip install -e \".[bench]\"`), or "
+                          "without internet access run from a bundle (--from-bundle)")  # fmt: skip
         self.env = child_env(site if installed else None)
-        self.data_root, data = build_data(self.mode, work, self.log)
-        self.commit = git_or_carried_commit()
+        limit = min(DATA_STEP_S, self.left() - self.mode.after_bench_s)
+        self.data_root, data = build_data(self.data, self.mode, work, self.log, limit)
+        self.commit = code_commit()
+        if self.bundle and self.bundle.get("commit"):
+            if self.commit is None:  # a copy of the tree without .git: the bundle knows its commit
+                self.commit = self.bundle["commit"]
+            elif self.commit != self.bundle["commit"]:
+                self.log(f"note: the bundle was made at {self.bundle['commit']}; this tree is at {self.commit}")
         self.runs = Path(tempfile.mkdtemp(prefix="runs-", dir=work))  # fresh: the run folders are known
         st.status, st.seconds = "ok", time.time() - self.start
         st.result = f"installed {', '.join(installed) or 'nothing'}; data: {data}"
-        self.summary.update(installed=installed, data=data, commit=self.commit)
+        self.summary.update(installed=installed, data=data, commit=self.commit,
+                            bundle=str(self.args.from_bundle) if self.bundle else None)  # fmt: skip
 
     def bench(self) -> dict[str, Any] | None:
-        """Step 2: ``python -m benchmarks.bench``; its results, or None."""
+        """``python -m benchmarks.bench``; its results, or None."""
         st = self.stage("bench")
         folder = self.out / "benchmarks"
         argv = [sys.executable, "-m", "benchmarks.bench", "--out", str(folder)]
@@ -339,7 +516,7 @@ class Run:
         began = time.time()
         limit = min(self.mode.bench_max_s, self.left() - self.mode.after_bench_s)
         rc, st.seconds = run_child(argv, limit, self.log, self.env)
-        new = [p for p in folder.glob("*.json") if p.stat().st_mtime >= began]  # not an earlier call's
+        new = [p for p in folder.glob("*.json") if p.stat().st_mtime >= began]  # not an earlier run's
         files = sorted(new, key=lambda p: p.stat().st_mtime)
         bench = read_json(files[-1]) if files else None
         st.status = status_of(rc, bench, "results file")
@@ -354,10 +531,11 @@ class Run:
         return bench
 
     def data_args(self) -> list[str]:
-        return ["--data.data_dir", str(self.data_root), "--data.verify_md5", "false", "--data.download", "false"]
+        verify = "true" if self.data.kind == "official" else "false"  # only the official files have the md5s
+        return ["--data.data_dir", str(self.data_root), "--data.verify_md5", verify, "--data.download", "false"]
 
     def train(self, bench: dict[str, Any] | None) -> None:
-        """Step 3: fit as many epochs as fit, record the run, test its last checkpoint."""
+        """Fit as many epochs as fit, record the run, test its last checkpoint."""
         st = self.stage("train")
         recipe = yaml.safe_load(RECIPE.read_text())
         max_epochs = self.args.max_epochs or (2 if self.mode.tiny else recipe["trainer"]["max_epochs"])
@@ -427,9 +605,8 @@ class Run:
 
 
 def record(run_dir: Path, name: str, folder: Path, commit: str | None) -> Path:
-    """``record_run``, with the commit filled in where it could not read one (the device copy has no .git)."""
+    """``record_run``, with the commit filled in where it could not read one (a copy of the tree without .git)."""
     from vitlib.lab.records import record_run
-    from vitlib.support.files import write_json_atomic
 
     path = record_run(run_dir, name, folder)
     payload = json.loads(path.read_text())
@@ -448,25 +625,6 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-# ----------------------------------------------------------------------------------------------
-# Step 4 and the limits of $OUT
-
-
-def check_out(out: Path) -> list[str]:
-    """What under ``out`` would not come back from the device machine (its limits on $OUT)."""
-    files = sorted(p for p in out.rglob("*") if p.is_file())
-    problems = [f"{len(files)} files: only {OUT_FILES} come back"] if len(files) > OUT_FILES else []
-    for path in files:
-        rel = path.relative_to(out)
-        if path.stat().st_size > OUT_FILE_BYTES:
-            problems.append(f"{rel}: {path.stat().st_size / 2**20:.1f} MiB, over {OUT_FILE_BYTES // 2**20} MiB")
-        if len(rel.parts) - 1 > OUT_DEPTH:
-            problems.append(f"{rel}: more than {OUT_DEPTH} folders down")
-        if not all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in rel.parts):
-            problems.append(f"{rel}: a name with characters other than letters, digits, '.', '_' and '-'")
-    return problems
-
-
 def table(stages: list[Stage]) -> str:
     width = max(len("status"), *(len(s.status) for s in stages))
     lines = [f"{'stage':<7} {'status':<{width}} {'s':>5}  result"]
@@ -475,129 +633,110 @@ def table(stages: list[Stage]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# --prepare: here, before the device call
 
 
-def download_wheels(folder: Path) -> list[str]:
-    """Wheels of CARRIED_PACKAGES at this venv's versions, for the GPU image's Python; one version each."""
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for package in CARRIED_PACKAGES:
-        try:
-            version = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            raise FileNotFoundError(f"{package} is not installed here: run `make install` first, so that "
-                                    "the versions carried are those requirements.txt pins") from None  # fmt: skip
-        stem = f"{wheel_name(package)}-{version}-"
-        for old in folder.glob(f"{wheel_name(package)}-*.whl"):
-            if not old.name.startswith(stem):  # two versions of one package stop the whole install
-                old.unlink()
-        if not any(folder.glob(f"{stem}*.whl")):
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                            "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux2014_x86_64",
-                            "-d", str(folder), f"{package}=={version}"], check=True)  # fmt: skip
-        names.append(f"{package}=={version}")
-    return names
+def parse(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_run", description=__doc__.split("\n\n")[0])
+    run = parser.add_argument_group("a run")
+    run.add_argument("--out", type=Path, metavar="DIR", help="where the log, summary.json, the benchmark, the record and weights go")
+    run.add_argument("--minutes", type=float, default=None, metavar="M",
+                     help=f"wall-clock limit of the whole run (default {GPU.minutes:g}; tiny: {TINY.minutes:g})")  # fmt: skip
+    run.add_argument("--tiny", action="store_true", help="the same stages on a CPU in about a minute")
+    run.add_argument("--from-bundle", type=Path, metavar="BUNDLE", help="use a bundle made by --bundle (no internet)")
+    run.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                     help="the official CIFAR-100, downloaded there if absent (default: $VITLIB_DATA or ./data, "
+                     "when neither a --data-source nor a bundle's data are there)")  # fmt: skip
+    run.add_argument("--max-epochs", type=int, default=None, metavar="N", help="cap (default: fast.yaml's; tiny: 2)")
+    run.add_argument("--name", default=None, help="the run's record name (default: vit-fast-<gpu>-<date>)")
+    run.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vitlib-gpu-run", metavar="DIR",
+                     help="scratch: installed wheels, data, run folders (default: %(default)s)")  # fmt: skip
+    run.add_argument("--skip-bench", action="store_true", help="train only (a second try of the training)")
+    run.add_argument("--skip-train", action="store_true", help="benchmark only")
+    pack = parser.add_argument_group("a bundle, for a machine without internet access")
+    pack.add_argument("--bundle", type=Path, metavar="BUNDLE", help="pack the wheels, data and commit into BUNDLE")
+    pack.add_argument("--max-bundle-mib", type=float, default=None, metavar="N", help="fail when BUNDLE is larger")
+    pack.add_argument("--no-wheels", action="store_true", help="bundle no wheels (the GPU machine has the packages)")
+    pack.add_argument("--no-data", action="store_true", help="bundle no data (the GPU machine has CIFAR-100)")
+    parser.add_argument("--data-source", type=Path, default=None, metavar="DIR",
+                        help=f"the JPEG q75 copy: cifar100_q75.npz, build.py, meta (default: {DEFAULT_DATA_SOURCE} "
+                        "when it exists)")  # fmt: skip
+    return parser, parser.parse_args(argv)
 
 
-def travelling_bytes(carried: Path) -> int:
-    """Bytes that a device call sends: tracked and untracked-not-ignored files, plus ``carried``."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                            check=True).stdout.decode().split("\0")  # fmt: skip
-    tree = sum((REPO / p).stat().st_size for p in listed if p and (REPO / p).is_file())
-    return tree + sum(p.stat().st_size for p in carried.rglob("*") if p.is_file())
-
-
-def prepare(shared: Path, carry: Path = CARRY, wheels: bool = True) -> dict[str, Any]:
-    """Fills ``carry``: the data files, the wheels (``wheels=False``: skipped), the commit."""
-    missing = [name for name in DATA_FILES if not (shared / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{shared} lacks {', '.join(missing)}: pass --shared, the folder holding "
-                                f"{', '.join(DATA_FILES)} (../shared/data/cifar100-q75 in this workplace)")  # fmt: skip
-    data = carry / "cifar100-q75"
-    data.mkdir(parents=True, exist_ok=True)
-    for name in DATA_FILES:
-        target = data / name
-        if not target.is_file() or target.stat().st_size != (shared / name).stat().st_size:
-            shutil.copyfile(shared / name, target)
-    packages = download_wheels(carry / "wheels") if wheels else []
-    commit = git_or_carried_commit()
-    (carry / "commit.txt").write_text(f"{commit}\n")
-    return {"data": str(data), "wheels": packages, "commit": commit}
-
-
-# ----------------------------------------------------------------------------------------------
+def pack(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.out is not None or args.from_bundle is not None:
+        parser.error("--bundle packs a bundle and runs nothing: on the GPU machine run from it with "
+                     "--from-bundle BUNDLE --out DIR")  # fmt: skip
+    if args.max_bundle_mib is not None and args.max_bundle_mib <= 0:
+        parser.error(f"--max-bundle-mib must be positive, not {args.max_bundle_mib:g}")
+    source = args.data_source
+    if source is None and not args.no_data:
+        if not DEFAULT_DATA_SOURCE.is_dir():
+            raise Problem("no data to bundle: pass --data-source, the folder holding "
+                          f"{', '.join(DATA_FILES)}, or --no-data where the GPU machine has CIFAR-100")  # fmt: skip
+        source = DEFAULT_DATA_SOURCE
+    elif source is not None and args.no_data:
+        parser.error("--data-source and --no-data contradict each other: give one")
+    done = make_bundle(args.bundle, source, wheels=not args.no_wheels, max_mib=args.max_bundle_mib)
+    print(f"bundle {args.bundle}: {done['mib']:.1f} MiB; wheels: {', '.join(done['packages']) or 'none'}; "
+          f"data: {'the JPEG q75 copy' if done['data'] else 'none'}; commit {done['commit']}")  # fmt: skip
+    print(f"copy it to the GPU machine and run there, in the checkout, with the path it has there:\n"
+          f"  python -m benchmarks.gpu_run --from-bundle {args.bundle} --out DIR")  # fmt: skip
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, help="where every result goes ($OUT on the device machine)")
-    parser.add_argument("--tiny", action="store_true", help="the same stages on a CPU in under a minute")
-    parser.add_argument("--budget", type=float, default=None, help="seconds for everything (default 540; tiny: 150)")
-    parser.add_argument("--max-epochs", type=int, default=None, help="cap (default: fast.yaml's; tiny: 2)")
-    parser.add_argument("--name", default=None, help="the run's record name (default: vit-fast-<gpu>-<date>)")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vitlib-gpurun",
-                        help="scratch: installed wheels, data, run folders (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--skip-bench", action="store_true", help="for a retry: train only")
-    parser.add_argument("--skip-train", action="store_true", help="for a retry: benchmark only")
-    parser.add_argument("--prepare", action="store_true", help="here, before the device call: fill .dev/gpurun")
-    parser.add_argument("--shared", type=Path, default=SHARED_DATA, help="with --prepare: the q75 copy's folder")
-    parser.add_argument("--no-wheels", action="store_true", help="with --prepare: do not download the wheels")
-    args = parser.parse_args(argv)
+    parser, args = parse(argv)
 
-    if args.prepare:
-        try:
-            done = prepare(args.shared, CARRY, wheels=not args.no_wheels)
-            size = travelling_bytes(CARRY)
-        except (FileNotFoundError, subprocess.CalledProcessError) as err:
-            parser.exit(2, f"benchmarks.gpu_run: error: {err}\n")
-        print(f"prepared {CARRY}: data, wheels {', '.join(done['wheels']) or '(skipped)'}, commit {done['commit']}")
-        print(f"a device call sends {size / 2**20:.1f} MiB (limit {TRAVEL_LIMIT // 2**20} MiB)")
-        if size > TRAVEL_LIMIT:
-            parser.exit(2, "benchmarks.gpu_run: error: over the limit: ignore or carry less\n")
-        print(f"the call:\n  {DEVICE_CALL}")
-        return 0
-    if args.out is None:
-        parser.error("--out is required (or --prepare)")
-    mode = TINY if args.tiny else GPU
-    args.budget = args.budget or mode.budget_s
+    def fail(message: str) -> None:
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+    try:
+        if args.bundle is not None:
+            return pack(parser, args)
+        if args.max_bundle_mib is not None or args.no_wheels or args.no_data:
+            parser.error("--max-bundle-mib, --no-wheels and --no-data go with --bundle")
+        if args.out is None:
+            parser.error("--out DIR is required: where the results go (or --bundle BUNDLE to pack a bundle)")
+        mode = TINY if args.tiny else GPU
+        args.minutes = mode.minutes if args.minutes is None else args.minutes
+        need = mode.after_bench_s / 60
+        if args.minutes <= 0 or (not args.skip_train and args.minutes < need):
+            parser.error(f"--minutes {args.minutes:g} leaves no time to train: give at least {need:g} (or --skip-train)")
+        bundle = read_bundle(args.from_bundle) if args.from_bundle is not None else None
+        data = choose_data(mode.tiny, args.data_source, args.data_dir, args.from_bundle, bool(bundle and bundle["data"]))
+    except Problem as err:
+        fail(str(err))
     if not mode.tiny:
         import torch
 
         if not torch.cuda.is_available():
-            parser.exit(2, "benchmarks.gpu_run: error: no CUDA GPU here; on a CPU use --tiny\n")
+            fail("no CUDA GPU here; on a CPU use --tiny")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    log = Log(args.out / "gpurun.log")
-    # SIGTERM (a timeout around this command) ends it through the finally blocks that kill children.
+    log = Log(args.out / "gpu_run.log")
+    # SIGTERM (a timeout around this command, a scheduler) ends it through the finally blocks that kill children.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stages: list[Stage] = []
     started = time.time()
-    run = Run(args, mode, log, stages)
+    run = Run(args, mode, data, bundle, log, stages)
     try:
         summary = run.all()
     except Exception as err:  # noqa: BLE001 - a stage broke: say which, still write the summary and table
-        log(traceback.format_exc().rstrip())
+        log(f"error: {err}" if isinstance(err, Problem) else traceback.format_exc().rstrip())
         if not stages or stages[-1].status != "running":
             stages.append(Stage("error"))
-        stages[-1].status, stages[-1].result = "failed", f"{type(err).__name__}: {err}"
+        stages[-1].status, stages[-1].result = "failed", str(err) if isinstance(err, Problem) else f"{type(err).__name__}: {err}"
         summary = {**run.summary, "error": stages[-1].result}
     finally:
         signal.signal(signal.SIGTERM, previous)
     summary.update(command=shlex.join(["python", "-m", "benchmarks.gpu_run", *(argv if argv is not None else sys.argv[1:])]),
                    seconds=round(time.time() - started, 1), stages=[vars(s) for s in stages])  # fmt: skip
-    from vitlib.support.files import write_json_atomic
-
     write_json_atomic(args.out / "summary.json", summary)
-    problems = check_out(args.out)
-    if problems:  # rewritten in place: the file count does not change
-        write_json_atomic(args.out / "summary.json", {**summary, "out_problems": problems})
-    log(f"=== benchmarks.gpu_run: {summary['seconds']:.0f} s of {args.budget:.0f}, results in {args.out}")
+    log(f"=== benchmarks.gpu_run: {summary['seconds']:.0f} s of {args.minutes * 60:.0f}, results in {args.out}")
     log(table(stages))
-    for problem in problems:
-        log(f"WILL NOT COME BACK: {problem}")
     log.file.close()
-    return 0 if all(s.status in ("ok", "skipped") for s in stages) and not problems else 1
+    return 0 if all(s.status in ("ok", "skipped") for s in stages) else 1
 
 
 if __name__ == "__main__":
