@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu_run as gpurun
+from benchmarks import gpu_run
 from benchmarks.gpu_run import Data, Problem, choose_data, main, make_bundle, read_bundle, run_child, wheels_to_install
 
 STAGES = ["setup", "bench", "train", "record", "test"]
@@ -36,7 +36,7 @@ def data_source(folder: Path, npz_bytes: int = 100) -> Path:
 def fake_fetch(spec: str, folder: Path) -> None:
     """What ``pip download`` leaves: one wheel named after the package and version."""
     name, version = spec.split("==")
-    (folder / f"{gpurun.wheel_name(name)}-{version}-py3-none-any.whl").write_bytes(b"wheel")
+    (folder / f"{gpu_run.wheel_name(name)}-{version}-py3-none-any.whl").write_bytes(b"wheel")
 
 
 def test_tiny_mode_runs_every_stage_and_writes_its_results(tmp_path, capsys):
@@ -46,9 +46,9 @@ def test_tiny_mode_runs_every_stage_and_writes_its_results(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert [s["name"] for s in summary["stages"]] == STAGES
     assert all(s["status"] == "ok" for s in summary["stages"]), summary["stages"]
-    assert summary["minutes"] == gpurun.TINY.minutes and summary["seconds"] < gpurun.TINY.minutes * 60
+    assert summary["minutes"] == gpu_run.TINY.minutes and summary["seconds"] < gpu_run.TINY.minutes * 60
     assert summary["plan"]["epochs"] == 2 and summary["fit"]["epoch"] == 2  # the tiny cap, all done
-    assert summary["test"]["split"] == "test" and summary["test"]["samples"] == gpurun.TINY.n_test
+    assert summary["test"]["split"] == "test" and summary["test"]["samples"] == gpu_run.TINY.n_test
     assert 0 <= summary["test"]["top1"] <= summary["test"]["top5"] <= 1
 
     (bench_file,) = (out / "benchmarks").glob("cpu-*.json")
@@ -122,19 +122,19 @@ def test_only_wheels_of_missing_packages_are_installed(tmp_path):
 
 def test_a_bundle_holds_the_wheels_the_data_and_the_commit(tmp_path, monkeypatch):
     source, bundle = data_source(tmp_path / "q75"), tmp_path / "bundle"
-    monkeypatch.setattr(gpurun, "fetch_wheel", fake_fetch)
+    monkeypatch.setattr(gpu_run, "fetch_wheel", fake_fetch)
     (bundle / "wheels").mkdir(parents=True)
     (bundle / "wheels" / "jsonargparse-0.1-py3-none-any.whl").write_bytes(b"old")  # another version: replaced
 
     manifest = make_bundle(bundle, source)
     wheels = sorted(p.name.split("-")[0] for p in (bundle / "wheels").iterdir())
-    assert wheels == sorted(gpurun.wheel_name(p) for p in gpurun.BUNDLED_PACKAGES) == sorted(manifest["packages"])
+    assert wheels == sorted(gpu_run.wheel_name(p) for p in gpu_run.BUNDLED_PACKAGES) == sorted(manifest["packages"])
     assert not (bundle / "wheels" / "jsonargparse-0.1-py3-none-any.whl").exists()
-    for name in gpurun.DATA_FILES:
+    for name in gpu_run.DATA_FILES:
         assert (bundle / "data" / name).read_bytes() == (source / name).read_bytes()
-    assert manifest["data"] and manifest["commit"] == gpurun.code_commit()
+    assert manifest["data"] and manifest["commit"] == gpu_run.code_commit()
     assert read_bundle(bundle) == {k: v for k, v in manifest.items() if k != "mib"}
-    listed = {f"data/{name}" for name in gpurun.DATA_FILES} | {f"wheels/{p.name}" for p in (bundle / "wheels").iterdir()}
+    listed = {f"data/{name}" for name in gpu_run.DATA_FILES} | {f"wheels/{p.name}" for p in (bundle / "wheels").iterdir()}
     assert set(manifest["files"]) == listed
 
     # Made again without wheels or data, it holds neither (nor lists them).
@@ -189,14 +189,14 @@ def test_a_run_from_an_incomplete_bundle_fails_before_it_starts(tmp_path, capsys
 def test_the_data_come_from_the_option_given_else_the_bundle_else_the_defaults(tmp_path, monkeypatch):
     source, bundle = data_source(tmp_path / "q75"), tmp_path / "bundle"
     make_bundle(bundle, source, wheels=False)
-    monkeypatch.setattr(gpurun, "DEFAULT_DATA_SOURCE", tmp_path / "absent")
+    monkeypatch.setattr(gpu_run, "DEFAULT_DATA_SOURCE", tmp_path / "absent")
     monkeypatch.setenv("VITLIB_DATA", str(tmp_path / "cifar"))
     assert choose_data(True, source, None, bundle, True) == Data("synthetic")
     assert choose_data(False, source, None, bundle, True) == Data("q75", source)
     assert choose_data(False, None, tmp_path / "mine", bundle, True) == Data("official", tmp_path / "mine")
     assert choose_data(False, None, None, bundle, True) == Data("q75", bundle / "data")
     assert choose_data(False, None, None, None) == Data("official", tmp_path / "cifar")
-    monkeypatch.setattr(gpurun, "DEFAULT_DATA_SOURCE", source)
+    monkeypatch.setattr(gpu_run, "DEFAULT_DATA_SOURCE", source)
     assert choose_data(False, None, None, None) == Data("q75", source)
     with pytest.raises(Problem, match=r"absent lacks cifar100_q75.npz, build.py, meta: --data-source is"):
         choose_data(False, tmp_path / "absent", None, None)
@@ -205,15 +205,15 @@ def test_the_data_come_from_the_option_given_else_the_bundle_else_the_defaults(t
 def test_the_q75_copy_is_built_once_by_its_build_script(tmp_path):
     source = data_source(tmp_path / "q75")
     lines = []
-    root, what = gpurun.build_data(Data("q75", source), gpurun.GPU, tmp_path / "work", lines.append, 60)
+    root, what = gpu_run.build_data(Data("q75", source), gpu_run.GPU, tmp_path / "work", lines.append, 60)
     assert (root / "cifar-100-python" / "train").read_text() == "train" and "built" in lines
     assert what == "CIFAR-100 (JPEG q75 copy)"
     lines.clear()
-    assert gpurun.build_data(Data("q75", source), gpurun.GPU, tmp_path / "work", lines.append, 60)[0] == root
+    assert gpu_run.build_data(Data("q75", source), gpu_run.GPU, tmp_path / "work", lines.append, 60)[0] == root
     assert lines == [f"data: reusing {root}"]  # a later run reuses it
     (source / "build.py").write_text("raise SystemExit(4)")
     with pytest.raises(Problem, match=r"build.py failed \(exit status 4; output above\)"):
-        gpurun.build_data(Data("q75", source), gpurun.GPU, tmp_path / "elsewhere", lines.append, 60)
+        gpu_run.build_data(Data("q75", source), gpu_run.GPU, tmp_path / "elsewhere", lines.append, 60)
 
 
 def test_a_tree_without_git_takes_its_commit_from_the_bundle(tmp_path, monkeypatch):
@@ -224,8 +224,8 @@ def test_a_tree_without_git_takes_its_commit_from_the_bundle(tmp_path, monkeypat
     lines: list[str] = []
 
     def setup(commit):
-        monkeypatch.setattr(gpurun, "code_commit", lambda: commit)
-        run = gpurun.Run(args, gpurun.TINY, Data("synthetic"), manifest, lines.append, [])
+        monkeypatch.setattr(gpu_run, "code_commit", lambda: commit)
+        run = gpu_run.Run(args, gpu_run.TINY, Data("synthetic"), manifest, lines.append, [])
         run.setup()
         return run
 
@@ -246,7 +246,7 @@ def test_the_bundled_wheels_are_installed_and_importable(tmp_path, monkeypatch):
         whl.writestr(f"{info}/RECORD", "")
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.delitem(sys.modules, "gpurun_probe", raising=False)
-    installed = gpurun.install_wheels(wheels, tmp_path / "site", lambda line: None)
+    installed = gpu_run.install_wheels(wheels, tmp_path / "site", lambda line: None)
     assert installed == ["gpurun_probe"]
     import gpurun_probe
 
