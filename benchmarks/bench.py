@@ -376,7 +376,7 @@ def measure_row(row: Row, settings: Settings, peak_flops: float | None) -> dict[
         "pipeline": run["pipeline"],
         "compile": run["compile"],
         "params": count_parameters(model),
-        "flops_per_image": flops,
+        "training_flops_per_image": flops,  # forward + backward; results records keep forward FLOPs as flops_per_image
         "what": row.what,
     }
     del run, model

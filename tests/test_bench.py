@@ -52,7 +52,7 @@ def test_tiny_benchmark_runs_every_importable_implementation(tmp_path, monkeypat
     assert rows["vitlib-vit-fast"]["pipeline"] == "gpu"
     assert rows["vitlib-vit-fast-cpu-workers"]["pipeline"] == "torchvision, 1 CPU worker"
     if "timm-vit" in rows:  # the same model: the same parameters and FLOPs
-        for key in ("params", "flops_per_image"):
+        for key in ("params", "training_flops_per_image"):
             assert rows["timm-vit"][key] == rows["vitlib-vit-fast"][key]
         speedup = {(c["row"], c["baseline"]): c["speedup"] for c in results["comparisons"]}
         ratio = rows["vitlib-vit-fast"]["images_per_s"] / rows["timm-vit"]["images_per_s"]

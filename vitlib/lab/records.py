@@ -113,6 +113,7 @@ def export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[st
     model = ViT(ViTConfig.from_dict(checkpoint[CONFIG_KEY]))
     model.load_state_dict(network_state(checkpoint))
     save_pretrained(model, folder)
+    # Forward FLOPs: a benchmark's row counts forward + backward, as training_flops_per_image.
     return weights_entry(folder), {"parameters": count_parameters(model), "flops_per_image": model_flops(model)}
 
 
