@@ -36,7 +36,6 @@ import math
 import os
 import re
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -70,7 +69,7 @@ from vitlib.support.cifar import (
     write_cifar100,
 )
 from vitlib.support.files import write_json_atomic
-from vitlib.support.provenance import cpu_name
+from vitlib.support.provenance import commit_and_dirty, cpu_name, gpu_name
 
 __all__ = ["ROWS", "Row", "StepTimer", "main", "matmul_peak_flops", "run_benchmark", "training_flops_per_image"]
 
@@ -388,17 +387,6 @@ def measure_row(row: Row, settings: Settings, peak_flops: float | None) -> dict[
 # Provenance, the table, the file
 
 
-def git_commit() -> tuple[str | None, bool | None]:
-    """(HEAD's hash, whether tracked files differ from it), or (None, None) outside a checkout."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                                capture_output=True, text=True, check=True)  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
-    return commit.stdout.strip(), bool(status.stdout.strip())
-
-
 def hardware(device: torch.device) -> str:
     host = f"{cpu_name()}, {os.cpu_count()} logical CPUs"
     if device.type != "cuda":
@@ -468,8 +456,8 @@ def run_benchmark(
         settings = Settings(warmup, steps, workers, tiny, root, data, verify_md5, device, tuple(overrides))
         peak = matmul_peak_flops(device) if device.type == "cuda" else None
         results = [r for r in (measure_row(row, settings, peak) for row in rows) if r is not None]
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    commit, dirty = (commit, None) if commit else git_commit()
+    gpu = gpu_name(device) or "cpu"
+    commit, dirty = (commit, None) if commit else commit_and_dirty(REPO)
     payload = {
         "gpu": gpu,
         "torch": torch.__version__,

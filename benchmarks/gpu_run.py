@@ -63,6 +63,7 @@ from typing import Any
 import yaml
 
 from vitlib.support.files import atomic_write, write_json_atomic
+from vitlib.support.provenance import commit_and_dirty, gpu_name
 from vitlib.support.timed import cycle_epochs, plan_epochs
 
 __all__ = ["Problem", "choose_data", "main", "make_bundle", "read_bundle", "run_child", "wheels_to_install"]
@@ -195,9 +196,7 @@ def wheel_name(name: str) -> str:
 
 def code_commit() -> str | None:
     """This tree's commit from git, ``-dirty`` when tracked files differ from it; None without git."""
-    from benchmarks.bench import git_commit
-
-    commit, dirty = git_commit()
+    commit, dirty = commit_and_dirty(REPO)
     return commit + ("-dirty" if dirty else "") if commit else None
 
 
@@ -570,7 +569,7 @@ class Run:
 
     def record(self, run_dir: Path, bench: dict[str, Any] | None) -> None:
         st = self.stage("record")
-        gpu = bench["gpu"] if bench else gpu_name()
+        gpu = bench["gpu"] if bench else (gpu_name() or "cpu")
         date = datetime.now(timezone.utc)
         name = self.args.name or ("tiny-synthetic-cpu" if self.mode.tiny else f"vit-fast-{slug(gpu)}-{date:%Y-%m-%d}")
         try:
@@ -613,12 +612,6 @@ def record(run_dir: Path, name: str, folder: Path, commit: str | None) -> Path:
     if commit and str(payload.get("commit", "")).startswith("unknown"):
         write_json_atomic(path, {**payload, "commit": commit})
     return path
-
-
-def gpu_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
 def slug(text: str) -> str:

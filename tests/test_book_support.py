@@ -107,6 +107,17 @@ def _fake_checkout(root: Path) -> None:
     (root / "_toc.yml").write_text("")
 
 
+def test_the_notebooks_read_the_data_folder_the_cli_reads(no_quick: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vitlib.support.cifar import default_data_dir, make_synthetic_cifar100
+
+    _fake_checkout(tmp_path)
+    make_synthetic_cifar100(tmp_path / "data", n_train=100, n_test=100)
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    source = book.data_source(download=False)
+    assert source.kind == "subset" and source.root == default_data_dir() == tmp_path.resolve() / "data"
+
+
 def test_recorded_run_is_found_from_a_notebook_folder_of_the_checkout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

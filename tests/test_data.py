@@ -236,7 +236,16 @@ def test_environment_switches(monkeypatch, tmp_path):
         monkeypatch.setenv("VITLIB_QUICK", value)
         assert quick_mode() is expected
     monkeypatch.delenv("VITLIB_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # not a checkout of the book: an installed package's ./data
     assert default_data_dir() == Path("data")
+    checkout = tmp_path / "book"
+    (checkout / "vitlib").mkdir(parents=True)
+    (checkout / "vitlib" / "__init__.py").write_text("")
+    (checkout / "_toc.yml").write_text("")
+    (checkout / "notebooks").mkdir()
+    monkeypatch.chdir(checkout / "notebooks")  # where a chapter runs: the checkout's data/, not notebooks/data
+    assert default_data_dir() == checkout.resolve() / "data"
+    assert CIFAR100DataModule().data_dir == checkout.resolve() / "data"  # the CLI's default too
     monkeypatch.setenv("VITLIB_DATA", str(tmp_path))
     assert default_data_dir() == tmp_path
 

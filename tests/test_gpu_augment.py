@@ -10,6 +10,7 @@ test allows |diff| <= 1 on at most 2% of pixels; every other op must be exact.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -33,6 +34,7 @@ from vitlib.support.gpu_augment import (
     randaugment_magnitudes,
     randaugment_step,
 )
+from vitlib.support.seeding import derive_seed
 
 ROUNDING_OPS = {"Brightness", "Color", "Contrast", "Sharpness"}
 
@@ -194,6 +196,26 @@ def test_batch_augment_off_is_identity_and_seeded_is_reproducible() -> None:
     assert len({bytes(s.numpy()) for s in same}) > 4  # each sample draws its own augmentation
 
 
+# Every AugmentConfig field, with a value other than its default that must change the GPU path's
+# output for the same seed; a field the GPU path cannot honour by design goes in REFUSED instead,
+# with a value it must reject (none today).
+CHANGED = {"crop_padding": 2, "flip": False, "randaugment": False, "randaugment_ops": 1, "randaugment_magnitude": 20}
+REFUSED: dict[str, object] = {}
+
+
+def test_every_augment_config_field_changes_the_gpu_path_or_is_refused() -> None:
+    names = {field.name for field in dataclasses.fields(AugmentConfig)}
+    assert names == CHANGED.keys() | REFUSED.keys(), "list each AugmentConfig field in CHANGED or REFUSED"
+    images = synthetic_images(16, seed=3)
+    default = batch_augment(images, AugmentConfig(), torch.Generator().manual_seed(0))
+    for name, value in CHANGED.items():
+        changed = batch_augment(images, AugmentConfig(**{name: value}), torch.Generator().manual_seed(0))
+        assert not torch.equal(changed, default), f"AugmentConfig.{name}={value!r} is ignored by the GPU path"
+    for name, value in REFUSED.items():
+        with pytest.raises(ValueError, match=name):
+            BatchAugment(AugmentConfig(**{name: value}))
+
+
 def test_bad_input_raises() -> None:
     with pytest.raises(ValueError, match="uint8 RGB"):
         batch_augment(torch.zeros(2, 3, 32, 32), AugmentConfig())
@@ -332,6 +354,13 @@ def test_loader_order_depends_on_seed_and_epoch_only() -> None:
     expected_images, expected_labels = next(iter(loader))
     assert torch.equal(labels, expected_labels) and torch.equal(images, expected_images)  # augmentation too
     assert not torch.equal(epoch_labels(make_loader(seed=1)), first)
+
+
+def test_loader_seeds_each_epoch_as_the_cpu_path_does() -> None:
+    loader = make_loader(seed=3)
+    loader.set_epoch(1)
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(derive_seed(3, 1)))
+    assert torch.equal(epoch_labels(loader), order[:48])
 
 
 def test_loader_augments_in_uint8_then_normalises() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from vitlib import config
 from vitlib.cli import main as cli_main
 from vitlib.lab import grid
 
@@ -46,6 +49,23 @@ def test_the_plan_adds_the_best_cells_repeats_once_all_six_are_in(tmp_path: Path
 
     _six(tmp_path / "b", best=grid.BASELINE)  # the baseline wins: its repeats are all there is
     assert len(grid.planned_runs(grid._records(tmp_path / "b"))) == 8
+
+
+def test_a_stem_or_attention_added_to_the_library_leaves_the_grid_as_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """grid.py run afresh (a separate module) while the config names one stem and one attention more."""
+    monkeypatch.setattr(config, "STEMS", (*config.STEMS, "linear"))
+    monkeypatch.setattr(config, "ATTENTIONS", (*config.ATTENTIONS, "linear"))
+    spec = importlib.util.spec_from_file_location("vitlib.lab._grid_probe", grid.__file__)
+    fresh = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, fresh)  # its dataclasses look their module up there
+    spec.loader.exec_module(fresh)
+    assert fresh.CELLS == grid.CELLS and fresh.planned_runs({}) == grid.planned_runs({})
+
+
+def test_the_cells_are_the_recorded_ones() -> None:
+    """Exactly the cells recorded in results/grid/ (test_recorded_runs checks each record against its name)."""
+    recorded = {name.rsplit("-seed", 1)[0] for name in grid._records(REPO / grid.FOLDER)}
+    assert recorded == {f"{stem}-{attention}" for stem, attention in grid.CELLS}
 
 
 def test_a_grid_command_is_one_the_cli_accepts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,13 +1,15 @@
 """The model: shapes, presets, stems, SPT, LSA and the SDPA fast path."""
 
+import importlib.util
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vitlib import PRESETS, ViT, ViTConfig, count_parameters
+from vitlib import PRESETS, ViT, ViTConfig, config, count_parameters, stems
 from vitlib.attention import Attention
+from vitlib.model import evaluating
 from vitlib.patching import PatchEmbedding, patchify, unpatchify
 from vitlib.stems import ConvStem, ShiftedPatchTokenization
 
@@ -167,6 +169,23 @@ def test_invalid_config_raises_value_error_naming_the_field(changes, field):
         PRESETS["vit"].replace(**changes)
 
 
+def test_the_stem_registry_names_the_configs_stems_and_builds_every_model(monkeypatch):
+    assert set(stems.STEM_BUILDERS) == set(config.STEMS)
+    built = []
+    monkeypatch.setitem(stems.STEM_BUILDERS, "conv", lambda *args: built.append(args) or PatchEmbedding(*args))
+    model = ViT(ViTConfig.from_preset("vit_tiny", stem="conv"))
+    assert built == [(3, 64, 4)] and type(model.stem) is PatchEmbedding
+
+
+def test_a_stem_named_in_the_config_but_not_registered_fails_at_import(monkeypatch):
+    """stems.py run afresh (as a separate module, so vitlib.stems itself stays as it is) against a
+    config that names one stem more."""
+    monkeypatch.setattr(config, "STEMS", (*config.STEMS, "linear"))
+    spec = importlib.util.spec_from_file_location("vitlib._stems_probe", stems.__file__)
+    with pytest.raises(RuntimeError, match=r"name different stems \(\['linear'\]\)"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
 def test_invalid_choice_lists_the_allowed_values():
     with pytest.raises(ValueError, match="'patch', 'conv', 'spt'"):
         ViTConfig(stem="linear")
@@ -175,3 +194,19 @@ def test_invalid_choice_lists_the_allowed_values():
 def test_unknown_preset_lists_the_presets():
     with pytest.raises(ValueError, match="slvit"):
         ViTConfig.from_preset("resnet")
+
+
+@pytest.mark.parametrize("inference", [False, True])
+def test_evaluating_switches_to_eval_without_autograd_and_restores_the_mode(inference):
+    model = ViT(PRESETS["vit_tiny"]).train()
+    with evaluating(model, inference=inference) as same:
+        assert same is model and not model.training and not any(m.training for m in model.modules())
+        assert not torch.is_grad_enabled() and torch.is_inference_mode_enabled() is inference
+        assert not model(torch.randn(1, 3, 32, 32)).requires_grad
+    assert model.training and all(m.training for m in model.modules()) and torch.is_grad_enabled()
+    with pytest.raises(KeyError), evaluating(model, inference=inference):
+        raise KeyError("the block fails")
+    assert model.training and torch.is_grad_enabled()
+    with evaluating(model.eval(), inference=inference):
+        pass
+    assert not model.training  # a model in eval mode stays there

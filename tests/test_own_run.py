@@ -62,8 +62,8 @@ def test_chapter_7_finds_the_newest_real_run_and_passes_over_quick_mode(tmp_path
     _finished_run(tmp_path, 0, "CIFAR-100 (JPEG q75 copy)", 1_000)
     _finished_run(tmp_path, 1, "synthetic data in the CIFAR-100 layout (quick mode)", 2_000)
     seen = []
-    monkeypatch.setattr(own_run.results, "run_record", lambda run_dir, name: seen.append(run_dir.name) or {"name": name})
-    monkeypatch.setattr(own_run.results, "export_weights", lambda run_dir, folder: ({"folder": folder.name}, {}))
+    monkeypatch.setattr(own_run.records, "run_record", lambda run_dir, name: seen.append(run_dir.name) or {"name": name})
+    monkeypatch.setattr(own_run.records, "export_weights", lambda run_dir, folder: ({"folder": folder.name}, {}))
     run = own_run.latest(tmp_path)
     assert seen == ["version_0"] and run.record["trained_here"] and run.name == own_run.NAME
     own_run.latest(tmp_path, real=False)

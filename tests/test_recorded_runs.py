@@ -237,7 +237,7 @@ def test_the_recorded_grid_is_complete_comparable_and_intact() -> None:
         assert f"--seed_everything {seed.removeprefix('seed')} " in record["command"]
         assert record["stopped_early"] is None and record["resumed_from"] is None
         assert record["size"]["parameters"] > 0 and record["throughput"]["fit_wall_s"] > 0
-        recorded = runs.load_record(name, GRID, url=None)
+        recorded = records.load_record(name, GRID, url=None)
         assert recorded.history["val/top1"][-1][1] == pytest.approx(record["metrics"]["top1"])
         model = recorded.model()  # checks the weights' SHA-256
         assert (model.cfg.stem, model.cfg.attention) == (stem, attention)

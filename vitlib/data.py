@@ -40,14 +40,14 @@ from .support.cifar import (
     FOLDER,
     NUM_CLASSES,
     SYNTHETIC_VERSION,
-    _complete,
-    _with_transform,
     default_data_dir,
     ensure_cifar100,
     identify_cifar100,
+    is_complete,
     load_cifar100,
     make_synthetic_cifar100,
     quick_mode,
+    with_transform,
 )
 from .support.gpu_augment import GPUBatchLoader
 from .support.seeding import EpochSampler, SeededSamples, rng_state, set_rng_state
@@ -213,7 +213,7 @@ class CIFAR100DataModule(L.LightningDataModule):
 
     def _root(self) -> Path:
         if self.quick:
-            if not _complete(self.quick_root / FOLDER):
+            if not is_complete(self.quick_root / FOLDER):
                 hp = self.hparams
                 make_synthetic_cifar100(self.quick_root, hp.quick_train_size, hp.quick_test_size, hp.seed)
             return self.quick_root
@@ -265,7 +265,7 @@ class CIFAR100DataModule(L.LightningDataModule):
             if n_val >= len(train):
                 raise ValueError(f"val_split ({n_val}) must be smaller than the training set ({len(train)} images)")
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.hparams.seed)).tolist()
-            self.val_set = Subset(_with_transform(train, self.eval_transform), order[:n_val])
+            self.val_set = Subset(with_transform(train, self.eval_transform), order[:n_val])
             self.train_set = Subset(train, order[n_val:])
         if len(self.train_set) < self.batch_size:
             raise ValueError(

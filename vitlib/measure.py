@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import ViTConfig
-from .model import ViT, count_parameters
+from .model import ViT, count_parameters, evaluating
 from .stems import ShiftedPatchTokenization, build_stem
 
 
@@ -30,12 +30,8 @@ def model_flops(model: ViT) -> int:
     (``return_attention=True``): the counter does not see inside the fused CPU attention kernel,
     and both paths do the same arithmetic."""
     cfg = model.cfg
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return flops(model, torch.zeros(1, cfg.in_channels, cfg.image_size, cfg.image_size), return_attention=True)
-    finally:
-        model.train(was_training)
 
 
 def receptive_field(stem: nn.Module) -> int:

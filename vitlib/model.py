@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from torchvision.ops import MLP, StochasticDepth
@@ -90,6 +93,24 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+@contextmanager
+def evaluating(model: nn.Module, inference: bool = False) -> Iterator[nn.Module]:
+    """``model`` in eval mode (no dropout, no stochastic depth, BatchNorm's running statistics) and
+    without autograd for the block; its train/eval mode is restored afterwards, also on an error.
+
+    ``torch.no_grad`` by default: its outputs are ordinary tensors that later code may change in
+    place. ``inference=True`` uses ``torch.inference_mode``, a little faster, for outputs that are
+    only read (predictions).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode() if inference else torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 def count_parameters(model: nn.Module) -> int:

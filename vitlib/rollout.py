@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce
 
+from .model import evaluating
+
 HEAD_FUSIONS = ("mean", "max", "min")
 
 
@@ -110,13 +112,8 @@ def attention_entropy(maps: Sequence[torch.Tensor]) -> torch.Tensor:
 def model_attention(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``(logits, maps)`` of a ``vitlib.ViT`` in eval mode without gradients; the model's previous
     train/eval mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(images, return_attention=True)
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        return model(images, return_attention=True)
 
 
 def position_similarity(pos_embed: torch.Tensor, has_cls_token: bool) -> torch.Tensor:

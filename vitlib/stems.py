@@ -6,12 +6,14 @@ the transformer behind it does not care which one is used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .config import ViTConfig
+from .config import STEMS, ViTConfig
 from .patching import PatchEmbedding, patchify
 
 
@@ -83,6 +85,22 @@ class ShiftedPatchTokenization(nn.Module):
         return self.proj(self.norm(patchify(self.shifted_stack(images), self.patch_size)))
 
 
+# The one registry of stems: ``ViTConfig.stem`` names a builder ``(in_channels, dim, patch_size) ->
+# module`` here. A new stem is a class in this file, an entry here and its name in ``config.STEMS``
+# (config validates names without importing torch, so it keeps its own tuple; the check below
+# stops the two from drifting apart).
+STEM_BUILDERS: dict[str, Callable[[int, int, int], nn.Module]] = {
+    "patch": PatchEmbedding,
+    "conv": ConvStem,
+    "spt": ShiftedPatchTokenization,
+}
+if set(STEM_BUILDERS) != set(STEMS):
+    raise RuntimeError(
+        f"vitlib.config.STEMS {STEMS} and vitlib.stems.STEM_BUILDERS {tuple(STEM_BUILDERS)} name different stems "
+        f"({sorted(set(STEMS) ^ set(STEM_BUILDERS))}): add or remove a stem in both"
+    )
+
+
 def build_stem(cfg: ViTConfig) -> nn.Module:
-    stems = {"patch": PatchEmbedding, "conv": ConvStem, "spt": ShiftedPatchTokenization}
-    return stems[cfg.stem](cfg.in_channels, cfg.dim, cfg.patch_size)
+    """The stem ``cfg.stem`` names in :data:`STEM_BUILDERS`."""
+    return STEM_BUILDERS[cfg.stem](cfg.in_channels, cfg.dim, cfg.patch_size)

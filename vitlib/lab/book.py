@@ -35,6 +35,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from ..cli import CONFIG_DIR
 from ..data import CIFAR100DataModule
+from ..model import evaluating
 from ..schedule import ScheduleConfig
 from ..support.cifar import (
     COARSE_LABELS,
@@ -43,34 +44,18 @@ from ..support.cifar import (
     FINE_LABELS,
     FINE_TO_COARSE,
     DatasetNotFoundError,
+    default_data_dir,
     ensure_cifar100,
     identify_cifar100,
     quick_mode,
 )
+from ..support.provenance import repository_root
 from . import ablation, grid, records
 from .records import RecordedRun, load_record
 
 # cifar100: the official release (md5-verified); cifar100-q75: the complete JPEG quality-75 copy;
 # subset: other real files in the layout (unverified); synthetic: quick mode's stripes.
 KINDS = ("cifar100", "cifar100-q75", "subset", "synthetic")
-
-
-def repository_root(start: str | Path | None = None) -> Path | None:
-    """The checkout that holds the book (a folder with ``_toc.yml`` and ``vitlib/``), searching
-    upwards from ``start`` (default: the working directory); ``None`` outside one (e.g. on Colab)."""
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "_toc.yml").is_file() and (folder / "vitlib" / "__init__.py").is_file():
-            return folder
-    return None
-
-
-def default_data_root() -> Path:
-    """``$VITLIB_DATA``, else ``data/`` at the repository root (notebooks run in ``notebooks/``),
-    else ``./data``."""
-    if os.environ.get("VITLIB_DATA"):
-        return Path(os.environ["VITLIB_DATA"]).expanduser().resolve()
-    return (repository_root() or Path.cwd()) / "data"
 
 
 @dataclass(frozen=True)
@@ -117,10 +102,10 @@ class DataSource:
 
 def data_source(root: str | Path | None = None, download: bool = True) -> DataSource:
     """Choose the notebooks' data (see the module docstring), downloading CIFAR-100 into ``root``
-    (default :func:`default_data_root`) when it is missing and ``download`` is on."""
+    (default :func:`vitlib.support.cifar.default_data_dir`) when it is missing and ``download`` is on."""
     if quick_mode():
         return DataSource("synthetic", None, "synthetic data (quick mode): class-coloured stripes, not real images")
-    root = Path(root).expanduser().resolve() if root else default_data_root()
+    root = Path(root or default_data_dir()).expanduser().resolve()
     try:
         ensure_cifar100(root, download=download)
     except DatasetNotFoundError:
@@ -315,17 +300,15 @@ def predict(model: torch.nn.Module, loader: Any, on: torch.device | str | None =
     the CPU. Runs on the device ``on`` (default :func:`device`: the GPU when there is one), batch by
     batch, in eval mode under ``torch.inference_mode``; the model's mode and device are restored."""
     on = torch.device(on) if on is not None else device()
-    was_training = model.training
     home = next(model.parameters()).device
-    model.eval().to(on)
     probs, labels = [], []
     try:
-        with torch.inference_mode():
+        with evaluating(model.to(on), inference=True):
             for images, targets in loader:
                 probs.append(model(images.to(on, non_blocking=True)).float().softmax(dim=-1).cpu())
                 labels.append(targets.cpu())
     finally:
-        model.train(was_training).to(home)
+        model.to(home)
     return torch.cat(probs), torch.cat(labels)
 
 

@@ -25,7 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from ..rollout import patch_grid, attention_rollout, position_similarity, token_heatmap, upsample_heatmap
+from ..model import evaluating
+from ..rollout import attention_rollout, patch_grid, position_similarity, token_heatmap, upsample_heatmap
 
 _CORRECT, _WRONG = "tab:green", "tab:red"
 
@@ -325,19 +326,14 @@ def plot_position_similarity(pos_embed: torch.Tensor, has_cls_token: bool) -> Fi
 def conv_stem_stages(stem: torch.nn.Module, image: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     """Feature maps ``[C, H, W]`` after every ReLU of a ``ConvStem`` and after its last layer, for
     one image ``[3, H, W]``; the stem's train/eval mode is restored afterwards."""
-    was_training = stem.training
-    stem.eval()
     stages, x, conv = [], image[None], None
-    try:
-        with torch.no_grad():
-            for index, layer in enumerate(stem.convs):
-                x = layer(x)
-                if isinstance(layer, torch.nn.Conv2d):
-                    conv = f"{layer.kernel_size[0]}x{layer.kernel_size[1]} conv, stride {layer.stride[0]}"
-                if isinstance(layer, torch.nn.ReLU) or index == len(stem.convs) - 1:
-                    stages.append((f"{conv}: {x.shape[1]}x{x.shape[2]}x{x.shape[3]}", x[0]))
-    finally:
-        stem.train(was_training)
+    with evaluating(stem):
+        for index, layer in enumerate(stem.convs):
+            x = layer(x)
+            if isinstance(layer, torch.nn.Conv2d):
+                conv = f"{layer.kernel_size[0]}x{layer.kernel_size[1]} conv, stride {layer.stride[0]}"
+            if isinstance(layer, torch.nn.ReLU) or index == len(stem.convs) - 1:
+                stages.append((f"{conv}: {x.shape[1]}x{x.shape[2]}x{x.shape[3]}", x[0]))
     return stages
 
 

@@ -29,6 +29,7 @@ import torch
 
 from .. import cli
 from ..support import hardware, timed
+from ..support.provenance import gpu_name
 from . import records
 from .book import DataSource, quiet_lightning, recipe_config, runs_root
 from .records import RecordedRun
@@ -59,7 +60,7 @@ def budget_seconds(minutes: float, source: DataSource) -> float | None:
 def what_trains(seconds: float | None, source: DataSource) -> str:
     """One line for the reader: what chapter 6 trains here (``seconds`` from :func:`budget_seconds`),
     or why nothing trains and how to train."""
-    where = f"on {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "on the CPU"
+    where = f"on {name}" if (name := gpu_name()) else "on the CPU"
     if seconds is not None:
         forced = f" ({SECONDS_ENV} is set)" if os.environ.get(SECONDS_ENV, "").strip() else ""
         return f"This chapter trains the book's recipe for {seconds / 60:.1f} min{forced} {where}, on {source.caption}."

@@ -33,6 +33,7 @@ from ..augment import (
     IMAGE_SIZE,
 )
 from .files import atomic_write
+from .provenance import repository_root
 
 # The official names, in label-index order (the `meta` file of the release).
 FINE_LABELS = [
@@ -91,8 +92,12 @@ def quick_mode() -> bool:
 
 
 def default_data_dir() -> Path:
-    """``$VITLIB_DATA``, or ``./data``."""
-    return Path(os.environ.get("VITLIB_DATA") or "data").expanduser()
+    """``$VITLIB_DATA``; else ``data/`` at the root of the book's checkout when run anywhere inside
+    one (the notebooks run in ``notebooks/``); else ``./data`` (an installed package)."""
+    if os.environ.get("VITLIB_DATA"):
+        return Path(os.environ["VITLIB_DATA"]).expanduser()
+    root = repository_root()
+    return root / "data" if root else Path("data")
 
 
 def _atomic_pickle(path: Path, obj: Any) -> None:
@@ -185,7 +190,8 @@ class _ExistenceCheckedCIFAR100(CIFAR100):
     meta = {**CIFAR100.meta, "md5": None}
 
 
-def _complete(folder: Path) -> bool:
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds all three CIFAR-100 files (train, test, meta)."""
     return all((folder / name).is_file() for name in FILES)
 
 
@@ -208,7 +214,7 @@ def _extract(archive: Path, root: Path) -> None:
                 f"{archive} is corrupt or truncated ({type(err).__name__}: {err}); nothing was extracted. "
                 f"Delete it and put a complete copy there (md5 {CIFAR100.tgz_md5})."
             ) from err
-        if not _complete(tmp / FOLDER):
+        if not is_complete(tmp / FOLDER):
             raise DatasetNotFoundError(
                 f"{archive} does not contain {FOLDER}/{{{','.join(FILES)}}}; nothing was extracted. "
                 f"Replace it with the official {ARCHIVE} (md5 {CIFAR100.tgz_md5})."
@@ -246,9 +252,9 @@ def ensure_cifar100(root: str | Path, download: bool = True, verify_md5: bool = 
     Checksums are checked when the dataset is read (:func:`load_cifar100`).
     """
     root = Path(root).expanduser().absolute()
-    if _complete(root / FOLDER):
+    if is_complete(root / FOLDER):
         return root
-    if _complete(root):  # the files themselves, one level too high: say so instead of downloading
+    if is_complete(root):  # the files themselves, one level too high: say so instead of downloading
         where = (
             f"{root} is the {FOLDER}/ folder itself: pass the folder that contains it, {root.parent}"
             if root.name == FOLDER
@@ -351,7 +357,7 @@ def load_cifar100(
         ) from err
 
 
-def _with_transform(dataset: CIFAR100, transform: Any) -> CIFAR100:
+def with_transform(dataset: CIFAR100, transform: Any) -> CIFAR100:
     """A shallow copy that shares the image array and reads it through another transform."""
     view = copy.copy(dataset)
     view.transform = transform

@@ -24,7 +24,6 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as F
@@ -32,6 +31,7 @@ from einops import rearrange
 from torch import Tensor
 
 from ..augment import AugmentConfig
+from .seeding import derive_seed
 
 __all__ = [
     "RANDAUGMENT_OPS",
@@ -437,11 +437,8 @@ class GPUBatchLoader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _generator(self, epoch: int) -> torch.Generator:
-        # SeedSequence mixes (seed, epoch) into unrelated streams; seed + epoch would make run
-        # (seed=0, epoch=1) replay run (seed=1, epoch=0).
-        generator = torch.Generator(device=self.images.device)
-        generator.manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
-        return generator
+        # The CPU path's EpochSampler seeds its epochs the same way (derive_seed says why not seed + epoch).
+        return torch.Generator(device=self.images.device).manual_seed(derive_seed(self.seed, epoch))
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1

@@ -1,4 +1,4 @@
-"""Where a result came from: the checked-out commit and the machine, for results files."""
+"""Where a result came from: the checkout and its commit, and the machine, for results files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,19 @@ from pathlib import Path
 import torch
 
 
-def git_commit(folder: Path) -> str:
-    """The checked-out commit, with ``-dirty`` when tracked files have uncommitted changes."""
+def repository_root(start: str | Path | None = None) -> Path | None:
+    """The checkout that holds the book (a folder with ``_toc.yml`` and ``vitlib/``), searching
+    upwards from ``start`` (default: the working directory); ``None`` outside one (e.g. on Colab)."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "vitlib" / "__init__.py").is_file():
+            return folder
+    return None
+
+
+def commit_and_dirty(folder: Path) -> tuple[str | None, bool | None]:
+    """The checked-out commit of ``folder`` and whether tracked files have uncommitted changes;
+    ``(None, None)`` outside a git checkout."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
@@ -19,14 +30,29 @@ def git_commit(folder: Path) -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
                                capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
+        return None, None
+    return commit, bool(dirty)
+
+
+def git_commit(folder: Path) -> str:
+    """The checked-out commit, with ``-dirty`` when tracked files have uncommitted changes."""
+    commit, dirty = commit_and_dirty(folder)
+    if commit is None:
         return "unknown (not a git checkout)"
     return commit + ("-dirty" if dirty else "")
+
+
+def gpu_name(device: torch.device | int | None = None) -> str | None:
+    """The name of the GPU ``device`` (default: the current one); ``None`` on a CPU."""
+    if isinstance(device, torch.device) and device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(device)
 
 
 def this_machine() -> str:
     """The GPUs of this machine (count and name), else its CPU."""
     if torch.cuda.is_available():
-        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        names = [gpu_name(i) for i in range(torch.cuda.device_count())]
         return f"{len(names)} x {names[0]}" if len(set(names)) == 1 else ", ".join(names)
     return f"CPU: {cpu_name()}, {os.cpu_count()} cores, no GPU"
 

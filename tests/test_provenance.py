@@ -1,0 +1,34 @@
+"""Where a result came from: the commit (and whether the tree differs from it) and the machine."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import torch
+
+from vitlib.support.provenance import commit_and_dirty, git_commit, gpu_name, this_machine
+
+
+def _git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_commit_and_whether_tracked_files_differ(tmp_path: Path) -> None:
+    assert commit_and_dirty(tmp_path) == (None, None)
+    assert git_commit(tmp_path) == "unknown (not a git checkout)"
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "a.txt").write_text("a")
+    _git(tmp_path, "add", "a.txt")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a")
+    head = _git(tmp_path, "rev-parse", "HEAD")
+    (tmp_path / "untracked.txt").write_text("not part of the commit")
+    assert commit_and_dirty(tmp_path) == (head, False) and git_commit(tmp_path) == head
+    (tmp_path / "a.txt").write_text("changed")
+    assert commit_and_dirty(tmp_path) == (head, True) and git_commit(tmp_path) == f"{head}-dirty"
+
+
+def test_a_cpu_has_no_gpu_name() -> None:
+    assert gpu_name(torch.device("cpu")) is None
+    if not torch.cuda.is_available():
+        assert gpu_name() is None and this_machine().startswith("CPU: ") and this_machine().endswith("no GPU")
