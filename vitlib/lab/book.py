@@ -49,7 +49,7 @@ from ..support.cifar import (
     identify_cifar100,
     quick_mode,
 )
-from ..support.provenance import repository_root
+from ..support.provenance import gpu_name, repository_root
 from . import ablation, grid, records
 from .records import RecordedRun, load_record
 
@@ -260,7 +260,7 @@ def device() -> torch.device:
 def report(source: DataSource | None = None) -> str:
     """One line about where this notebook runs: Python, torch, the device and the data source."""
     dev = device()
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    name = gpu_name(dev) or f"CPU ({os.cpu_count()} cores)"
     line = f"Python {platform.python_version()}, torch {torch.__version__}, device: {name}"
     return line + (f"; data: {source.caption}" if source else "")
 
