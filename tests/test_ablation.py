@@ -144,14 +144,30 @@ def test_the_runner_resumes_from_the_newest_checkpoint_and_follows_the_parts(tmp
     # train_and_record passes the checkpoint on and records the parts it finds.
     calls: dict[str, object] = {}
     monkeypatch.setattr(comparison.subprocess, "run", lambda cmd: calls.setdefault("command", cmd) and type("R", (), {"returncode": 0}))
-    monkeypatch.setattr(comparison, "record_run", lambda parts, name, out, command, note: calls.update(parts=parts, command_recorded=command))
+    monkeypatch.setattr(
+        comparison, "record_run",
+        lambda parts, name, out, command, note, unfinished: calls.update(parts=parts, command_recorded=command, unfinished=unfinished),
+    )  # fmt: skip
     fresh = tmp_path / "fresh"
     _version(fresh, 0)
     planned = comparison.PlannedRun("r", ("python", "-m", "vitlib", "fit", "--config", "c.yaml"), fresh)
-    with pytest.raises(RuntimeError, match="without writing metrics.json"):
+    with pytest.raises(RuntimeError, match="before its last epoch, without writing metrics.json"):
         comparison.train_and_record(planned, tmp_path / "out")
     assert calls["command"] == [sys.executable, "-m", "vitlib", "fit", "--config", "c.yaml", "--ckpt_path", str(fresh / "vitlib/version_0/checkpoints/last.ckpt")]
     calls.clear()
     comparison.train_and_record(comparison.PlannedRun("r", planned.command, root), tmp_path / "out")
     assert calls["parts"] == [first, last] and calls["command_recorded"] == "python -m vitlib fit --config c.yaml"
-    assert "command" not in calls  # finished, only its record was missing: nothing is trained again
+    assert "command" not in calls and calls["unfinished"] is False  # finished, only its record was missing
+
+    # Killed after validating its last epoch, before writing metrics.json: a resume would train
+    # and validate nothing, so the runner records it from its metrics.csv instead.
+    calls.clear()
+    killed = tmp_path / "killed"
+    folder = _version(killed, 0)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"ckpt_path": None, "trainer": {"max_epochs": 2}}))
+    (folder / "metrics.csv").write_text("epoch,step,val/top1\n0,10,0.1\n")
+    assert comparison.finished_parts(killed) is None and comparison.resume_point(killed) is not None  # one epoch left
+    (folder / "metrics.csv").write_text("epoch,step,val/top1\n0,10,0.1\n1,20,0.2\n")
+    assert comparison.finished_parts(killed) == [folder] and comparison.resume_point(killed) is None
+    comparison.train_and_record(comparison.PlannedRun("k", planned.command, killed), tmp_path / "out")
+    assert "command" not in calls and calls["parts"] == [folder] and calls["unfinished"] is True

@@ -82,17 +82,28 @@ def test_a_stopped_run_is_recorded_only_when_asked_and_says_so(
     monkeypatch.setenv("VITLIB_QUICK", "1")
     main(["fit", "--config", QUICK, "--trainer.max_epochs", "2", *SMALL])
     run = tmp_path / "runs" / "vitlib" / "version_0"
+    written = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").unlink()  # as if killed after its last epoch's validation
     with pytest.raises(FileNotFoundError, match="unfinished"):
         records.record_run(run, "stopped", tmp_path / "results", weights=False)
     with pytest.raises(ValueError, match="not a result"):  # still quick mode
         records.record_run(run, "stopped", tmp_path / "results", weights=False, unfinished=True)
-    # The same run as if it had read real files: recorded, with what it did not finish.
+    # The same run as if it had read real files: it ran its whole schedule, only metrics.json is
+    # missing; its timing comes from the epochs' logged times, the same as the monitor's.
     config = yaml.safe_load((run / "config.yaml").read_text())
     config["data"].update(quick=False, data_dir=str(cifar_root))
-    config["trainer"]["max_epochs"] = 5
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.delenv("VITLIB_QUICK")
+    record = json.loads(records.record_run(run, "killed", tmp_path / "results", weights=False, unfinished=True).read_text())
+    assert record["stopped_early"] is None and record["epochs"] == 2
+    assert record["metrics"]["top1"] == pytest.approx(written["top1"])
+    timing = record["throughput"]
+    assert timing["train_images"] == written["throughput"]["train_images"] and timing["bare_step_images_per_s"] is None
+    assert timing["train_s"] == pytest.approx(written["throughput"]["train_s"], rel=0.05)
+    assert 0 < timing["train_s"] < timing["fit_wall_s"] <= written["throughput"]["fit_wall_s"]
+    # With more epochs planned than it ran, it was stopped early and says so.
+    config["trainer"]["max_epochs"] = 5
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
     record = json.loads(records.record_run(run, "stopped", tmp_path / "results", weights=False, unfinished=True).read_text())
     assert record["stopped_early"] == "stopped after 2 of 5 epochs" and record["epochs"] == 2
     assert record["metrics"]["top1"] == records.read_history(run / "metrics.csv")["val/top1"][-1][1]

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .records import load_results, record_run
+from .records import load_results, record_run, validated_epochs
 
 
 class SeedGroup:
@@ -98,10 +98,21 @@ def run_folders(root: str | Path) -> list[Path]:
     return sorted((f for f in folders if f.name.split("_")[-1].isdigit()), key=lambda f: int(f.name.split("_")[-1]))
 
 
+def _finished(folder: Path) -> bool:
+    """Whether the fit in ``folder`` ran its whole schedule: it wrote ``metrics.json``, or it was
+    killed after validating its last epoch, before writing it (resuming such a fit trains nothing
+    and validates nothing, so it would never write one)."""
+    if (folder / "metrics.json").is_file():
+        return True
+    config_file = folder / "config.yaml"
+    planned = ((yaml.safe_load(config_file.read_text()) or {}).get("trainer") or {}).get("max_epochs") if config_file.is_file() else None
+    return planned is not None and validated_epochs(folder) >= planned
+
+
 def finished_parts(root: str | Path) -> list[Path] | None:
     """The folders of the last fit under ``root`` that finished, first part to last (each resume
     names its predecessor's checkpoint in its ``config.yaml``); ``None`` when none finished."""
-    finished = [f for f in run_folders(root) if (f / "metrics.json").is_file()]
+    finished = [f for f in run_folders(root) if _finished(f)]
     if not finished:
         return None
     parts = [finished[-1]]
@@ -132,8 +143,9 @@ def train_and_record(run: PlannedRun, out: str | Path, note: str | None = None) 
             raise RuntimeError(f"{run.name} failed (its output is above); run the same command again to resume it")
     parts = finished_parts(run.root)
     if parts is None:
-        raise RuntimeError(f"{run.name} ended without writing metrics.json under {run.root}")
-    return record_run(parts, run.name, out, command=shlex.join(run.command), note=note)
+        raise RuntimeError(f"{run.name} ended before its last epoch, without writing metrics.json under {run.root}")
+    unfinished = not (parts[-1] / "metrics.json").is_file()
+    return record_run(parts, run.name, out, command=shlex.join(run.command), note=note, unfinished=unfinished)
 
 
 def main(

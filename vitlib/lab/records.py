@@ -78,9 +78,35 @@ def read_history(metrics_csv: str | Path) -> dict[str, list[tuple[int, float]]]:
     return history
 
 
+def validated_epochs(run_dir: Path) -> int:
+    """How many epochs of the fit in ``run_dir`` ended with a validation, from its ``metrics.csv``
+    (0 when it has none)."""
+    csv_file = run_dir / "metrics.csv"
+    points = read_history(csv_file).get("val/top1") if csv_file.is_file() else None
+    return points[-1][0] + 1 if points else 0
+
+
+def _csv_throughput(history: dict[str, list[tuple[int, float]]]) -> dict[str, Any] | None:
+    """The timing of a fit that wrote no ``metrics.json``, from the per-epoch times it logged
+    (``ThroughputMonitor``); the bare-step rate, measured at the fit's end, is unknown."""
+    epoch_s, rates, elapsed = (dict(history.get(f"time/{key}", [])) for key in ("train_epoch_s", "train_images_per_s", "elapsed_s"))
+    if not (epoch_s and elapsed):
+        return None
+    train_s = sum(epoch_s.values())
+    train_images = round(sum(epoch_s[e] * rates[e] for e in epoch_s if e in rates))
+    wall_s = elapsed[max(elapsed)]
+    return {
+        "fit_wall_s": wall_s, "train_s": train_s, "train_images": train_images,
+        "fit_images_per_s": train_images / wall_s, "train_images_per_s": train_images / train_s,
+        "bare_step_images_per_s": None, "train_vs_bare": None,
+    }  # fmt: skip
+
+
 def _stopped_run(run_dir: Path) -> dict[str, Any]:
-    """What ``metrics.json`` would hold for a fit stopped before its end, from its ``config.yaml``
-    and ``metrics.csv``: the last validation of the epochs that finished."""
+    """What ``metrics.json`` would hold for a fit that ended without writing it, from its
+    ``config.yaml`` and ``metrics.csv``: the last validation of the epochs that finished. A fit
+    killed after its last epoch, before it wrote ``metrics.json``, ran its whole schedule: it is
+    not "stopped early"."""
     config_file, csv_file = run_dir / "config.yaml", run_dir / "metrics.csv"
     if not (config_file.is_file() and csv_file.is_file()):
         raise FileNotFoundError(f"{run_dir} has no config.yaml and metrics.csv: not the folder of a `vitlib fit` run")
@@ -89,7 +115,8 @@ def _stopped_run(run_dir: Path) -> dict[str, Any]:
     if not history.get("val/top1"):
         raise ValueError(f"{run_dir} finished no validation: nothing to record")
     last = {key: points[-1][1] for key, points in history.items() if key.startswith("val/")}
-    epochs = history["val/top1"][-1][0] + 1
+    epochs = validated_epochs(run_dir)
+    planned = config.get("trainer", {}).get("max_epochs")
     data = config.get("data", {})
     quick = data.get("quick") or (data.get("quick") is None and quick_mode())
     return {
@@ -98,7 +125,8 @@ def _stopped_run(run_dir: Path) -> dict[str, Any]:
         "images": f"{data.get('val_split')} training images held out (seed {data.get('seed')})" if data.get("val_split") else "test set (used as the validation set)",
         "loss": last.get("val/loss"), "top1": last.get("val/top1"), "top5": last.get("val/top5"), "samples": int(last.get("val/count", 0)),
         "epoch": epochs,
-        "stopped_early": f"stopped after {epochs} of {config.get('trainer', {}).get('max_epochs')} epochs",
+        "stopped_early": None if planned is not None and epochs >= planned else f"stopped after {epochs} of {planned} epochs",
+        "throughput": _csv_throughput(history),
         "config": config,
     }  # fmt: skip
 
@@ -210,9 +238,10 @@ def record_run(
     holds the whole history (each epoch once) and the time summed over the parts, and its metrics
     and weights are those of the last part.
 
-    ``unfinished=True`` also records a fit that was stopped before its end (no ``metrics.json``):
-    its metrics are the last validation in ``metrics.csv`` and the record says how many of the
-    planned epochs ran.
+    ``unfinished=True`` also records a fit that ended without writing ``metrics.json`` (stopped
+    before its end, or killed after its last epoch): its metrics are the last validation in
+    ``metrics.csv``, its timing the epochs' logged times, and the record says how many of the
+    planned epochs ran when that is fewer than all.
 
     The record holds the provenance, the final metrics, the per-epoch history (from the run's
     ``metrics.csv``), the timing of ``ThroughputMonitor`` and, with ``weights``, the last
