@@ -179,7 +179,7 @@ def main(
             for run in todo:
                 print(shlex.join(run.command))
             return
-        print(f"{prog}: {todo[0].name} ({len(todo)} runs left)", flush=True)
+        print(f"{prog}: {todo[0].name} ({len(todo)} run{'s' if len(todo) > 1 else ''} left)", flush=True)
         try:
             train_and_record(todo[0], args.out, note=args.note)
         except RuntimeError as err:
