@@ -4,7 +4,9 @@ crossings, and the runner that resumes a run cut short and records all its parts
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,10 +33,22 @@ def _record(folder: Path, arm: str, seed: int, curve: list[float], **extra: obje
 
 
 def test_the_plan_is_every_arm_once_and_the_headline_twice() -> None:
-    runs = ablation.planned_runs()
-    assert runs[: len(ablation.ARMS)] == [(arm, 0) for arm in ablation.ARMS]
-    assert runs[len(ablation.ARMS) :] == [("recipe", 1), ("no-randaugment", 1)]
+    runs = ablation.SHORT.runs
+    assert runs[: len(ablation.ARMS)] == tuple((arm, 0) for arm in ablation.ARMS)
+    assert runs[len(ablation.ARMS) :] == (("recipe", 1), ("no-randaugment", 1))
     assert set(ablation.COMPARISONS[ablation.HEADLINE]) == {"recipe", "no-randaugment"}
+
+
+def test_the_long_study_trains_the_recipe_first_and_its_augmentation_arms_at_the_long_runs_length() -> None:
+    long = ablation.STUDIES[100]
+    assert long.runs == (("recipe", 0), ("no-mix", 0), ("no-randaugment", 0))
+    assert long.folder != ablation.SHORT.folder and long.logs != ablation.SHORT.logs
+    command = long.plan({}, long.epochs, "data-q75", long.logs)[0].command
+    recipe = yaml.safe_load((REPO / ablation.RECIPE).read_text())
+    # The long run's own length and cycles: 100 epochs, two cycles of 2 x 25.
+    assert recipe["trainer"]["max_epochs"] == long.epochs
+    half_cycle = command[command.index("--model.schedule.half_cycle_epochs") + 1]
+    assert float(half_cycle) == recipe["model"]["schedule"]["half_cycle_epochs"]
 
 
 @pytest.mark.parametrize("arm", list(ablation.ARMS))
@@ -75,10 +89,8 @@ def test_table_gaps_and_crossings(tmp_path: Path) -> None:
     _record(tmp_path, "no-randaugment", 0, [0.15, 0.30, 0.36, 0.45])  # ahead early, behind at the end
     _record(tmp_path, "no-mix", 0, [0.05, 0.10, 0.20, 0.30])  # behind at every epoch
     records = ablation.load(tmp_path)
-    assert ablation.crossing(records, "RandAugment") == (
-        "without RandAugment leads or ties up to epoch 2; the recipe is ahead from epoch 3 to the last, epoch 3 (seed 0)"
-    )
-    assert ablation.crossing(records, "CutMix / MixUp") == "the recipe is ahead of without CutMix / MixUp after every epoch (seed 0)"
+    assert ablation.crossing(records, "RandAugment") == "without RandAugment leads at epochs 0–2, the recipe at epoch 3 (seed 0)"
+    assert ablation.crossing(records, "CutMix / MixUp") == "the recipe leads without CutMix / MixUp at every epoch, 0–3 (seed 0)"
     assert "one seed each" in ablation.compare(records, "RandAugment")
     assert ablation.compare(records, "triangular cyclical LR") is None
     assert ablation.verdict(records, "triangular cyclical LR") is None
@@ -106,13 +118,71 @@ def test_table_gaps_and_crossings(tmp_path: Path) -> None:
     assert ablation.describe(records).startswith("5 recorded recipe-study runs (python -m vitlib.lab.ablation), 4 epochs each on CPU")
 
 
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        # no crossing
+        ([1, 2, 3], [0, 1, 2], "A leads B at every epoch, 0–2"),
+        ([0, 1, 2], [1, 2, 3], "B leads A at every epoch, 0–2"),
+        # one crossing
+        ([0, 1, 3, 4], [1, 2, 2, 3], "B leads at epochs 0–1, A at epochs 2–3"),
+        # several crossings, and ties
+        ([5, 1, 5, 5, 1, 5, 2, 2], [1, 5, 1, 1, 5, 1, 2, 1], "A leads at epochs 0, 2–3, 5 and 7, B at epochs 1 and 4; tied at epoch 6"),
+        ([1, 1], [1, 1], "tied at epochs 0–1"),
+    ],
+)
+def test_leads_names_every_crossing(a: list[float], b: list[float], expected: str) -> None:
+    assert comparison.leads("A", dict(enumerate(a)), "B", dict(enumerate(b))) == expected
+
+
+def test_leads_reads_only_the_epochs_both_curves_have() -> None:
+    assert comparison.leads("A", {0: 1, 1: 1, 2: 9}, "B", {1: 0, 2: 0}) == "A leads B at every epoch, 1–2"
+    with pytest.raises(ValueError, match="no epoch in common"):
+        comparison.leads("A", {0: 1}, "B", {1: 1})
+
+
+def test_runs_recorded_before_their_end_are_told_as_not_finished(tmp_path: Path) -> None:
+    """A long study in progress: the table and the sentences say how far each run got, compare
+    them at the last epoch both reached, and draw no verdict."""
+    stopped = {"stopped_early": "stopped after 3 of 100 epochs", "trainer": {"max_epochs": 100}}
+    _record(tmp_path, "recipe", 0, [0.10, 0.20, 0.30], **stopped)
+    _record(tmp_path, "no-mix", 0, [0.15, 0.25], **{**stopped, "stopped_early": "stopped after 2 of 100 epochs"})
+    records = ablation.load(tmp_path)
+    assert ablation.compare(records, "CutMix / MixUp") is None and ablation.verdict(records, "CutMix / MixUp") is None
+    assert ablation.so_far(records, "CutMix / MixUp") == (
+        "not finished: the recipe after 3 of 100 (not finished) epochs, without CutMix / MixUp after 2 of 100 (not finished); "
+        "at epoch 1, the last both reached, the recipe 20.0 % against 25.0 % held-out top-1 (-5.0 points, seed 0)"
+    )
+    assert ablation.crossing(records, "CutMix / MixUp") == "without CutMix / MixUp leads the recipe at every epoch, 0–1 (seed 0)"
+    assert "| 3 of 100 (not finished) |" in ablation.table(records)
+    # Finished runs have no "so far".
+    _record(tmp_path / "done", "recipe", 0, [0.1, 0.2])
+    _record(tmp_path / "done", "no-mix", 0, [0.1, 0.3])
+    done = ablation.load(tmp_path / "done")
+    assert ablation.so_far(done, "CutMix / MixUp") is None and ablation.verdict(done, "CutMix / MixUp") is not None
+
+
 def test_the_command_line_lists_what_is_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(REPO)
-    _record(tmp_path / "records", "recipe", 0, [0.3])
-    ablation.main(["--data-dir", "configs", "--out", str(tmp_path / "records"), "--epochs", "12", "--dry-run"])
+    out = tmp_path / "records"
+    _record(out, "recipe", 0, [0.3])
+    ablation.main(["--data-dir", "configs", "--out", str(out), "--dry-run"])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 5 and not any("recipe-seed0" in line for line in lines)
-    assert all(line.startswith("python -m vitlib fit --config configs/cpu_long.yaml --trainer.max_epochs 12") for line in lines)
+    assert all(line.startswith("python -m vitlib fit --config configs/cpu_long.yaml --trainer.max_epochs 30") for line in lines)
+    # --epochs picks the long study: its own runs, written under its own folder.
+    ablation.main(["--data-dir", "configs", "--out", str(out), "--epochs", "100", "--dry-run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("--trainer.default_root_dir ")[1] for line in lines] == ["runs/ablation-100/no-mix-seed0", "runs/ablation-100/no-randaugment-seed0"]
+    assert all("--trainer.max_epochs 100 " in line for line in lines)
+    # --only one run; a run recorded before its end is still to train.
+    _record(out, "no-mix", 0, [0.3], stopped_early="stopped after 1 of 100 epochs")
+    ablation.main(["--data-dir", "configs", "--out", str(out), "--epochs", "100", "--only", "no-mix-seed0", "--dry-run"])
+    assert [line.split()[-1] for line in capsys.readouterr().out.splitlines()] == ["runs/ablation-100/no-mix-seed0"]
+    for wrong, message in ((["--epochs", "12"], "invalid choice: 12"), (["--only", "nope"], "no planned run is named 'nope'")):
+        with pytest.raises(SystemExit) as stop:
+            ablation.main(["--data-dir", "configs", "--out", str(out), *wrong, "--dry-run"])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
 def _version(root: Path, n: int, ckpt_path: str | None = None, finished: bool = False, checkpoint: bool = True) -> Path:
@@ -171,3 +241,45 @@ def test_the_runner_resumes_from_the_newest_checkpoint_and_follows_the_parts(tmp
     assert comparison.finished_parts(killed) == [folder] and comparison.resume_point(killed) is None
     comparison.train_and_record(comparison.PlannedRun("k", planned.command, killed), tmp_path / "out")
     assert "command" not in calls and calls["parts"] == [folder] and calls["unfinished"] is True
+
+
+def test_a_stopped_run_resumes_from_its_newest_folder_and_records_as_far_as_it_got(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The newest checkpoint is the newest folder's, whatever the files' times say (a clone of the
+    repository sets them all to the time of the clone)."""
+    root = tmp_path / "run"
+    first = _version(root, 0)
+    second = _version(root, 1, ckpt_path=str(first / "checkpoints" / "last.ckpt"))
+    later = time.time() + 100
+    os.utime(first / "checkpoints" / "last.ckpt", (later, later))
+    assert comparison.resume_point(root) == second / "checkpoints" / "last.ckpt"
+    assert comparison.stopped_parts(root) is None  # no epoch validated yet: nothing to record
+    (second / "metrics.csv").write_text("epoch,step,val/top1\n3,10,0.1\n")
+    assert comparison.stopped_parts(root) == [first, second]
+
+    calls: dict[str, object] = {}
+    monkeypatch.setattr(comparison, "record_run", lambda parts, name, out, command, note, unfinished: calls.update(parts=parts, unfinished=unfinished))
+    planned = comparison.PlannedRun("r", ("python", "-m", "vitlib", "fit"), root)
+    comparison.record_stopped(planned, tmp_path / "out")
+    assert calls == {"parts": [first, second], "unfinished": True}
+    assert comparison.record_stopped(comparison.PlannedRun("r", planned.command, tmp_path / "none"), tmp_path / "out") is None
+
+
+def test_the_budget_picks_the_recipe_at_the_boundary() -> None:
+    edge = ablation.SHORT_BUDGET_EPOCHS
+    assert ablation.recipe_for(1) == ablation.recipe_for(30) == ablation.recipe_for(edge) == "short_budget"
+    assert ablation.recipe_for(edge + 1) == ablation.recipe_for(100) == "cpu_long"
+    for wrong in (0, -3, 2.5, None):
+        with pytest.raises(ValueError, match="epochs must be a whole number"):
+            ablation.recipe_for(wrong)  # type: ignore[arg-type]
+
+
+def test_the_short_budget_recipe_is_the_long_one_without_mixing_at_the_short_studys_length() -> None:
+    """configs/short_budget.yaml is exactly the short study's best arm: the recipe without CutMix /
+    MixUp, 30 epochs of two triangular cycles; nothing else may drift from configs/cpu_long.yaml."""
+    short, long = (yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text()) for name in ablation.BUDGET_RECIPES.values())
+    assert short["data"]["mix"] is None and long["data"]["mix"]["prob"] == 1.0
+    assert short["trainer"]["max_epochs"] == ablation.SHORT.epochs
+    assert short["model"]["schedule"]["half_cycle_epochs"] == ablation.SHORT.epochs / 4
+    for config in (short, long):
+        del config["data"]["mix"], config["trainer"]["max_epochs"], config["model"]["schedule"]["half_cycle_epochs"]
+    assert short == long

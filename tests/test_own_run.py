@@ -24,7 +24,7 @@ def test_the_budget_is_the_minutes_on_a_gpu_with_real_data_only(monkeypatch):
     assert own_run.budget_seconds(15, REAL) == 900
     assert own_run.budget_seconds(15, SYNTHETIC) is None
     assert "no CIFAR-100 here" in own_run.what_trains(None, SYNTHETIC)
-    assert own_run.what_trains(900, REAL).startswith("This chapter trains the book's recipe for 15.0 min on Tesla T4")
+    assert own_run.what_trains(900, REAL).startswith("This chapter trains the book's recipe for its budget for 15.0 min on Tesla T4")
     with pytest.raises(ValueError, match="minutes > 0"):
         own_run.budget_seconds(0, REAL)
 
@@ -40,13 +40,40 @@ def test_the_environment_variable_forces_training_anywhere_and_is_checked(monkey
             own_run.budget_seconds(15, SYNTHETIC)
 
 
-def test_the_plan_says_its_epochs_cycles_and_fast_path():
+def test_the_plan_says_its_recipe_epochs_cycles_and_fast_path():
     path = hardware.choose(hardware.Capabilities("NVIDIA A100-SXM4-40GB", (8, 0), 8))
-    two = own_run.Plan(900, 0, 100, 25, 50, 8.0, 20.0, path)
-    assert two.describe().startswith("100 epochs of about 8.0 s each (timed in a warm-up) for a budget of 15.0 min: 2 learning-rate cycles of 50 epochs")
+    two = own_run.Plan("cpu_long", 900, 0, 100, 25, 50, 8.0, 20.0, path)
+    assert two.describe().startswith(
+        "100 epochs of about 8.0 s each (timed in a warm-up) for a budget of 15.0 min: configs/cpu_long.yaml (beyond 50 epochs, "
+        "the long run's whole recipe), 2 learning-rate cycles of 50 epochs"
+    )
     assert "bf16" in two.describe()
-    one = own_run.Plan(900, 0, 30, 15, 30, 28.0, 20.0, path)
+    one = own_run.Plan("short_budget", 900, 0, 30, 15, 30, 28.0, 20.0, path)
+    assert "configs/short_budget.yaml (up to 50 epochs the recipe study measured the recipe ahead without CutMix / MixUp)" in one.describe()
     assert "one learning-rate cycle of 30 epochs" in one.describe()
+
+
+@pytest.mark.parametrize(
+    ("epoch_s", "config", "epochs", "cycle"),
+    [
+        (900 / 30, "short_budget", 30, 15),  # two whole cycles of the short recipe
+        (900 / 50.5, "short_budget", 45, 15),  # 50 fit: the short recipe, whole cycles of 15
+        (900 / 51.5, "short_budget", 45, 15),  # 51 fit, but whole cycles of the long recipe would train 50: short
+        (900 / 99.5, "short_budget", 45, 15),  # 99 fit: one long cycle would train 50, so short, at most 50
+        (900 / 100.5, "cpu_long", 100, 50),  # two whole cycles of the long recipe
+        (900 / 120, "cpu_long", 100, 50),  # more than the long run's 100: capped, two cycles of 50
+        (900 / 10.5, "short_budget", 10, 10),  # fewer than a cycle: one stretched cycle
+    ],
+)
+def test_the_plan_takes_the_recipe_for_the_epochs_that_fit(monkeypatch, epoch_s, config, epochs, cycle):
+    """The warm-up is timed (here: its result is given), then the recipe follows the epochs it
+    trains (vitlib.lab.ablation.recipe_for), and its own cycle shapes the schedule."""
+    monkeypatch.setattr(own_run.cli, "main", lambda args: None)
+    monkeypatch.setattr(own_run.timed, "read_warm_up", lambda path: {"epoch_s": epoch_s, "startup_s": 0.0})
+    monkeypatch.setattr(own_run.time, "time", lambda: 1_000.0)  # no time passes during the warm-up
+    planned = own_run.plan(SYNTHETIC, 900)
+    assert (planned.config, planned.epochs, planned.cycle_epochs) == (config, epochs, cycle)
+    assert planned.half_cycle_epochs == cycle / 2
 
 
 def _finished_run(root: Path, version: int, dataset: str, mtime: float) -> Path:

@@ -1,16 +1,28 @@
-"""The recipe study of chapters 4 and 5: the book's recipe with one thing taken away.
+"""The recipe study of chapters 4 and 5: the book's recipe with one thing taken away, at two lengths.
 
 The recipe (``configs/cpu_long.yaml``: RandAugment N = 2, M = 9, CutMix / MixUp on every batch,
-the triangular cyclical learning rate, two cycles) is trained for ``EPOCHS`` epochs on 45,000
-training images and validated on the other 5,000 (``--data.val_split 5000``), never on the test
-set. Each other arm changes exactly one thing: RandAugment off, CutMix / MixUp off, or warm-up +
-cosine (the CPU recipe's schedule, same peak learning rate) instead of the triangular cycles. The
-headline comparison (RandAugment on vs off) is trained with a second seed, so that its gap can be
-set against the seed-to-seed noise. One command trains and records all of it, skipping what is
-recorded and resuming a run that was cut short from its last checkpoint::
+the triangular cyclical learning rate, two cycles) is trained on 45,000 training images and
+validated on the other 5,000 (``--data.val_split 5000``), never on the test set. Each other arm
+changes exactly one thing: RandAugment off, CutMix / MixUp off, or warm-up + cosine (the CPU
+recipe's schedule, same peak learning rate) instead of the triangular cycles.
 
-    python -m vitlib.lab.ablation --data-dir data-q75
-    python -m vitlib.lab.ablation --data-dir data-q75 --dry-run    # the commands still to run
+The study runs at two lengths (:data:`STUDIES`), because strong augmentation may pay off only in
+a long run: :data:`SHORT`, 30 epochs, every arm, and the headline comparison (RandAugment on vs
+off) with a second seed, so that its gap can be set against the seed-to-seed noise; and
+:data:`LONG`, 100 epochs (the long run's length), the recipe and its two augmentation arms with
+one seed each, the short study's seed spread quoted as their noise. One command trains and records
+a study, skipping what is recorded and resuming a run that was cut short from its last checkpoint::
+
+    python -m vitlib.lab.ablation --data-dir data-q75                  # 30 epochs
+    python -m vitlib.lab.ablation --data-dir data-q75 --epochs 100     # 100 epochs
+    python -m vitlib.lab.ablation --data-dir data-q75 --dry-run        # the commands still to run
+
+On two CPU cores, two runs side by side with one thread each train about 10 % more images per
+second in total than one run with two threads, and torch.compile is slower here
+(``results/speed/threads-cpu/``: 251 + 245 against 445 images/s, compiled 423)::
+
+    OMP_NUM_THREADS=1 python -m vitlib.lab.ablation --data-dir data-q75 --epochs 100 --only recipe-seed0 &
+    OMP_NUM_THREADS=1 python -m vitlib.lab.ablation --data-dir data-q75 --epochs 100 --only no-mix-seed0 &
 
 A seed here is ``seed_everything``: the model's initialisation and the mixing draws. The held-out
 split, the order of the batches and each image's augmentation follow ``data.seed`` (0 in every
@@ -19,6 +31,7 @@ run), so two arms of one seed see the same images in the same order.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,15 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from . import comparison
-from .comparison import PlannedRun, SeedGroup, gap_sentence, provenance
+from .comparison import PlannedRun, SeedGroup, gap_sentence, leads, provenance
 from .records import load_results
 from .tables import markdown_table
 
 RECIPE = "configs/cpu_long.yaml"
-# About 50 minutes a run on two CPU cores (45,000 images an epoch at about 460 images/s).
-EPOCHS = 30
 VAL_SPLIT = 5000
-FOLDER = "results/ablation"
 
 # name: (how the book writes it, the overrides of the recipe's command line)
 ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -61,9 +71,48 @@ def run_name(arm: str, seed: int) -> str:
     return f"{arm}-seed{seed}"
 
 
-def planned_runs() -> list[tuple[str, int]]:
-    """Every arm with seed 0, then the headline comparison's two arms with the other seeds."""
-    return [(arm, SEEDS[0]) for arm in ARMS] + [(arm, seed) for seed in SEEDS[1:] for arm in COMPARISONS[HEADLINE]]
+@dataclass(frozen=True)
+class Study:
+    """The study at one length: its runs ``(arm, seed)`` in the order they train, the folder of
+    their records and the folder of their logs and checkpoints."""
+
+    epochs: int
+    runs: tuple[tuple[str, int], ...]
+    folder: str
+    logs: str
+
+    def plan(self, records: dict[str, dict[str, Any]], epochs: int, data_dir: str, root: str) -> list[PlannedRun]:
+        return [
+            PlannedRun(run_name(*run), tuple(fit_command(*run, epochs, data_dir, root)), Path(root) / run_name(*run))
+            for run in self.runs
+        ]
+
+
+# About 50 minutes a run on two CPU cores (45,000 images an epoch at about 460 images/s): every
+# arm with seed 0, then the headline comparison's two arms with the other seeds.
+SHORT = Study(
+    30, tuple((arm, SEEDS[0]) for arm in ARMS) + tuple((arm, seed) for seed in SEEDS[1:] for arm in COMPARISONS[HEADLINE]),
+    "results/ablation", "runs/ablation",
+)  # fmt: skip
+# About 3 hours a run: the recipe first, then the arm of the largest short-study gap, then the other.
+LONG = Study(100, (("recipe", 0), ("no-mix", 0), ("no-randaugment", 0)), "results/ablation-100", "runs/ablation-100")
+STUDIES = {study.epochs: study for study in (SHORT, LONG)}
+
+
+# The recipe each budget gets, read from the study: up to SHORT_BUDGET_EPOCHS epochs the recipe
+# without CutMix / MixUp (the best arm after 30 epochs, by 6 points, several times the seed spread),
+# beyond it the long run's whole recipe, until the 100-epoch study says otherwise. 50 lies between
+# the two lengths measured (30 and 100); no length in between is measured.
+SHORT_BUDGET_EPOCHS = 50
+BUDGET_RECIPES = {"short": "short_budget", "long": "cpu_long"}  # configs/<name>.yaml
+
+
+def recipe_for(epochs: int) -> str:
+    """The config (``configs/<name>.yaml``) for a run of ``epochs`` epochs: ``short_budget`` up to
+    :data:`SHORT_BUDGET_EPOCHS`, ``cpu_long`` beyond."""
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be a whole number >= 1; got {epochs!r}")
+    return BUDGET_RECIPES["short" if epochs <= SHORT_BUDGET_EPOCHS else "long"]
 
 
 def fit_command(arm: str, seed: int, epochs: int, data_dir: str, root: str) -> list[str]:
@@ -80,14 +129,7 @@ def fit_command(arm: str, seed: int, epochs: int, data_dir: str, root: str) -> l
     ]  # fmt: skip
 
 
-def plan(records: dict[str, dict[str, Any]], epochs: int, data_dir: str, root: str) -> list[PlannedRun]:
-    return [
-        PlannedRun(run_name(*run), tuple(fit_command(*run, epochs, data_dir, root)), Path(root) / run_name(*run))
-        for run in planned_runs()
-    ]
-
-
-def load(folder: str | Path = FOLDER) -> list[dict[str, Any]]:
+def load(folder: str | Path = SHORT.folder) -> list[dict[str, Any]]:
     """The study's results files in ``folder`` (none when it does not exist)."""
     return load_results(folder)
 
@@ -114,6 +156,16 @@ def arms(records: Sequence[dict[str, Any]]) -> dict[str, Arm]:
     return found
 
 
+def _stopped(run: dict[str, Any]) -> bool:
+    return bool(run.get("stopped_early"))
+
+
+def _epochs(run: dict[str, Any]) -> str:
+    """``"100"``, or ``"44 of 100 (not finished)"`` for a run recorded before its end."""
+    planned = (run.get("trainer") or {}).get("max_epochs")
+    return f"{run.get('epochs')} of {planned} (not finished)" if _stopped(run) else str(run.get("epochs"))
+
+
 def _history(run: dict[str, Any], key: str) -> list[tuple[int, float]]:
     return [(int(e), float(v)) for e, v in run.get("history", {}).get(key, [])]
 
@@ -136,7 +188,7 @@ def table(records: Sequence[dict[str, Any]]) -> str:
             "top-5": f"{statistics.fmean(100 * r['metrics']['top5'] for r in runs):.1f} %",
             "loss": f"{statistics.fmean(r['metrics']['loss'] for r in runs):.3f}",
             "train top-1, last epoch": f"{statistics.fmean(100 * _history(r, 'train/top1')[-1][1] for r in runs):.1f} %",
-            "epochs": runs[0].get("epochs"),
+            "epochs": "; ".join(sorted({_epochs(r) for r in runs})),
             "fit (min)": f"{statistics.fmean(fit_s) / 60:.0f}" if all(fit_s) else "?",
         })  # fmt: skip
     return markdown_table(rows)
@@ -144,10 +196,10 @@ def table(records: Sequence[dict[str, Any]]) -> str:
 
 def compare(records: Sequence[dict[str, Any]], name: str) -> str | None:
     """The gap sentence of comparison ``name`` (a key of ``COMPARISONS``); ``None`` until both
-    of its arms are recorded."""
+    of its arms are recorded to their last epoch (:func:`so_far` tells of runs in progress)."""
     found = arms(records)
     with_it, without = COMPARISONS[name]
-    if with_it not in found or without not in found:
+    if with_it not in found or without not in found or any(map(_stopped, found[with_it].runs + found[without].runs)):
         return None
     return gap_sentence(found[with_it], found[without])
 
@@ -156,10 +208,10 @@ def verdict(records: Sequence[dict[str, Any]], name: str) -> str | None:
     """What comparison ``name`` says of the long run's choice (it trained with every part of the
     recipe before the study ran): supported when the recipe ends ahead, contradicted when the arm
     without the part does, with the noise it was measured against; ``None`` until both arms are
-    recorded."""
+    recorded to their last epoch."""
     found = arms(records)
     with_it, without = (found.get(arm) for arm in COMPARISONS[name])
-    if with_it is None or without is None:
+    if with_it is None or without is None or any(map(_stopped, with_it.runs + without.runs)):
         return None
     gap = with_it.mean - without.mean
     spreads = [s for s in (with_it.spread, without.spread) if s is not None]
@@ -177,25 +229,43 @@ def verdict(records: Sequence[dict[str, Any]], name: str) -> str | None:
             f"{without.label} reaches {without.mean:.1f} % held-out top-1, the recipe {with_it.mean:.1f} % ({noise})")
 
 
-def crossing(records: Sequence[dict[str, Any]], name: str, seed: int = SEEDS[0]) -> str | None:
-    """Where the held-out curves of comparison ``name`` (seed ``seed``) cross, as a sentence:
-    which arm leads up to which epoch and which leads from then on to the end; ``None`` until
-    both runs are recorded."""
+def _pair(records: Sequence[dict[str, Any]], name: str, seed: int) -> tuple[dict[int, float], dict[int, float]] | None:
+    """The held-out top-1 curves (points) of comparison ``name``'s two runs with ``seed``."""
     by_name = {r["name"]: r for r in records}
     pair = [by_name.get(run_name(arm, seed)) for arm in COMPARISONS[name]]
     if None in pair:
         return None
-    (a_label, b_label), (a, b) = (ARMS[arm][0] for arm in COMPARISONS[name]), (dict(_history(r, "val/top1")) for r in pair)
-    epochs = sorted(set(a) & set(b))
-    ahead = [a[e] > b[e] for e in epochs]
-    last = ahead[-1]
-    # The last epoch at which the arm that ends ahead was not ahead.
-    behind = [e for e, lead in zip(epochs, ahead) if lead != last]
-    winner, loser = (a_label, b_label) if last else (b_label, a_label)
-    if not behind:
-        return f"{winner} is ahead of {loser} after every epoch (seed {seed})"
-    # Epochs as the curves number them (from 0).
-    return f"{loser} leads or ties up to epoch {behind[-1]}; {winner} is ahead from epoch {behind[-1] + 1} to the last, epoch {epochs[-1]} (seed {seed})"
+    a, b = ({e: 100 * v for e, v in _history(r, "val/top1")} for r in pair)
+    return a, b
+
+
+def crossing(records: Sequence[dict[str, Any]], name: str, seed: int = SEEDS[0]) -> str | None:
+    """Who leads in which epochs on the held-out curves of comparison ``name`` (seed ``seed``),
+    every crossing named (:func:`vitlib.lab.comparison.leads`); ``None`` until both runs are
+    recorded."""
+    pair = _pair(records, name, seed)
+    if pair is None:
+        return None
+    labels = [ARMS[arm][0] for arm in COMPARISONS[name]]
+    return f"{leads(labels[0], pair[0], labels[1], pair[1])} (seed {seed})"
+
+
+def so_far(records: Sequence[dict[str, Any]], name: str, seed: int = SEEDS[0]) -> str | None:
+    """For a comparison whose runs (seed ``seed``) are recorded before their end: how far each
+    got, and both held-out top-1 at the last epoch both reached; ``None`` when both finished (see
+    :func:`compare`) or either is not recorded."""
+    by_name = {r["name"]: r for r in records}
+    runs = [by_name.get(run_name(arm, seed)) for arm in COMPARISONS[name]]
+    pair = _pair(records, name, seed)
+    if pair is None or not any(map(_stopped, runs)):
+        return None
+    labels = [ARMS[arm][0] for arm in COMPARISONS[name]]
+    common = max(set(pair[0]) & set(pair[1]))
+    return (
+        f"not finished: {labels[0]} after {_epochs(runs[0])} epochs, {labels[1]} after {_epochs(runs[1])}; "
+        f"at epoch {common}, the last both reached, {labels[0]} {pair[0][common]:.1f} % against "
+        f"{pair[1][common]:.1f} % held-out top-1 ({pair[0][common] - pair[1][common]:+.1f} points, seed {seed})"
+    )
 
 
 def curves(records: Sequence[dict[str, Any]], name: str) -> dict[str, list[dict[str, list[tuple[int, float]]]]]:
@@ -215,7 +285,12 @@ def describe(records: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    comparison.main(argv, "python -m vitlib.lab.ablation", "the recipe study", RECIPE, EPOCHS, FOLDER, "runs/ablation", plan)
+    prog = "python -m vitlib.lab.ablation"
+    # --epochs picks the study, and with it the folders of its records and runs.
+    length = argparse.ArgumentParser(prog=prog, add_help=False)
+    length.add_argument("--epochs", type=int, choices=sorted(STUDIES), default=SHORT.epochs)
+    study = STUDIES[length.parse_known_args(argv)[0].epochs]
+    comparison.main(argv, prog, f"the recipe study at {study.epochs} epochs", RECIPE, study.epochs, study.folder, study.logs, study.plan)
 
 
 if __name__ == "__main__":

@@ -233,10 +233,10 @@ def grid_records() -> list[dict[str, Any]]:
     return _comparison_records(grid.FOLDER, lambda found: [grid.run_name(*run) for run in grid.planned_runs(found)])
 
 
-def ablation_records() -> list[dict[str, Any]]:
-    """Every recorded run of the recipe study (:mod:`vitlib.lab.ablation`), from the checkout or the
-    repository."""
-    return _comparison_records(ablation.FOLDER, lambda _: [ablation.run_name(*run) for run in ablation.planned_runs()])
+def ablation_records(study: ablation.Study = ablation.SHORT) -> list[dict[str, Any]]:
+    """Every recorded run of the recipe study at ``study``'s length (:mod:`vitlib.lab.ablation`),
+    from the checkout or the repository."""
+    return _comparison_records(study.folder, lambda _: [ablation.run_name(*run) for run in study.runs])
 
 
 def recipe_config(name: str = "cpu_long") -> dict[str, Any] | None:

@@ -67,6 +67,38 @@ def gap_sentence(a: SeedGroup, b: SeedGroup) -> str:
     return f"{a.label}: {a.describe()} against {b.label}: {b.describe()}, {gap:+.1f} points, {verdict}"
 
 
+def _spans(epochs: Sequence[int]) -> str:
+    """``[0, 1, 2, 3, 5, 7, 8]`` as ``"0–3, 5 and 7–8"`` (runs of consecutive epochs)."""
+    runs: list[list[int]] = []
+    for e in epochs:
+        if runs and e == runs[-1][-1] + 1:
+            runs[-1].append(e)
+        else:
+            runs.append([e])
+    parts = [f"{r[0]}" if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs]
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+
+
+def leads(a_label: str, a: dict[int, float], b_label: str, b: dict[int, float]) -> str:
+    """Who leads in which epochs, for two curves ``{epoch: value}`` (higher is better), over the
+    epochs both have: ``"the recipe leads at epochs 0–3, 5 and 7–17, warm-up + cosine at epochs
+    4, 6 and 18–29; tied at epoch 30"``, or one leader at every epoch. Every crossing is named, not
+    only the last one."""
+    epochs = sorted(set(a) & set(b))
+    if not epochs:
+        raise ValueError(f"{a_label} and {b_label} have no epoch in common")
+    ahead = {a_label: [e for e in epochs if a[e] > b[e]], b_label: [e for e in epochs if b[e] > a[e]]}
+    tied = [e for e in epochs if a[e] == b[e]]
+    for label, other in ((a_label, b_label), (b_label, a_label)):
+        if len(ahead[label]) == len(epochs):
+            return f"{label} leads {other} at every epoch, {_spans(epochs)}"
+    # The one that led first is named first.
+    leaders = sorted((e, label) for label, e in ahead.items() if e)
+    said = [f"{label}{' leads' * (i == 0)} at epoch{'s' * (len(e) > 1)} {_spans(e)}" for i, (e, label) in enumerate(leaders)]
+    tie = f"tied at epoch{'s' * (len(tied) > 1)} {_spans(tied)}" if tied else ""
+    return "; ".join(filter(None, [", ".join(said), tie]))
+
+
 def provenance(records: Sequence[dict[str, Any]], what: str, command: str) -> str:
     """One line for a caption: ``"10 recorded grid runs (python -m vitlib.lab.grid), 4 epochs each on
     <hardware>, <dataset>, commits a, b"``."""
@@ -109,13 +141,10 @@ def _finished(folder: Path) -> bool:
     return planned is not None and validated_epochs(folder) >= planned
 
 
-def finished_parts(root: str | Path) -> list[Path] | None:
-    """The folders of the last fit under ``root`` that finished, first part to last (each resume
-    names its predecessor's checkpoint in its ``config.yaml``); ``None`` when none finished."""
-    finished = [f for f in run_folders(root) if _finished(f)]
-    if not finished:
-        return None
-    parts = [finished[-1]]
+def _chain(last: Path) -> list[Path]:
+    """The folders of the fit that ``last`` ends, first part to last: each resume names its
+    predecessor's checkpoint in its ``config.yaml``."""
+    parts = [last]
     while True:
         ckpt = (yaml.safe_load((parts[0] / "config.yaml").read_text()) or {}).get("ckpt_path")
         if not ckpt:
@@ -123,13 +152,32 @@ def finished_parts(root: str | Path) -> list[Path] | None:
         parts.insert(0, Path(ckpt).parent.parent)  # <version>/checkpoints/last.ckpt
 
 
+def finished_parts(root: str | Path) -> list[Path] | None:
+    """The folders of the last fit under ``root`` that finished, first part to last; ``None``
+    when none finished."""
+    finished = [f for f in run_folders(root) if _finished(f)]
+    return _chain(finished[-1]) if finished else None
+
+
 def resume_point(root: str | Path) -> Path | None:
-    """The newest ``last.ckpt`` under ``root`` of a fit that did not finish, to resume from."""
+    """The ``last.ckpt`` of the newest fit under ``root`` that wrote one, to resume from; ``None``
+    when a fit finished. Newest by the folders' numbers, not by file times, which a copy of the
+    folder (a clone of a repository) does not keep."""
     if finished_parts(root):
         return None
-    checkpoints = [f / "checkpoints" / "last.ckpt" for f in run_folders(root)]
-    checkpoints = [c for c in checkpoints if c.is_file()]
-    return max(checkpoints, key=lambda c: c.stat().st_mtime) if checkpoints else None
+    checkpoints = [c for c in (f / "checkpoints" / "last.ckpt" for f in run_folders(root)) if c.is_file()]
+    return checkpoints[-1] if checkpoints else None
+
+
+def stopped_parts(root: str | Path) -> list[Path] | None:
+    """The folders of the fit under ``root`` that stopped before its end and can be resumed
+    (:func:`resume_point`), first part to last; ``None`` when there is none, or it validated no
+    epoch yet."""
+    ckpt = resume_point(root)
+    if ckpt is None:
+        return None
+    last = ckpt.parent.parent
+    return _chain(last) if validated_epochs(last) else None
 
 
 def train_and_record(run: PlannedRun, out: str | Path, note: str | None = None) -> Path:
@@ -148,6 +196,21 @@ def train_and_record(run: PlannedRun, out: str | Path, note: str | None = None) 
     return record_run(parts, run.name, out, command=shlex.join(run.command), note=note, unfinished=unfinished)
 
 
+def record_stopped(run: PlannedRun, out: str | Path, note: str | None = None) -> Path | None:
+    """Record ``run``, stopped before its end, as far as it got (``out/<name>.json`` with its
+    weights; the record says how many of its epochs ran), so that nothing it trained is lost
+    should its folder be. ``None`` when it has no resumable fit with a validated epoch."""
+    parts = stopped_parts(run.root)
+    if parts is None:
+        return None
+    return record_run(parts, run.name, out, command=shlex.join(run.command), note=note, unfinished=True)
+
+
+def _done(record: dict[str, Any] | None) -> bool:
+    """Whether a record ends its run: it exists and ran all its epochs."""
+    return record is not None and not record.get("stopped_early")
+
+
 def main(
     argv: Sequence[str] | None,
     prog: str,
@@ -160,21 +223,36 @@ def main(
 ) -> None:
     """The command line of a comparison: trains and records every run that ``plan(records,
     epochs, data_dir, runs_root)`` still lists (it sees the records so far, so a plan can depend
-    on them), one after the other; ``--dry-run`` prints their commands instead."""
+    on them), one after the other; ``--only NAME`` trains one of them (to train two side by side,
+    one process each); ``--dry-run`` prints their commands instead; ``--record-stopped`` records
+    the runs stopped before their end as far as they got. A run recorded stopped is still to
+    train: it resumes from its checkpoint."""
     parser = argparse.ArgumentParser(prog=prog, description=f"Train and record {what} (skips runs already recorded).")
     parser.add_argument("--data-dir", required=True, help="CIFAR-100 in torchvision's layout (e.g. data-q75)")
     parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs of every run (default {epochs})")
     parser.add_argument("--out", default=out, help=f"folder of the records (default {out})")
     parser.add_argument("--runs", default=runs, help=f"folder of the runs' logs and checkpoints (default {runs})")
     parser.add_argument("--note", help="added to every record (e.g. whether the machine was shared)")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands still to run and stop")
+    parser.add_argument("--only", metavar="NAME", help="train and record this run only (e.g. to train two side by side)")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--dry-run", action="store_true", help="print the commands still to run and stop")
+    action.add_argument("--record-stopped", action="store_true",
+                        help="record the runs stopped before their end, as far as they got, and stop (train nothing)")  # fmt: skip
     args = parser.parse_args(argv)
     if not (Path(recipe).is_file() and Path(args.data_dir).is_dir()):
         parser.exit(2, f"{prog}: error: run from the repository root (needs {recipe}) with an existing --data-dir; "
                        f"got data dir {args.data_dir!r}\n")  # fmt: skip
     while True:
         records = {record["name"]: record for record in load_results(args.out)}
-        todo = [run for run in plan(records, args.epochs, args.data_dir, args.runs) if run.name not in records]
+        planned = plan(records, args.epochs, args.data_dir, args.runs)
+        if args.only is not None and args.only not in {run.name for run in planned}:
+            parser.exit(2, f"{prog}: error: no planned run is named {args.only!r}; the runs: {', '.join(r.name for r in planned)}\n")
+        todo = [run for run in planned if not _done(records.get(run.name)) and args.only in (None, run.name)]
+        if args.record_stopped:
+            for run in todo:
+                if (path := record_stopped(run, args.out, note=args.note)) is not None:
+                    print(f"{prog}: recorded {run.name} as far as it got: {path}")
+            return
         if args.dry_run or not todo:
             for run in todo:
                 print(shlex.join(run.command))

@@ -1,12 +1,15 @@
-"""Chapter 6's own run: the book's recipe trained where the notebook runs, within a time budget,
-and found again by chapter 7.
+"""Chapter 6's own run: the book's recipe for the budget, trained where the notebook runs, and
+found again by chapter 7.
 
-On a GPU with the real data, chapter 6 trains ``configs/cpu_long.yaml`` (the recipe of the recorded
-long run) for ``TRAIN_MINUTES``: :func:`plan` times a warm-up (:class:`vitlib.support.timed.WarmUp`: two
-epochs of a few batches) and sets the epochs and the length of the learning-rate cycle so that the
-schedule ends, at its lowest rate, when the budget does (whole cycles of the recipe when they fit,
-one cycle stretched over the run otherwise); :func:`train` runs exactly what ``python -m vitlib
-fit --config cpu_long`` runs with those two settings, on the fast path
+On a GPU with the real data, chapter 6 trains for ``TRAIN_MINUTES``: :func:`plan` times a warm-up
+(:class:`vitlib.support.timed.WarmUp`: two epochs of a few batches of ``configs/cpu_long.yaml``, the
+recipe of the recorded long run, whose mixing makes it the slower of the two), counts the epochs
+that fit, and takes the recipe the recipe study advises for that many epochs
+(:func:`vitlib.lab.ablation.recipe_for`: ``short_budget`` without CutMix / MixUp for a short run,
+``cpu_long`` for a long one); it sets the epochs and the length of the learning-rate cycle so that
+the schedule ends, at its lowest rate, when the budget does (whole cycles of the recipe when they
+fit, one cycle stretched over the run otherwise); :func:`train` runs exactly what ``python -m
+vitlib fit --config <recipe>`` runs with those two settings, on the fast path
 :func:`vitlib.support.hardware.choose` picks, with Lightning's progress bar. The run lands in
 ``runs/book/recipe/vitlib/version_N/`` of a checkout (a temporary folder elsewhere):
 ``checkpoints/last.ckpt``, ``metrics.csv``, ``metrics.json``, the ``config.yaml`` it ran with.
@@ -30,11 +33,11 @@ import torch
 from .. import cli
 from ..support import hardware, timed
 from ..support.provenance import gpu_name
-from . import records
+from . import ablation, records
 from .book import DataSource, quiet_lightning, recipe_config, runs_root
 from .records import RecordedRun
 
-CONFIG = "cpu_long"  # the recipe of the recorded long run (results/cpu-long.json)
+WARM_UP_CONFIG = ablation.BUDGET_RECIPES["long"]  # the recipe of the recorded long run (results/cpu-long.json)
 SECONDS_ENV = "VITLIB_TRAIN_SECONDS"
 WARM_UP_BATCHES = (20, 4)  # training and validation batches per warm-up epoch
 NAME = "your-run"
@@ -63,19 +66,20 @@ def what_trains(seconds: float | None, source: DataSource) -> str:
     where = f"on {name}" if (name := gpu_name()) else "on the CPU"
     if seconds is not None:
         forced = f" ({SECONDS_ENV} is set)" if os.environ.get(SECONDS_ENV, "").strip() else ""
-        return f"This chapter trains the book's recipe for {seconds / 60:.1f} min{forced} {where}, on {source.caption}."
+        return f"This chapter trains the book's recipe for its budget for {seconds / 60:.1f} min{forced} {where}, on {source.caption}."
     why = "no GPU here" if not torch.cuda.is_available() else f"no CIFAR-100 here ({source.caption})"
     return (
         f"Nothing trains ({why}): the chapter shows the recorded run. To train the recipe yourself, open "
         "the chapter on a GPU (on Colab: Runtime > Change runtime type > GPU), or run "
-        f"`python -m vitlib fit --config {CONFIG} --data.data_dir DIR` (hours on a CPU)."
+        f"`python -m vitlib fit --config {WARM_UP_CONFIG} --data.data_dir DIR` (hours on a CPU)."
     )
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The epochs and the LR cycle that fit a budget, from a measured warm-up."""
+    """The recipe, the epochs and the LR cycle that fit a budget, from a measured warm-up."""
 
+    config: str  # configs/<config>.yaml
     seconds: float
     stop_at: float  # time.time() at which training must have ended
     epochs: int
@@ -88,13 +92,17 @@ class Plan:
     def describe(self) -> str:
         cycles = self.epochs / self.cycle_epochs
         cycle = f"{cycles:.0f} learning-rate cycles of {self.cycle_epochs} epochs" if cycles > 1 else f"one learning-rate cycle of {self.epochs} epochs"
+        short = self.config == ablation.BUDGET_RECIPES["short"]
+        why = (f"up to {ablation.SHORT_BUDGET_EPOCHS} epochs the recipe study measured the recipe ahead without CutMix / MixUp"
+               if short else f"beyond {ablation.SHORT_BUDGET_EPOCHS} epochs, the long run's whole recipe")  # fmt: skip
         return (
             f"{self.epochs} epochs of about {self.epoch_s:.1f} s each (timed in a warm-up) for a budget of "
-            f"{self.seconds / 60:.1f} min: {cycle}, ending at the lowest learning rate; {self.fast_path.describe()}"
+            f"{self.seconds / 60:.1f} min: configs/{self.config}.yaml ({why}), {cycle}, ending at the lowest "
+            f"learning rate; {self.fast_path.describe()}"
         )
 
 
-def _fit_args(source: DataSource, path: hardware.FastPath, root: Path) -> list[str]:
+def _fit_args(config: str, source: DataSource, path: hardware.FastPath, root: Path) -> list[str]:
     # The data are named explicitly (--data.quick true or false), so quick mode's epoch cap does not
     # apply: the plan sets the epochs.
     data = (
@@ -103,7 +111,7 @@ def _fit_args(source: DataSource, path: hardware.FastPath, root: Path) -> list[s
               "--data.verify_md5", str(source.kind == "cifar100").lower()]
     )  # fmt: skip
     trainer = [f"--trainer.{key}={value}" for key, value in path.trainer_kwargs().items()]
-    return ["fit", "--config", CONFIG, *data, "--data.pipeline", path.pipeline, "--model.compile", str(path.compile).lower(),
+    return ["fit", "--config", config, *data, "--data.pipeline", path.pipeline, "--model.compile", str(path.compile).lower(),
             *trainer, "--trainer.default_root_dir", str(root)]  # fmt: skip
 
 
@@ -112,35 +120,42 @@ def _callback(class_name: str, **init_args: object) -> str:
 
 
 def plan(source: DataSource, seconds: float) -> Plan:
-    """Time a warm-up of the recipe on ``source`` and plan the epochs that fit in ``seconds``
-    (counted from now: the warm-up is part of the budget)."""
+    """Time a warm-up on ``source``, choose the recipe for the epochs that fit in ``seconds``
+    (counted from now: the warm-up is part of the budget) and plan its epochs and cycles."""
     start = time.time()
     path = hardware.choose()
-    recipe = recipe_config(CONFIG)
     with tempfile.TemporaryDirectory() as tmp, quiet_lightning():
         out = Path(tmp) / "warm_up.json"
         train, val = WARM_UP_BATCHES
-        cli.main([*_fit_args(source, path, Path(tmp)), "--trainer.max_epochs", "2",
+        cli.main([*_fit_args(WARM_UP_CONFIG, source, path, Path(tmp)), "--trainer.max_epochs", "2",
                   "--trainer.limit_train_batches", str(train), "--trainer.limit_val_batches", str(val),
                   "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
                   _callback("WarmUp", path=str(out))])  # fmt: skip
         warm = timed.read_warm_up(out)
     stop_at = start + seconds
-    cycle = timed.cycle_epochs(recipe["model"]["schedule"]["half_cycle_epochs"])
     left = stop_at - time.time() - warm["startup_s"]
-    epochs, half_cycle = timed.plan_epochs(left, warm["epoch_s"], recipe["trainer"]["max_epochs"], cycle)
+    # At most the long run's epochs, with the recipe for the epochs trained: when whole cycles of
+    # the long recipe cut the run back to a short one, the short recipe is planned instead.
+    most = recipe_config(WARM_UP_CONFIG)["trainer"]["max_epochs"]
+    first = ablation.recipe_for(timed.plan_epochs(left, warm["epoch_s"], most, 0)[0])
+    for config in dict.fromkeys([first, ablation.BUDGET_RECIPES["short"]]):
+        cap = ablation.SHORT_BUDGET_EPOCHS if config == ablation.BUDGET_RECIPES["short"] else most
+        cycle = timed.cycle_epochs(recipe_config(config)["model"]["schedule"]["half_cycle_epochs"])
+        epochs, half_cycle = timed.plan_epochs(left, warm["epoch_s"], cap, cycle)
+        if ablation.recipe_for(epochs) == config:
+            break
     if half_cycle is not None:
         cycle = epochs
-    return Plan(seconds, stop_at, epochs, half_cycle or cycle / 2, cycle, warm["epoch_s"], warm["startup_s"], path)
+    return Plan(config, seconds, stop_at, epochs, half_cycle or cycle / 2, cycle, warm["epoch_s"], warm["startup_s"], path)
 
 
 def train(source: DataSource, planned: Plan) -> RecordedRun:
-    """Train the recipe on ``source`` as ``planned``, with a progress bar; returns the run
+    """Train ``planned``'s recipe on ``source`` as planned, with a progress bar; returns the run
     (:func:`latest`). Should an epoch take longer than the warm-up said, training stops at an epoch
     end before the budget runs out (:class:`vitlib.support.timed.Deadline`), and says so."""
     root = runs_root() / "recipe"
     with quiet_lightning():
-        cli.main([*_fit_args(source, planned.fast_path, root), "--trainer.max_epochs", str(planned.epochs),
+        cli.main([*_fit_args(planned.config, source, planned.fast_path, root), "--trainer.max_epochs", str(planned.epochs),
                   "--model.schedule.half_cycle_epochs", str(planned.half_cycle_epochs), "--trainer.enable_model_summary", "false",
                   _callback("Deadline", stop_at=planned.stop_at, cycle_epochs=planned.cycle_epochs, verbose=False)])  # fmt: skip
     run = latest(root, real=False)
