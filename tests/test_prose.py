@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vitlib import ViTConfig
-from vitlib.lab import tables
+from vitlib.lab import ablation, tables
 from vitlib.lab.book import recipe_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +43,20 @@ def _tuning_epochs() -> set[tuple[int, int]]:
     return {(r["trainer"]["max_epochs"], r["epochs"]) for r in runs}
 
 
+def _study(folder: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((REPO / "results" / folder).glob("*.json"))]
+
+
+def _long_study_is_the_long_runs_length() -> bool:
+    return ablation.LONG.epochs == 100 == recipe_config("cpu_long")["trainer"]["max_epochs"] == _record("cpu-long")["epochs"]
+
+
+def _side_by_side_speedup() -> float:
+    """Two one-thread fits side by side against one two-thread fit, in total training images/s."""
+    rate = {p.stem: json.loads(p.read_text())["rows"][0]["train_images_per_s"] for p in (REPO / "results/speed/threads-cpu").glob("*.json")}
+    return (rate["eager1t_a"] + rate["eager1t_b"]) / rate["eager2t"]
+
+
 # (page, the phrase as written, why it is true). Each phrase must occur on its page; each check
 # reads the source the phrase is about.
 CHECKED = [
@@ -55,12 +69,34 @@ CHECKED = [
     ("06_training", "is the 100-epoch recipe of the reference project", lambda: recipe_config("reference")["trainer"]["max_epochs"] == 100),
     ("06_training", "a one-cycle cosine schedule, 20 epochs)", lambda: _record("cpu-recipe")["epochs"] == 20 and _record("cpu-recipe")["model"]["schedule"]["name"] == "cosine"),
     ("03_spt_and_lsa", "Lee et al. trained for 100 epochs", lambda: _cites("03_spt_and_lsa", "lee2021vit")),  # the paper's own setting
+    ("03_spt_and_lsa", "its plain ViT reached 53.1 % test top-1 and the same ViT with SPT and LSA 56.1 % after 50 epochs",
+     lambda: _cites("03_spt_and_lsa", "gosthipaty2022keras") and _reference(1).startswith("56.1 %") and "50 epochs" in _reference(1)),  # the Keras example's own runs
     ("intro", "Lee et al.'s gains for SPT and LSA come from 100-epoch training", lambda: _cites("intro", "lee2021vit")),
     ("02_convolutional_stems", "about 10 % more parameters and FLOPs per image", lambda: all(1.05 < r < 1.15 for r in _grid_size_ratio())),
     ("results", "52.6 M-parameter ViT for 100 epochs", lambda: all(x in _reference(0) for x in ("52.6 M", "100 epochs"))),
     ("results", "50 epochs on images upscaled to 72x72", lambda: all(x in _reference(1) for x in ("50 epochs", "72x72"))),
     ("results", "same 3-epoch schedule and stopped after 2 epochs", lambda: _tuning_epochs() == {(3, 2)}),
     ("results", "20 epochs, which fitted within the hour", lambda: _record("cpu-recipe")["epochs"] == 20 and _record("cpu-recipe")["throughput"]["fit_wall_s"] < 3600),
+    # The recipe study's two lengths, the budget boundary and the side-by-side speed-up.
+    ("04_augmentations", "At the long run's length: 100 epochs", lambda: _long_study_is_the_long_runs_length()),
+    ("04_augmentations", "The same comparison at 100 epochs", lambda: _long_study_is_the_long_runs_length()),
+    ("04_augmentations", "so the 30-epoch study's seed spread", lambda: ablation.SHORT.epochs == 30),
+    ("04_augmentations", "fits 50 epochs or fewer", lambda: ablation.SHORT_BUDGET_EPOCHS == 50),
+    ("04_augmentations", "the answer is the 100-epoch study's", lambda: _long_study_is_the_long_runs_length()),
+    ("05_cyclical_learning_rate", "was run at 30 epochs only (two cycles of 15)", lambda: {r["epochs"] for r in _study("ablation") if r["name"].startswith("cosine")} == {30}),
+    ("05_cyclical_learning_rate", "At 100 epochs it was not compared", lambda: "cosine" not in {arm for arm, _ in ablation.LONG.runs}),
+    ("06_training", "and at 100 epochs its answer", lambda: _long_study_is_the_long_runs_length()),
+    ("06_training", "when 50 epochs or fewer fit", lambda: ablation.SHORT_BUDGET_EPOCHS == 50),
+    ("intro", "20-epoch CPU budget; no CNN was trained for the long run's 100 epochs",
+     lambda: _record("cpu-resnet")["epochs"] == 20 and _record("cpu-long")["epochs"] == 100 and not any("resnet" in p.name for p in (REPO / "results").rglob("*.json") if p.name != "cpu-resnet.json")),
+    ("intro", "at 30 epochs and at the long run's 100", lambda: set(ablation.STUDIES) == {30, 100} and _long_study_is_the_long_runs_length()),
+    ("intro", "trained exactly as the 20-epoch CPU recipe", lambda: _record("cpu-resnet")["epochs"] == _record("cpu-recipe")["epochs"] == 20),
+    ("results", "At 30 epochs, every arm", lambda: ablation.SHORT.epochs == 30 and {arm for arm, _ in ablation.SHORT.runs} == set(ablation.ARMS)),
+    ("results", "At 100 epochs, the long run's length", lambda: _long_study_is_the_long_runs_length()),
+    ("results", "the 30-epoch seed spread", lambda: ablation.SHORT.epochs == 30),
+    ("results", "### 30 epochs", lambda: ablation.SHORT.epochs == 30),
+    ("results", "### 100 epochs", lambda: ablation.LONG.epochs == 100),
+    ("results", "about 10 % more images per second", lambda: 1.05 < _side_by_side_speedup() < 1.15),
 ]
 
 
