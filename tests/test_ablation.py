@@ -150,11 +150,12 @@ def test_runs_recorded_before_their_end_are_told_as_not_finished(tmp_path: Path)
     records = ablation.load(tmp_path)
     assert ablation.compare(records, "CutMix / MixUp") is None and ablation.verdict(records, "CutMix / MixUp") is None
     assert ablation.so_far(records, "CutMix / MixUp") == (
-        "not finished: the recipe after 3 of 100 (not finished) epochs, without CutMix / MixUp after 2 of 100 (not finished); "
-        "at epoch 1, the last both reached, the recipe 20.0 % against 25.0 % held-out top-1 (-5.0 points, seed 0)"
+        "not finished: the recipe after 3 of 100 epochs, without CutMix / MixUp after 2 of 100; "
+        "at epoch 1 (counted from 0), the last both reached, the recipe 20.0 % against 25.0 % held-out top-1 (-5.0 points, seed 0)"
     )
     assert ablation.crossing(records, "CutMix / MixUp") == "without CutMix / MixUp leads the recipe at every epoch, 0–1 (seed 0)"
     assert "| 3 of 100 (not finished) |" in ablation.table(records)
+    assert ", 2 to 3 epochs on CPU" in ablation.describe(records)
     # Finished runs have no "so far".
     _record(tmp_path / "done", "recipe", 0, [0.1, 0.2])
     _record(tmp_path / "done", "no-mix", 0, [0.1, 0.3])
@@ -283,3 +284,37 @@ def test_the_short_budget_recipe_is_the_long_one_without_mixing_at_the_short_stu
     for config in (short, long):
         del config["data"]["mix"], config["trainer"]["max_epochs"], config["model"]["schedule"]["half_cycle_epochs"]
     assert short == long
+
+
+def test_what_a_comparison_means_for_a_reader(tmp_path: Path) -> None:
+    """helps / hurts / no clear difference against twice the noise; the long study's single seeds
+    borrow the short study's spread; runs in progress give no advice."""
+    _record(tmp_path, "recipe", 0, [0.40])
+    _record(tmp_path, "recipe", 1, [0.42])  # spread 1.4 points
+    _record(tmp_path, "no-randaugment", 0, [0.45])
+    _record(tmp_path, "no-mix", 0, [0.425])
+    records = ablation.load(tmp_path)
+    assert ablation.seed_noise(records) == pytest.approx(1.414, abs=1e-3)
+    assert ablation.effect(records, "RandAugment").startswith(
+        "1 epochs, RandAugment hurts: the recipe 41.0 ± 1.4 % (2 seeds), without RandAugment 45.0 % (1 seed) held-out top-1, "
+        "-4.0 points for RandAugment (seed-to-seed standard deviation 1.4)"
+    )
+    assert ablation.effect(records, "CutMix / MixUp").startswith("1 epochs, CutMix / MixUp makes no clear difference")
+    assert ablation.effect(records, "triangular cyclical LR") is None
+
+    long = tmp_path / "long"
+    _record(long, "recipe", 0, [0.50])
+    _record(long, "no-mix", 0, [0.47])
+    assert ablation.seed_noise(ablation.load(long)) is None
+    assert "CutMix / MixUp helps" in ablation.effect(ablation.load(long), "CutMix / MixUp", noise=1.4)
+    assert "(seed-to-seed standard deviation of the 30-epoch study 1.4)" in ablation.effect(ablation.load(long), "CutMix / MixUp", noise=1.4)
+    assert "not settled (one seed each" in ablation.effect(ablation.load(long), "CutMix / MixUp")
+    _record(long, "no-mix", 0, [0.47], stopped_early="stopped after 1 of 100 epochs", trainer={"max_epochs": 100})
+    assert ablation.effect(ablation.load(long), "CutMix / MixUp", noise=1.4).startswith("1 epochs, CutMix / MixUp: not measured yet, the runs are not finished")
+
+
+def test_the_budget_recipes_are_described_from_the_configs() -> None:
+    assert ablation.budget_recipes() == (
+        f"up to {ablation.SHORT_BUDGET_EPOCHS} epochs, `configs/short_budget.yaml` (with RandAugment, without CutMix / MixUp); "
+        "beyond, `configs/cpu_long.yaml` (with RandAugment and CutMix / MixUp) (`vitlib.lab.ablation.recipe_for`)"
+    )

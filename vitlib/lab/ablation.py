@@ -38,6 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from ..cli import CONFIG_DIR
 from . import comparison
 from .comparison import PlannedRun, SeedGroup, gap_sentence, leads, provenance
 from .records import load_results
@@ -161,9 +164,9 @@ def _stopped(run: dict[str, Any]) -> bool:
 
 
 def _epochs(run: dict[str, Any]) -> str:
-    """``"100"``, or ``"44 of 100 (not finished)"`` for a run recorded before its end."""
+    """``"100"``, or ``"44 of 100"`` for a run recorded before its end."""
     planned = (run.get("trainer") or {}).get("max_epochs")
-    return f"{run.get('epochs')} of {planned} (not finished)" if _stopped(run) else str(run.get("epochs"))
+    return f"{run.get('epochs')} of {planned}" if _stopped(run) else str(run.get("epochs"))
 
 
 def _history(run: dict[str, Any], key: str) -> list[tuple[int, float]]:
@@ -188,7 +191,7 @@ def table(records: Sequence[dict[str, Any]]) -> str:
             "top-5": f"{statistics.fmean(100 * r['metrics']['top5'] for r in runs):.1f} %",
             "loss": f"{statistics.fmean(r['metrics']['loss'] for r in runs):.3f}",
             "train top-1, last epoch": f"{statistics.fmean(100 * _history(r, 'train/top1')[-1][1] for r in runs):.1f} %",
-            "epochs": "; ".join(sorted({_epochs(r) for r in runs})),
+            "epochs": "; ".join(sorted({_epochs(r) + " (not finished)" * _stopped(r) for r in runs})),
             "fit (min)": f"{statistics.fmean(fit_s) / 60:.0f}" if all(fit_s) else "?",
         })  # fmt: skip
     return markdown_table(rows)
@@ -229,6 +232,60 @@ def verdict(records: Sequence[dict[str, Any]], name: str) -> str | None:
             f"{without.label} reaches {without.mean:.1f} % held-out top-1, the recipe {with_it.mean:.1f} % ({noise})")
 
 
+def seed_noise(records: Sequence[dict[str, Any]]) -> float | None:
+    """The largest seed-to-seed standard deviation of held-out top-1 (points) among the arms run
+    with more than one seed; ``None`` when none was."""
+    spreads = [arm.spread for arm in arms(records).values() if arm.spread is not None]
+    return max(spreads) if spreads else None
+
+
+def effect(records: Sequence[dict[str, Any]], name: str, noise: float | None = None) -> str | None:
+    """What comparison ``name`` means for a run of the study's length, in one sentence for a
+    reader deciding whether to switch the part on: it helps, it hurts, or no clear difference (a
+    gap within twice the seed-to-seed standard deviation), each part taken away alone from the
+    whole recipe, with both arms' held-out top-1 and the noise beside them. The noise is the arms'
+    own seed spread, else ``noise`` (e.g. the short study's, for the long study's single seeds).
+    Runs still in progress give :func:`so_far` and no advice; ``None`` until both arms are
+    recorded."""
+    found = arms(records)
+    with_it, without = (found.get(arm) for arm in COMPARISONS[name])
+    if with_it is None or without is None:
+        return None
+    planned = (with_it.runs[0].get("trainer") or {}).get("max_epochs") or with_it.runs[0].get("epochs")
+    if any(map(_stopped, with_it.runs + without.runs)):
+        return f"{planned} epochs, {name}: not measured yet, the runs are {so_far(records, name)}"
+    gap = with_it.mean - without.mean
+    own = [s for s in (with_it.spread, without.spread) if s is not None]
+    spread = max(own) if own else noise
+    if spread is None:
+        said, noise_said = "not settled (one seed each, no seed spread to set the gap against)", "noise unknown"
+    else:
+        noise_said = "seed-to-seed standard deviation" + ("" if own else " of the 30-epoch study") + f" {spread:.1f}"
+        said = ("helps" if gap > 0 else "hurts") if abs(gap) > 2 * spread else "makes no clear difference"
+    return (
+        f"{planned} epochs, {name} {said}: {with_it.label} {with_it.describe()}, {without.label} {without.describe()} "
+        f"held-out top-1, {gap:+.1f} points for {name} ({noise_said})"
+    )
+
+
+def budget_recipes() -> str:
+    """Which config :func:`recipe_for` gives each budget, and what it switches on, read from the
+    configs themselves."""
+
+    def parts(name: str) -> str:
+        config = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+        augment, mix = config["data"].get("augment") or {}, config["data"].get("mix")
+        on = ["RandAugment" if augment.get("randaugment") else "", "CutMix / MixUp" if mix else ""]
+        off = ["RandAugment" if not augment.get("randaugment") else "", "CutMix / MixUp" if not mix else ""]
+        said = [f"with {' and '.join(filter(None, on))}" if any(on) else "", f"without {' and '.join(filter(None, off))}" if any(off) else ""]
+        return f"`configs/{name}.yaml` ({', '.join(filter(None, said))})"
+
+    return (
+        f"up to {SHORT_BUDGET_EPOCHS} epochs, {parts(BUDGET_RECIPES['short'])}; beyond, "
+        f"{parts(BUDGET_RECIPES['long'])} (`vitlib.lab.ablation.recipe_for`)"
+    )
+
+
 def _pair(records: Sequence[dict[str, Any]], name: str, seed: int) -> tuple[dict[int, float], dict[int, float]] | None:
     """The held-out top-1 curves (points) of comparison ``name``'s two runs with ``seed``."""
     by_name = {r["name"]: r for r in records}
@@ -263,7 +320,7 @@ def so_far(records: Sequence[dict[str, Any]], name: str, seed: int = SEEDS[0]) -
     common = max(set(pair[0]) & set(pair[1]))
     return (
         f"not finished: {labels[0]} after {_epochs(runs[0])} epochs, {labels[1]} after {_epochs(runs[1])}; "
-        f"at epoch {common}, the last both reached, {labels[0]} {pair[0][common]:.1f} % against "
+        f"at epoch {common} (counted from 0), the last both reached, {labels[0]} {pair[0][common]:.1f} % against "
         f"{pair[1][common]:.1f} % held-out top-1 ({pair[0][common] - pair[1][common]:+.1f} points, seed {seed})"
     )
 

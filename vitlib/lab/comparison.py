@@ -105,8 +105,10 @@ def provenance(records: Sequence[dict[str, Any]], what: str, command: str) -> st
     if not records:
         return f"no recorded {what}"
     commits = sorted({str(r["commit"])[:7] for r in records})
+    epochs = sorted({r.get("epochs") or 0 for r in records})
+    each = f"{epochs[0]} epochs each" if len(epochs) == 1 else f"{epochs[0]} to {epochs[-1]} epochs"
     return (
-        f"{len(records)} recorded {what}s ({command}), {records[0].get('epochs')} epochs each on "
+        f"{len(records)} recorded {what}s ({command}), {each} on "
         f"{records[0]['hardware']}, {records[0]['dataset']}, commit{'s' * (len(commits) > 1)} {', '.join(commits)}"
     )
 
