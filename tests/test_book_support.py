@@ -352,3 +352,21 @@ def test_the_records_url_can_point_at_a_copy_and_a_missing_run_says_where_it_loo
     assert records.RECORDS_ENV in message and records.REPOSITORY_URL in message
     assert book.recorded_run("cpu-long") is None  # nothing listens on port 9: None, no traceback
     assert "http://127.0.0.1:9/results/grid/patch-mhsa-seed0.json" in book.missing_run("patch-mhsa-seed0", "results/grid")
+
+
+def test_what_the_prediction_panels_and_the_confusion_show_is_read_from_them() -> None:
+    from vitlib.support.cifar import COARSE_LABELS, FINE_LABELS
+
+    woman, girl, bus = (FINE_LABELS.index(name) for name in ("woman", "girl", "bus"))
+    assert book.read_predictions([woman, girl, bus], [woman, woman, girl]) == (
+        "1 of the 3 test images are named right at the first guess; a `woman` is taken for a `girl` (the same superclass, people); "
+        "a `girl` is taken for a `bus` (another superclass, people against vehicles_1)."
+    )
+    assert book.read_predictions([bus], [bus]) == "1 of the 1 test images are named right at the first guess."
+    confusion = torch.zeros(len(COARSE_LABELS), len(COARSE_LABELS), dtype=torch.long)
+    confusion.fill_diagonal_(10)
+    confusion[3, 3], confusion[3, 7] = 4, 6  # class 3: worst, and most often taken for class 7
+    confusion[5, 5], confusion[5, 1] = 8, 2
+    said = book.read_confusion(confusion, COARSE_LABELS, most=2)
+    assert f"worst: {COARSE_LABELS[3]} (40%) and {COARSE_LABELS[5]} (80%)" in said
+    assert f"The largest confusions: {COARSE_LABELS[3]} taken for {COARSE_LABELS[7]} (60%); {COARSE_LABELS[5]} taken for {COARSE_LABELS[1]} (20%)" in said

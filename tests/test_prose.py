@@ -97,6 +97,8 @@ CHECKED = [
     ("results", "### 30 epochs", lambda: ablation.SHORT.epochs == 30),
     ("results", "### 100 epochs", lambda: ablation.LONG.epochs == 100),
     ("results", "about 10 % more images per second", lambda: 1.05 < _side_by_side_speedup() < 1.15),
+    ("06_training", "holds 51.97 M of them, its transformer trunk about 0.6 M, as many as the recorded run's whole model",
+     lambda: "51.97 M of them a flatten-MLP head" in _reference(0) and "trunk about 0.6 M" in _reference(0) and 0.45e6 < _record("cpu-long")["size"]["parameters"] < 0.7e6),
 ]
 
 

@@ -104,6 +104,19 @@ def test_accuracy_table_shows_recorded_runs(tmp_path: Path) -> None:
     assert "python -m vitlib fit" not in rows and "**conv-vit**: `python -m vitlib fit --config" in collapsed
 
 
+@pytest.mark.parametrize(
+    ("split", "images", "said"),
+    [
+        ("val", "test set (used as the validation set)", "test (used as validation)"),
+        ("val", "5000 training images held out (seed 0)", "held-out training images"),
+        ("test", "test set", "test"),
+        (None, "", "?"),
+    ],
+)
+def test_the_split_says_which_images_were_measured(split: str | None, images: str, said: str) -> None:
+    assert tables.split_name({"split": split, "images": images}) == said
+
+
 def test_history_has_every_epoch_and_the_lr_at_its_end(tmp_path: Path) -> None:
     history = records.read_history(_run_dir(tmp_path) / "metrics.csv")
     assert history["val/top1"] == [(0, 0.11), (1, 0.17)] and history["train/loss"] == [(0, 4.2), (1, 3.8)]
