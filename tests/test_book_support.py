@@ -370,3 +370,15 @@ def test_what_the_prediction_panels_and_the_confusion_show_is_read_from_them() -
     said = book.read_confusion(confusion, COARSE_LABELS, most=2)
     assert f"worst: {COARSE_LABELS[3]} (40%) and {COARSE_LABELS[5]} (80%)" in said
     assert f"The largest confusions: {COARSE_LABELS[3]} taken for {COARSE_LABELS[7]} (60%); {COARSE_LABELS[5]} taken for {COARSE_LABELS[1]} (20%)" in said
+
+
+def test_the_notebooks_runs_go_where_vitlib_runs_says(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """On Colab every chapter runs in its own runtime: a folder both reach (Drive) set in
+    $VITLIB_RUNS is where chapter 6 writes its run and chapter 7 finds it."""
+    monkeypatch.delenv(book.RUNS_ENV, raising=False)
+    monkeypatch.setattr(book, "repository_root", lambda: tmp_path / "checkout")
+    assert book.runs_root() == tmp_path / "checkout" / "runs" / "book"
+    monkeypatch.setenv(book.RUNS_ENV, str(tmp_path / "drive"))
+    assert book.runs_root() == tmp_path / "drive"
+    monkeypatch.setenv(book.RUNS_ENV, "  ")
+    assert book.runs_root() == tmp_path / "checkout" / "runs" / "book"

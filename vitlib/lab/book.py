@@ -150,9 +150,15 @@ def training_budget(max_epochs: int | None = None) -> TrainingBudget:
     return TrainingBudget("vit_tiny", epochs, 32, 5, 2, "32-true", 0, schedule)
 
 
+RUNS_ENV = "VITLIB_RUNS"
+
+
 def runs_root() -> Path:
-    """Where the notebooks' own training runs go: ``<repository>/runs/book`` (git-ignored), or a
-    temporary folder outside a checkout."""
+    """Where the notebooks' own training runs go: ``$VITLIB_RUNS`` when set (on Colab, a folder on
+    Google Drive, so that chapter 7, which runs in a runtime of its own, finds chapter 6's model),
+    else ``<repository>/runs/book`` (git-ignored), else a temporary folder outside a checkout."""
+    if chosen := os.environ.get(RUNS_ENV, "").strip():
+        return Path(chosen).expanduser()
     root = repository_root()
     return root / "runs" / "book" if root else Path(tempfile.gettempdir()) / "vitlib-book-runs"
 
