@@ -4,6 +4,7 @@ graph, LR scaling with the batch size; on a GPU also the sync debugger and the f
 from __future__ import annotations
 
 import traceback
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -17,9 +18,12 @@ from vitlib.data import CIFAR100DataModule
 from vitlib.model import ViT
 from vitlib.module import OptimizerConfig, ViTModule
 from vitlib.schedule import ScheduleConfig
+from vitlib.support import hardware
 
 TINY = {"dim": 32, "depth": 2, "heads": 2}
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# Flash attention, and SDPA's fused kernels under bf16, need compute capability 8.0 (Ampere) or later.
+AMPERE = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
 
 # Tensor functions that copy a device value to the host (or a host value to the device, which
 # waits for the device's queue too): each one stalls the GPU's pipeline of queued kernels.
@@ -157,8 +161,74 @@ def test_compile_takes_a_torch_compile_mode(monkeypatch):
     for compile in (True, "max-autotune"):
         ViTModule("vit_tiny", TINY, compile=compile).configure_model()
     assert modes == [None, "max-autotune"]
-    with pytest.raises(ValueError, match="compile must be true, false or a torch.compile mode"):
+    with pytest.raises(ValueError, match="compile must be true, false, 'auto' or a torch.compile mode"):
         ViTModule("vit_tiny", TINY, compile="fastest")
+
+
+def test_compile_auto_follows_the_decision(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(ViT, "compile", lambda self, **kwargs: compiled.append(kwargs["mode"]))
+    module = ViTModule("vit_tiny", TINY)  # compile: "auto" by default
+    module.configure_model()  # on the CPU: never
+    assert compiled == [] and module.compiled == "eager"
+    monkeypatch.setattr(hardware, "compile_wins", lambda device: True)  # a GPU of COMPILE_MEASURED
+    module.configure_model()
+    assert compiled == [None] and module.compiled == "compiled"
+
+
+class FailsBackward(torch.autograd.Function):
+    """Passes its input through; its backward raises, as a backward graph that fails to compile does."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("backward compile failed: no C compiler")
+
+
+def failing_compile(where: str):
+    """A stand-in for torch.compile whose compiled model fails at its first call, in ``where``."""
+
+    def compile(fn, *args, **kwargs):
+        def compiled(*a, **k):
+            if where == "forward":
+                raise RuntimeError("BackendCompilerFailed: no C compiler\nmore lines")
+            return FailsBackward.apply(fn(*a, **k))
+
+        return compiled
+
+    return compile
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_a_compile_that_fails_in_the_first_step_trains_eagerly(cifar_root, monkeypatch, capsys, where):
+    monkeypatch.setattr(torch, "compile", failing_compile(where))
+    datamodule = CIFAR100DataModule(str(cifar_root), batch_size=16, download=False, verify_md5=False, num_workers=0)
+    module = ViTModule("vit_tiny", TINY, compile=True)
+    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False, limit_val_batches=0,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, datamodule)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "torch.compile failed" in line]
+    assert len(lines) == 1 and lines[0].endswith("training eagerly instead") and f"first step's {where}" in lines[0]
+    assert module.compiled == f"eager (torch.compile failed in the first step's {where})"
+    assert trainer.global_step == 3 and module.model._compiled_call_impl is None
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_no_fused_adamw_where_float16_loss_scaling_meets_gradient_clipping():
+    module = ViTModule("vit_tiny", TINY)
+    scaled = SimpleNamespace(scaler=object())  # 16-mixed's plugin holds a GradScaler
+    module._trainer = SimpleNamespace(precision_plugin=scaled, gradient_clip_val=1.0)
+    assert module.fused_adamw() is False
+    module.optimizer_config.fused = True
+    with pytest.raises(ValueError, match="fused true cannot train with gradient clipping under 16-mixed"):
+        module.fused_adamw()
+    module._trainer = SimpleNamespace(precision_plugin=scaled, gradient_clip_val=None)
+    assert module.fused_adamw() is True  # no clipping: as asked
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(), gradient_clip_val=1.0)  # bf16: no scaler
+    assert module.fused_adamw() is True
 
 
 def test_lr_factor_rules_and_errors():
@@ -188,12 +258,17 @@ def test_learning_rates_scale_with_the_global_batch(cifar_root, rule, factor):
 @CUDA
 @pytest.mark.parametrize("locality", [False, True])
 def test_attention_runs_on_fused_sdpa_kernels(locality):
-    """MHSA on flash attention; LSA (a diagonal mask) on the memory-efficient kernel. Restricting
-    SDPA to these kernels makes it raise instead of falling back to the unfused math path."""
+    """MHSA on flash attention; LSA (a diagonal mask) on the memory-efficient kernel, each in the
+    autocast dtype the machine trains in (bf16 from compute capability 8.0, float16 below it, where
+    flash attention does not exist). Restricting SDPA to these kernels makes it raise instead of
+    falling back to the unfused math path."""
+    if not locality and not AMPERE:
+        pytest.skip("flash attention needs compute capability 8.0")
     attention = Attention(192, 12, locality=locality).cuda()
     x = torch.randn(256, 65, 192, device="cuda", requires_grad=True)
     kernels = [SDPBackend.EFFICIENT_ATTENTION] if locality else [SDPBackend.FLASH_ATTENTION]
-    with sdpa_kernel(kernels), torch.autocast("cuda", dtype=torch.bfloat16):
+    dtype = torch.bfloat16 if AMPERE else torch.float16
+    with sdpa_kernel(kernels), torch.autocast("cuda", dtype=dtype):
         out, _ = attention(x)
         out.float().square().mean().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -3,7 +3,10 @@
 Every run writes into ``runs/vitlib/version_N/`` (``DIR/vitlib/version_N/`` with
 ``--trainer.default_root_dir DIR``): TensorBoard events, ``metrics.csv``, the ``config.yaml`` it ran
 with, ``checkpoints/`` (``last.ckpt`` and the best-on-validation one) and, after ``fit`` and
-``test``, ``metrics.json`` with the final loss, top-1 and top-5.
+``test``, ``metrics.json`` with the final loss, top-1 and top-5, and what ran (precision, compiled or
+eager). The precision is the machine's (:func:`vitlib.support.hardware.decide_precision`): no config
+names one, and bf16 asked for on a GPU below compute capability 8.0 runs in ``16-mixed``, with one
+line saying why.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -28,6 +30,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 from .data import CIFAR100DataModule
 from .module import ViTModule
 from .support.callbacks import FlushLogsEachEpoch, MetricsWriter, ThroughputMonitor, TopKPrinter
+from .support import hardware
 from .support.checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint
 from .support.cifar import ARCHIVE, DatasetNotFoundError, default_data_dir, ensure_cifar100, quick_mode
 from .support.loss_check import NonFiniteLossError
@@ -133,10 +136,13 @@ class ViTCLI(LightningCLI):
             architecture = json.loads((self.published / CONFIG_NAME).read_text())
             config["model.preset"], config["model.overrides"] = "vit", architecture
             config["ckpt_path"] = None
-        precision = str(config["trainer.precision"])
-        if not torch.cuda.is_available() and precision in ("bf16-mixed", "16-mixed", "16"):
-            print(f"no GPU: running in float32 instead of {precision}", file=sys.stderr)
-            config["trainer.precision"] = "32-true"
+        # One decision for every run (vitlib.support.hardware): no precision named -> the machine's;
+        # bf16 asked for on a GPU without native bf16 -> 16-mixed, a half precision on a CPU -> 32-true,
+        # each with one line. config.yaml keeps the precision the run really used.
+        capabilities = hardware.run_capabilities(config["trainer.accelerator"])
+        config["trainer.precision"], why = hardware.decide_precision(config["trainer.precision"], capabilities)
+        if why:
+            print(why, file=sys.stderr)
 
     def _load_published(self) -> None:
         if getattr(self, "published", None) is not None:

@@ -4,6 +4,7 @@ for any classifier (:class:`ClassifierModule`) and for the book's ViT (:class:`V
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from .augment import soft_target_cross_entropy
 from .config import ViTConfig
 from .model import ViT
 from .schedule import ScheduleConfig, build_scheduler
+from .support import hardware
 from .support.checkpoints import CONFIG_KEY, check_compatible
 from .support.loss_check import FiniteLossCheck
 
@@ -32,7 +34,9 @@ class OptimizerConfig:
 
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
-    fused: bool | None = None  # None: the fused CUDA kernel when the parameters are on a GPU
+    # None: the fused CUDA kernel when the parameters are on a GPU, unless float16's loss scaling
+    # and gradient clipping meet (fused AdamW unscales inside its step, after the clipping).
+    fused: bool | None = None
     # Large batches: the schedule's learning rates are given for a global batch of
     # ``reference_batch_size`` and multiplied by (batch / reference) for "linear" (Goyal et al.
     # 2017, as DeiT does) or by its square root for "sqrt" (the rule derived for Adam by Malladi et
@@ -69,6 +73,12 @@ class ClassifierModule(L.LightningModule):
     """Trains an image classifier (``model``: images to ``num_classes`` logits) with AdamW and a
     per-step LR schedule: the training loop every model of the book shares.
 
+    ``compile``: ``"auto"`` (the default) compiles the model only on a GPU where compiling was
+    measured to win (:func:`vitlib.support.hardware.choose`), ``True`` or a ``torch.compile`` mode
+    compiles it anywhere, ``False`` never. Should compiling fail at the first step (its forward or
+    its backward), the model trains eagerly from there on and one printed line says why;
+    :attr:`compiled` says what ran.
+
     Training batches carry either integer labels or soft targets (CutMix / MixUp, applied by the
     data module); both go through the soft-target cross-entropy with label smoothing. Validation
     and test report the plain cross-entropy and top-1 / top-5 accuracy, each computed over the
@@ -84,12 +94,12 @@ class ClassifierModule(L.LightningModule):
         optimizer: OptimizerConfig | None = None,
         schedule: ScheduleConfig | None = None,
         label_smoothing: float = 0.1,
-        compile: bool | str = False,
+        compile: bool | str = "auto",
     ) -> None:
         super().__init__()
-        if not isinstance(compile, bool) and compile not in COMPILE_MODES:
+        if not isinstance(compile, bool) and compile != "auto" and compile not in COMPILE_MODES:
             raise ValueError(
-                f"compile must be true, false or a torch.compile mode ({', '.join(map(repr, COMPILE_MODES))}); got {compile!r}"
+                f"compile must be true, false, 'auto' or a torch.compile mode ({', '.join(map(repr, COMPILE_MODES))}); got {compile!r}"
             )
         self.optimizer_config = _as_dataclass(OptimizerConfig, optimizer)
         self.schedule_config = _as_dataclass(ScheduleConfig, schedule)
@@ -97,6 +107,10 @@ class ClassifierModule(L.LightningModule):
             raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing!r}")
         self.label_smoothing = label_smoothing
         self.compile_model = compile
+        # What ran: "eager", "compiled" or "compiled (MODE)", and "eager (...)" after a failed compile.
+        self.compiled = "eager"
+        self._compile_unproven = False  # compiled, and no whole training step has run yet
+        self._first_batch: tuple[torch.Tensor, torch.Tensor] | None = None  # the batch of that step
         self.model = model
         self.num_classes = num_classes
 
@@ -137,12 +151,55 @@ class ClassifierModule(L.LightningModule):
             )
 
     def configure_model(self) -> None:
-        if self.compile_model:
+        compile = self.compile_model
+        if compile == "auto":
+            # Before the strategy moves the module: the device it will train on is the strategy's.
+            device = self._trainer.strategy.root_device if self._trainer is not None else self.device
+            compile = hardware.compile_wins(device)
+        if compile and self.model._compiled_call_impl is None:
             # In place, so parameter names (and checkpoints) stay those of the eager model.
-            self.model.compile(mode=self.compile_model if isinstance(self.compile_model, str) else None)
+            mode = compile if isinstance(compile, str) else None
+            self.model.compile(mode=mode)
+            self.compiled = f"compiled ({mode})" if mode else "compiled"
+            self._compile_unproven = True
+
+    def _fall_back_to_eager(self, error: BaseException, where: str) -> None:
+        """Undoes ``configure_model``'s compile after it failed in the first step's ``where``."""
+        self.model._compiled_call_impl = None  # nn.Module.compile's own slot: the eager call again
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        self.compiled = f"eager (torch.compile failed in the first step's {where})"
+        self._compile_unproven = False
+        print(f"torch.compile failed in the first step's {where} ({reason[:300]}): training eagerly instead", file=sys.stderr)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self._compile_unproven:
+            try:
+                return self.model(images)
+            except Exception as error:  # noqa: BLE001 - any compiler failure; an eager error repeats below
+                self._fall_back_to_eager(error, "forward")
         return self.model(images)
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        # The backward graph is compiled at the first backward (lazily): a failure there redoes the
+        # step's forward and backward eagerly, under the same autocast and loss scaling.
+        if not (self._compile_unproven and self._first_batch is not None):
+            super().backward(loss, *args, **kwargs)
+            return
+        try:
+            super().backward(loss, *args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - as in forward
+            images, targets = self._first_batch
+            self._fall_back_to_eager(error, "backward")
+            for parameter in self.parameters():
+                parameter.grad = None
+            plugin = self.trainer.precision_plugin
+            with plugin.forward_context():
+                loss = soft_target_cross_entropy(self(images), targets, self.label_smoothing)
+            scaler = getattr(plugin, "scaler", None)
+            super().backward(scaler.scale(loss) if scaler is not None else loss, *args, **kwargs)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._compile_unproven, self._first_batch = False, None  # a whole step compiled and ran: it holds
 
     def _update(self, split: str, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
         metrics = getattr(self, f"{split}_metrics")
@@ -158,6 +215,8 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
+        if self._compile_unproven:
+            self._first_batch = (images, targets)  # for backward, should its compile fail
         logits = self(images)
         loss = soft_target_cross_entropy(logits, targets, self.label_smoothing)
         # Mixed batches have soft targets: train accuracy counts the dominant label.
@@ -217,10 +276,26 @@ class ClassifierModule(L.LightningModule):
         factor = self.optimizer_config.lr_factor(self.global_batch_size())
         return dataclasses.replace(cfg, base_lr=cfg.base_lr * factor, max_lr=cfg.max_lr * factor, min_lr=cfg.min_lr * factor)
 
+    def fused_adamw(self) -> bool:
+        """Whether AdamW runs its fused CUDA kernel: ``OptimizerConfig.fused``, or by default on a
+        GPU. Never where float16's loss scaling (``16-mixed``) meets gradient clipping: the fused
+        step unscales the gradients itself, after Lightning would have clipped them (Lightning
+        refuses the pair)."""
+        cfg = self.optimizer_config
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        if scaled and self.trainer.gradient_clip_val:
+            if cfg.fused:
+                raise ValueError(
+                    "model.optimizer.fused true cannot train with gradient clipping under 16-mixed (the fused AdamW "
+                    "unscales the gradients inside its step, after the clipping): leave fused unset, or set it to false"
+                )
+            return False
+        return cfg.fused if cfg.fused is not None else self.device.type == "cuda"
+
     def configure_optimizers(self) -> dict[str, Any]:
         groups = self.parameter_groups()
+        fused = self.fused_adamw()
         cfg = self.optimizer_config
-        fused = cfg.fused if cfg.fused is not None else self.device.type == "cuda"
         schedule = self.scaled_schedule()
         optimizer = torch.optim.AdamW(
             groups,
@@ -246,7 +321,7 @@ class ViTModule(ClassifierModule):
         optimizer: OptimizerConfig | None = None,
         schedule: ScheduleConfig | None = None,
         label_smoothing: float = 0.1,
-        compile: bool | str = False,
+        compile: bool | str = "auto",
     ) -> None:
         config = ViTConfig.from_preset(preset, **(overrides or {}))
         super().__init__(ViT(config), config.num_classes, optimizer, schedule, label_smoothing, compile)

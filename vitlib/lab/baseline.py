@@ -73,7 +73,7 @@ class ResNetModule(ClassifierModule):
         optimizer: OptimizerConfig | None = None,
         schedule: ScheduleConfig | None = None,
         label_smoothing: float = 0.1,
-        compile: bool | str = False,
+        compile: bool | str = "auto",
     ) -> None:
         super().__init__(CIFARResNet(depth, num_classes), num_classes, optimizer, schedule, label_smoothing, compile)
         self.save_hyperparameters({"depth": depth, "num_classes": num_classes, **self.recipe_hyperparameters()})

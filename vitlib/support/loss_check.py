@@ -15,6 +15,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from .hardware import Capabilities
+
 __all__ = ["FiniteLossCheck", "NonFiniteLossError"]
 
 
@@ -64,9 +66,24 @@ class FiniteLossCheck(L.Callback):
         step = int(step)
         lr = self._lrs.get(step)
         lr_text = f"learning rate {lr:.3g}" if lr is not None else "learning rate unknown"
+        gpu = Capabilities.detect() if trainer.strategy.root_device.type == "cuda" else Capabilities()
         raise NonFiniteLossError(
             f"the training loss became {value} at optimizer step {step} ({lr_text}, epoch {trainer.current_epoch}); "
             f"training stopped, as every update from there on writes NaN into the weights. The checkpoints hold "
             f"weights from before that step. Train again with a lower model.schedule.max_lr or a longer warm-up "
-            f"(a resumed run keeps the checkpoint's schedule), or in bf16-mixed / 32-true if this run used 16-mixed."
+            f"(a resumed run keeps the checkpoint's schedule){precision_advice(str(trainer.precision), gpu)}."
         )
+
+
+def precision_advice(precision: str, gpu: Capabilities) -> str:
+    """What else to try after a non-finite loss in ``precision`` on ``gpu``: float16's narrow range
+    is the usual suspect, and bf16 the cure only where the GPU has it natively (compute capability
+    8.0 and up; below it torch emulates bf16, slowly). Empty for bf16 and float32 runs."""
+    if precision not in ("16-mixed", "16", "16-true"):
+        return ""
+    if gpu.bf16_native:
+        return f", or in bf16-mixed instead of {precision} (float16 overflows where bf16 does not; {gpu.named()} has bf16)"
+    return (
+        f", or in 32-true instead of {precision}, or keep {precision} with gradient clipping (--trainer.gradient_clip_val 1.0): "
+        f"{gpu.named()} has no native bf16"
+    )
