@@ -3,7 +3,9 @@ graph, LR scaling with the batch size; on a GPU also the sync debugger and the f
 
 from __future__ import annotations
 
+import json
 import traceback
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
@@ -13,12 +15,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from vitlib.attention import Attention
+from vitlib.cli import CONFIG_DIR, main
 from vitlib.config import ViTConfig
 from vitlib.data import CIFAR100DataModule
 from vitlib.model import ViT
 from vitlib.module import OptimizerConfig, ViTModule
 from vitlib.schedule import ScheduleConfig
 from vitlib.support import hardware
+from vitlib.support.callbacks import ThroughputMonitor, bare_step_images_per_s
 
 TINY = {"dim": 32, "depth": 2, "heads": 2}
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -217,6 +221,19 @@ def test_a_compile_that_fails_in_the_first_step_trains_eagerly(cifar_root, monke
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
+def test_the_run_records_say_what_ran_after_a_failed_compile(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch, "compile", failing_compile("forward"))
+    main(["fit", "--config", str(CONFIG_DIR / "quick.yaml"), "--model.compile", "true", "--trainer.max_epochs", "1",
+          "--data.quick", "true", "--data.quick_train_size", "64", "--data.quick_test_size", "32", "--data.batch_size", "32",
+          "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])  # fmt: skip
+    metrics = json.loads(Path("runs/vitlib/version_0/metrics.json").read_text())
+    assert metrics["ran"]["compile"] == "eager (torch.compile failed in the first step's forward)"
+    assert metrics["ran"]["precision"] == "32-true"
+    assert metrics["ran"]["float32_matmul_precision"] == torch.get_float32_matmul_precision()
+    assert metrics["throughput"]["bare_step_compiled"] is False  # the bare step ran as training did: eagerly
+
+
 def test_no_fused_adamw_where_float16_loss_scaling_meets_gradient_clipping():
     module = ViTModule("vit_tiny", TINY)
     scaled = SimpleNamespace(scaler=object())  # 16-mixed's plugin holds a GradScaler
@@ -229,6 +246,43 @@ def test_no_fused_adamw_where_float16_loss_scaling_meets_gradient_clipping():
     assert module.fused_adamw() is True  # no clipping: as asked
     module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(), gradient_clip_val=1.0)  # bf16: no scaler
     assert module.fused_adamw() is True
+
+
+def test_the_bare_step_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = ViT(ViTConfig.from_preset("vit_tiny", **TINY)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert bare_step_images_per_s(model, torch.randn(4, 3, 32, 32), torch.randint(0, 100, (4,)), steps=1, warmup=1) > 0
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[name])
+
+
+def test_the_bare_step_runs_in_the_precision_and_compile_training_used(cifar_root, monkeypatch):
+    """bf16-mixed on the CPU (CPU autocast), the model "compiled" by a stand-in that counts its calls."""
+    calls = []
+
+    def counting_compile(fn, *args, **kwargs):
+        def compiled(*a, **k):
+            out = fn(*a, **k)
+            calls.append(out.dtype)
+            return out
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    datamodule = CIFAR100DataModule(str(cifar_root), batch_size=16, download=False, verify_md5=False, num_workers=0)
+    module = ViTModule("vit_tiny", TINY, compile=True)
+    monitor = ThroughputMonitor(bare_steps=2)
+    trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=2, logger=False, enable_checkpointing=False,
+                        limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor])  # fmt: skip
+    trainer.fit(module, datamodule)
+    summary = monitor.summary()
+    assert summary["bare_step_images_per_s"] > 0
+    assert summary["bare_step_precision"] == "bf16-mixed" and summary["bare_step_compiled"] is True
+    assert summary["float32_matmul_precision"] == torch.get_float32_matmul_precision()
+    # 2 training steps, then 3 warm-up + 2 timed bare steps, all through the compiled call, under autocast
+    assert calls == [torch.bfloat16] * 7
 
 
 def test_lr_factor_rules_and_errors():

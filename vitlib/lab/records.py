@@ -312,6 +312,9 @@ def run_record(
         "epochs": run.get("epoch") if run.get("stage") == "fit" else None,
         "model": config.get("model", {}),
         "trainer": {key: config.get("trainer", {}).get(key) for key in ("max_epochs", "precision", "devices")},
+        # The precision, compile (or eager) and float32 matmul precision that really ran; None for
+        # runs recorded before metrics.json held them.
+        "ran": run.get("ran"),
         "data": config.get("data", {}),
         "throughput": throughput,
         # A resumed run's timing covers only its own part (unless all its parts are recorded

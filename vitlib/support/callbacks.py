@@ -5,7 +5,10 @@ construction, so data loading and set-up count), the time of every training epoc
 training ends, the **bare step** of the same model in the same process with the same threads:
 forward + backward + AdamW on one batch held in memory, no data loading, no augmentation, no
 logging. The ratio of the two is the share of the machine the model really gets; a loop that
-starves the model shows as a ratio well under 1.
+starves the model shows as a ratio well under 1. The bare step runs in the regime training ran
+in: the precision plugin's autocast (and float16's loss scaling), the model compiled as training
+compiled it, the same float32 matmul precision (TF32 or not); ``metrics.json`` names all three
+beside the figure.
 
 :class:`MetricsWriter` writes a run's final metrics as ``metrics.json``, :class:`FlushLogsEachEpoch`
 makes ``metrics.csv`` readable while a run trains, and :class:`TopKPrinter` prints ``predict``'s
@@ -14,8 +17,9 @@ top-k classes.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,29 +34,53 @@ from .files import write_json_atomic
 
 
 def bare_step_images_per_s(
-    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 10, warmup: int = 3
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int = 10,
+    warmup: int = 3,
+    forward_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> float:
-    """Images per second of forward + cross-entropy + backward + AdamW on ``images`` (a copy of
-    ``model`` trains, so the model itself is left as it was)."""
-    model = copy.deepcopy(model).train()
+    """Images per second of forward + cross-entropy + backward + AdamW on ``images``, the forward
+    inside ``forward_context()`` (a precision plugin's ``forward_context``: autocast) and the loss
+    scaled by ``scaler`` when given (float16). ``model`` itself trains, compiled or not as it is (a
+    copy would not share its compiled code), and gets its weights, buffers, gradients and mode back."""
+    saved = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    grads = [p.grad for p in model.parameters()]
+    was_training = model.training
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=images.is_cuda or None)
 
     def step() -> None:
-        loss = soft_target_cross_entropy(model(images), labels, 0.1)
+        with forward_context():
+            loss = soft_target_cross_entropy(model(images), labels, 0.1)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
-    for _ in range(warmup):
-        step()
-    if images.is_cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if images.is_cuda:
-        torch.cuda.synchronize()
-    return steps * images.shape[0] / (time.perf_counter() - start)
+    try:
+        model.train()
+        for _ in range(warmup):
+            step()
+        if images.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if images.is_cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    finally:
+        model.load_state_dict(saved)
+        model.train(was_training)
+        for parameter, grad in zip(model.parameters(), grads):
+            parameter.grad = grad
+    return steps * images.shape[0] / seconds
 
 
 class ThroughputMonitor(L.Callback):
@@ -71,6 +99,8 @@ class ThroughputMonitor(L.Callback):
         self.train_s = 0.0
         self.train_images = 0
         self.bare: float | None = None
+        # The bare step's precision, whether it ran compiled, and the float32 matmul precision (TF32).
+        self.bare_regime: dict[str, Any] = dict.fromkeys(("bare_step_precision", "bare_step_compiled", "float32_matmul_precision"))
         self.wall_s: float | None = None
         self.resumed_from: str | None = None
         self.last_epoch: tuple[float, float] | None = None  # (training s, validation s) of the last epoch
@@ -112,7 +142,19 @@ class ThroughputMonitor(L.Callback):
             return
         images, labels = next(iter(trainer.train_dataloader))
         images, labels = images.to(module.device), labels.to(module.device)
-        self.bare = bare_step_images_per_s(module.model, images, labels, steps=self.bare_steps)
+        # As training ran: the plugin's autocast, a fresh scaler where float16 scales the loss, and
+        # the model compiled or eager as it is now (after a failed compile: eager).
+        plugin = trainer.precision_plugin
+        scaler = torch.amp.GradScaler(module.device.type) if getattr(plugin, "scaler", None) is not None else None
+        compiled = getattr(module.model, "_compiled_call_impl", None) is not None
+        self.bare_regime = {
+            "bare_step_precision": str(trainer.precision),
+            "bare_step_compiled": compiled,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),  # "highest": no TF32
+        }
+        self.bare = bare_step_images_per_s(
+            module.model, images, labels, steps=self.bare_steps, forward_context=plugin.forward_context, scaler=scaler
+        )
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.wall_s = time.perf_counter() - self.created
@@ -128,6 +170,7 @@ class ThroughputMonitor(L.Callback):
             "fit_images_per_s": fit_rate,  # whole fit: set-up and validation included
             "train_images_per_s": train_rate,  # training epochs only
             "bare_step_images_per_s": self.bare,
+            **self.bare_regime,
             "train_vs_bare": train_rate / self.bare if train_rate and self.bare else None,
             "threads": torch.get_num_threads(),
             "resumed_from": self.resumed_from,
@@ -142,7 +185,7 @@ def _synchronize(module: L.LightningModule) -> None:
 
 
 class MetricsWriter(L.Callback):
-    """Writes ``metrics.json`` (final loss / top-1 / top-5 as fractions, epoch, config) to the log dir.
+    """Writes ``metrics.json`` (final loss / top-1 / top-5 as fractions, epoch, what ran, config) to the log dir.
 
     The numbers are the epoch-level torchmetrics values of the last validation (after ``fit``) or of
     the whole test set (after ``test``).
@@ -172,6 +215,13 @@ class MetricsWriter(L.Callback):
             "samples": int(metrics[f"{split}/count"]),
             "epoch": trainer.current_epoch,
             "global_step": trainer.global_step,
+            # What really ran: the precision after vitlib's decision, compiled or eager (a failed
+            # compile trains eagerly), and whether float32 matmuls used TF32 ("high") or not ("highest").
+            "ran": {
+                "precision": str(trainer.precision),
+                "compile": getattr(module, "compiled", None),
+                "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            },
             "config": config,
         }
         monitor = next((cb for cb in trainer.callbacks if isinstance(cb, ThroughputMonitor)), None)
