@@ -204,5 +204,14 @@ def test_soft_target_loss_on_distributions(eps):
     smoothed = (1 - eps) * target + eps / K
     expected = -(smoothed * logits.log_softmax(dim=1)).sum(dim=1).mean()
     torch.testing.assert_close(soft_target_cross_entropy(logits, target, eps), expected)
-    # a half-precision target is aligned with float32 logits
+    # the loss is computed in float32 whatever the dtypes of the logits and the soft target
     torch.testing.assert_close(soft_target_cross_entropy(logits, target.half(), eps), expected, atol=1e-3, rtol=1e-3)
+
+
+def test_soft_target_loss_upcasts_bf16_logits_instead_of_rounding_the_target():
+    torch.manual_seed(0)
+    logits, target = torch.randn(8, K), torch.rand(8, K).softmax(dim=1)
+    loss = soft_target_cross_entropy(logits.bfloat16(), target, 0.1)
+    assert loss.dtype == torch.float32
+    expected = soft_target_cross_entropy(logits.bfloat16().float(), target, 0.1)  # the target kept in float32
+    torch.testing.assert_close(loss, expected)

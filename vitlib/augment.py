@@ -135,12 +135,14 @@ def soft_target_cross_entropy(
     """Cross-entropy against int labels ``[B]`` or a distribution ``[B, K]``, mean over the batch.
 
     Label smoothing turns the target ``t`` into ``(1 - e) t + e / K``. ``F.cross_entropy`` already
-    does exactly this for both kinds of target, so this only aligns a soft target's dtype with the
-    logits (mixed precision) and gives the training code a single name for both cases.
+    does exactly this for both kinds of target, so this only computes it in float32 (under mixed
+    precision the logits are bf16 or float16: the loss and a soft target keep float32's precision,
+    the logits are upcast rather than the target rounded down) and gives the training code a single
+    name for both cases.
     """
     if target.is_floating_point():
-        target = target.to(logits.dtype)
-    return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+        target = target.float()
+    return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
 
 
 def firing_rates(augment: AugmentConfig | None, mix: MixConfig | None) -> dict[str, float]:
