@@ -5,16 +5,20 @@ then is timed over ``--steps`` steps by the wall clock, the device synchronised 
 each timed step includes loading and augmenting its batch: images per second end to end. No
 evaluation runs. FLOPs per image (forward + backward) are counted with
 ``torch.utils.flop_counter`` on the CPU, with SDPA on its math path so that attention is counted
-as matmuls; MFU divides the achieved FLOP/s by the bf16 matmul peak measured on the same GPU in
-the same run (fp32 rows too, so every row is on one scale).
+as matmuls; MFU divides the achieved FLOP/s by the matmul peak of the GPU's fast half precision
+measured on the same GPU in the same run (fp32 rows too, so every row is on one scale): bf16 from
+compute capability 8.0, float16 below it (a T4 or V100 has no bf16 tensor cores); the table's
+last lines and the results file (``peak_dtype``) name it.
 
 Rows:
 
 - vitlib, measured through the real thing: ``ViTCLI`` builds the module, data module and Trainer
   from ``configs/fast.yaml`` (or ``reference.yaml``) exactly as ``python -m vitlib fit`` does,
   and ``Trainer.fit`` runs with one timing callback added, so the step timed is the step users run
-  (Lightning's loop, logging, callbacks included). The variants change one setting of the recipe
-  at a time: no compile, CPU-worker augmentation, the plain teaching path.
+  (Lightning's loop, logging, callbacks included). Its precision and compile are the machine's
+  (:func:`vitlib.support.hardware.choose`), as for every run; each row says what ran. The variants
+  change one setting of the recipe at a time: compiled, eager (the pair that decides
+  ``hardware.COMPILE_MEASURED``), CPU-worker augmentation, the plain teaching path.
 - timm's ``VisionTransformer`` of the same size, trained the usual way: a DataLoader with CPU
   workers over the same torchvision v2 transforms (crop, flip, RandAugment), CutMix/MixUp on the
   device in the loop, float32, eager, AdamW, batch 256 (the reference recipe's).
@@ -69,9 +73,10 @@ from vitlib.support.cifar import (
     write_cifar100,
 )
 from vitlib.support.files import write_json_atomic
+from vitlib.support.hardware import Capabilities
 from vitlib.support.provenance import commit_and_dirty, cpu_name, gpu_name
 
-__all__ = ["ROWS", "Row", "StepTimer", "main", "matmul_peak_flops", "run_benchmark", "training_flops_per_image"]
+__all__ = ["ROWS", "Row", "StepTimer", "main", "matmul_peak_flops", "peak_dtype", "run_benchmark", "training_flops_per_image"]
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_TRAIN_IMAGES = 50_000  # one epoch, for epoch_s
@@ -95,7 +100,9 @@ class Row:
 
 
 ROWS = (
-    Row("vitlib-vit-fast", "vitlib", "vit", default=True, what="configs/fast.yaml as it is"),
+    Row("vitlib-vit-fast", "vitlib", "vit", default=True,
+        what="configs/fast.yaml as it is: precision and compile as the machine's decision picks"),
+    Row("vitlib-vit-fast-compiled", "vitlib", "vit", overrides=("--model.compile", "true"), what="fast, torch.compile"),
     Row("vitlib-vit-fast-eager", "vitlib", "vit", overrides=("--model.compile", "false"), what="fast, no torch.compile"),
     Row("vitlib-vit-fast-cpu-workers", "vitlib", "vit", overrides=("--data.pipeline", "torchvision"),
         what="fast, augmentation in DataLoader workers"),
@@ -160,6 +167,11 @@ def training_flops_per_image(model: nn.Module, image_size: int = 32) -> float:
     with sdpa_kernel(SDPBackend.MATH), counter:
         model.train()(images).float().square().mean().backward()
     return counter.get_total_flops() / images.shape[0]
+
+
+def peak_dtype(capabilities: Capabilities) -> torch.dtype:
+    """The dtype of a GPU's fast matmuls, MFU's scale: bf16 from compute capability 8.0, float16 below."""
+    return torch.bfloat16 if capabilities.bf16_native else torch.float16
 
 
 def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16, size: int = 8192, repeats: int = 20) -> float:
@@ -256,7 +268,7 @@ def run_vitlib(row: Row, settings: Settings, scratch: Path) -> dict[str, Any]:
         "batch_size": dm.batch_size * cli.trainer.world_size,
         "precision": str(cli.trainer.precision),
         "pipeline": pipeline if pipeline == "gpu" else cpu_workers(dm.num_workers),
-        "compile": module.compile_model,
+        "compile": module.compiled,  # what ran: "eager" after a compile that failed
         "timer": timer,
         "model_config": module.config,
         "build": lambda: ViT(module.config),
@@ -325,7 +337,7 @@ def run_baseline(row: Row, settings: Settings, scratch: Path) -> dict[str, Any]:
         "batch_size": batch_size,
         "precision": "32-true",
         "pipeline": cpu_workers(settings.workers),
-        "compile": False,
+        "compile": "eager",
         "timer": timer,
         "model_config": cfg,
         "build": lambda: BUILDERS[row.impl](cfg),
@@ -454,7 +466,8 @@ def run_benchmark(
     with tempfile.TemporaryDirectory(prefix="vitlib-bench-data-") as scratch:
         root, data, verify_md5 = prepare_data(data_dir or default_data_dir(), tiny, Path(scratch))
         settings = Settings(warmup, steps, workers, tiny, root, data, verify_md5, device, tuple(overrides))
-        peak = matmul_peak_flops(device) if device.type == "cuda" else None
+        dtype = peak_dtype(Capabilities.detect()) if device.type == "cuda" else None
+        peak = matmul_peak_flops(device, dtype) if dtype is not None else None
         results = [r for r in (measure_row(row, settings, peak) for row in rows) if r is not None]
     gpu = gpu_name(device) or "cpu"
     commit, dirty = (commit, None) if commit else commit_and_dirty(REPO)
@@ -471,7 +484,8 @@ def run_benchmark(
         "warmup_steps": warmup,
         "timed_steps": steps,
         "vitlib_overrides": list(overrides),
-        "peak_bf16_tflops": None if peak is None else round(peak / 1e12, 1),
+        "peak_tflops": None if peak is None else round(peak / 1e12, 1),
+        "peak_dtype": None if dtype is None else str(dtype).removeprefix("torch."),  # MFU's scale
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "epoch_images": CIFAR_TRAIN_IMAGES,
         "rows": results,
@@ -482,6 +496,8 @@ def run_benchmark(
     path = results_path(out, gpu, started)
     write_json_atomic(path, payload)
     print(table(results))
+    if peak is not None:
+        print(f"MFU against the {payload['peak_dtype']} matmul peak measured here: {payload['peak_tflops']} TFLOP/s")
     for comparison in payload["comparisons"]:
         print(f"{comparison['row']}: {comparison['speedup']}x {comparison['baseline']}")
     for skip in settings.skipped:

@@ -24,7 +24,10 @@ folder is larger. The stages of a run:
 2. bench: ``python -m benchmarks.bench`` (vitlib's fast recipe against timm and vit-pytorch);
 3. train: ``configs/fast.yaml`` for as many epochs as fit, planned from the benchmark's images/s
    and rounded down to whole learning-rate cycles; a :class:`Deadline` callback ends training at
-   an epoch end before the stop time if the plan was too hopeful;
+   an epoch end before the stop time if the plan was too hopeful. Precision and compile are the
+   machine's (:func:`vitlib.support.hardware.choose`: bf16 from compute capability 8.0, float16
+   below it, torch.compile only where measured to win), as for every run; the log and
+   ``summary.json`` name them, and what really ran (``fit.ran``);
 4. record: :func:`vitlib.lab.records.record_run` writes the record and the weights under
    ``DIR/results``;
 5. test: ``python -m vitlib test`` evaluates the last checkpoint on the test split;
@@ -500,7 +503,11 @@ class Run:
         self.runs = Path(tempfile.mkdtemp(prefix="runs-", dir=work))  # fresh: the run folders are known
         st.status, st.seconds = "ok", time.time() - self.start
         st.result = f"installed {', '.join(installed) or 'nothing'}; data: {data}"
-        self.summary.update(installed=installed, data=data, commit=self.commit,
+        from vitlib.support.hardware import choose
+
+        fast_path = choose().describe()
+        self.log(f"fast path: {fast_path}")
+        self.summary.update(installed=installed, data=data, commit=self.commit, fast_path=fast_path,
                             bundle=str(self.args.from_bundle) if self.bundle else None)  # fmt: skip
 
     def bench(self) -> dict[str, Any] | None:
@@ -562,7 +569,7 @@ class Run:
         if fitted:
             # metrics.json's epoch is Lightning's current_epoch at the fit's end: the epochs completed.
             st.result = f"{fitted['epoch']}/{epochs} epochs; last validation (the test set) top-1 {fitted['top1']:.2%}"
-            keys = ("dataset", "images", "loss", "top1", "top5", "epoch", "global_step")
+            keys = ("dataset", "images", "loss", "top1", "top5", "epoch", "global_step", "ran")
             self.summary["fit"] = {"argv": fit[1:], **{k: fitted.get(k) for k in keys}}
             self.record(run_dir, bench)
         self.test(run_dir / "checkpoints" / "last.ckpt")
@@ -592,7 +599,8 @@ class Run:
                 "--ckpt_path", str(checkpoint), "--trainer.enable_progress_bar", "false",
                 "--trainer.logger", loggers(self.runs, "test"), *(TINY_DATA if self.mode.tiny else [])]  # fmt: skip
         # Eager: compiling the evaluation graph would take longer than the 10,000 images do, and
-        # the checkpoint's own settings (compile: true) win over --model.compile.
+        # the checkpoint's own settings (compile: auto, which compiles on a measured GPU) win over
+        # --model.compile.
         rc, st.seconds = run_child(test, self.left() - 5, self.log, {**self.env, "TORCH_COMPILE_DISABLE": "1"})
         tested = read_json(self.runs / "test" / "version_0" / "metrics.json")
         st.status = status_of(rc, tested, "metrics.json")

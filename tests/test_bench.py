@@ -13,9 +13,10 @@ from datetime import datetime
 import pytest
 import torch
 
-from benchmarks.bench import ROWS, StepTimer, main, matmul_peak_flops, training_flops_per_image
+from benchmarks.bench import ROWS, StepTimer, main, matmul_peak_flops, peak_dtype, training_flops_per_image
 from vitlib.config import ViTConfig
 from vitlib.model import ViT
+from vitlib.support.hardware import Capabilities
 
 ROW_FIELDS = {"name", "impl", "model", "default", "images_per_s", "epoch_s", "mfu", "peak_mem_gb", "batch_size", "precision"}
 TOP_FIELDS = {"gpu", "torch", "commit", "date", "hardware", "command", "rows"}
@@ -37,7 +38,7 @@ def test_tiny_benchmark_runs_every_importable_implementation(tmp_path, monkeypat
     assert results["commit"] is None or re.fullmatch("[0-9a-f]{40}", results["commit"])
     assert datetime.fromisoformat(results["date"]).tzinfo is not None
     assert results["command"] == f"python -m benchmarks.bench --tiny --out {tmp_path / 'results'}"
-    assert results["peak_bf16_tflops"] is None and "synthetic" in results["data"]
+    assert results["peak_tflops"] is None and results["peak_dtype"] is None and "synthetic" in results["data"]
 
     importable = [r.name for r in ROWS if importlib.util.find_spec(PACKAGES[r.impl]) is not None]
     rows = {row["name"]: row for row in results["rows"]}
@@ -47,7 +48,7 @@ def test_tiny_benchmark_runs_every_importable_implementation(tmp_path, monkeypat
         assert row["images_per_s"] > 0
         assert row["epoch_s"] == pytest.approx(50_000 / row["images_per_s"], rel=1e-3)
         assert row["mfu"] is None and row["peak_mem_gb"] is None  # no GPU
-        assert row["precision"] == "32-true" and row["batch_size"] == 16 and row["compile"] is False
+        assert row["precision"] == "32-true" and row["batch_size"] == 16 and row["compile"] == "eager"
     assert [name for name, row in rows.items() if row["default"]] == ["vitlib-vit-fast"]
     assert rows["vitlib-vit-fast"]["pipeline"] == "gpu"
     assert rows["vitlib-vit-fast-cpu-workers"]["pipeline"] == "torchvision, 1 CPU worker"
@@ -118,3 +119,10 @@ def test_timer_and_peak_measurement_on_a_cpu():
     finished = [timer.step_done(torch.device("cpu")) for _ in range(5)]
     assert finished == [False, False, False, False, True] and timer.seconds > 0 and timer.peak_bytes is None
     assert matmul_peak_flops(torch.device("cpu"), torch.float32, size=64, repeats=2) > 0
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16),
+                                               ((9, 0), torch.bfloat16)])  # fmt: skip
+def test_mfu_is_measured_against_the_gpus_fast_half_precision(capability, dtype):
+    """A T4 or V100 has no bf16 tensor cores: its peak is float16's."""
+    assert peak_dtype(Capabilities("GPU", capability)) == dtype
