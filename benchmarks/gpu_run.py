@@ -67,7 +67,7 @@ import yaml
 
 from vitlib.support.files import atomic_write, write_json_atomic
 from vitlib.support.provenance import commit_and_dirty, gpu_name
-from vitlib.support.timed import cycle_epochs, plan_epochs
+from vitlib.support.timed import cycle_epochs, plan_epochs, recipe_cycles
 
 __all__ = ["Problem", "choose_data", "main", "make_bundle", "read_bundle", "run_child", "wheels_to_install"]
 
@@ -119,7 +119,7 @@ def epoch_estimate(bench: dict[str, Any] | None, n_train: int, n_test: int) -> f
         return None
     train = n_train / row["images_per_s"]
     validate = train * n_test / n_train / 3  # forward only: about a third of a training step's work
-    return 1.1 * (train + validate) + 0.5  # + Lightning's loop and two checkpoint writes
+    return train + validate  # plan_epochs adds the margin for Lightning's loop and the checkpoint writes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -545,11 +545,10 @@ class Run:
         st = self.stage("train")
         recipe = yaml.safe_load(RECIPE.read_text())
         max_epochs = self.args.max_epochs or (2 if self.mode.tiny else recipe["trainer"]["max_epochs"])
-        cycle = cycle_epochs(recipe["model"]["schedule"]["half_cycle_epochs"])
         stop_at = self.deadline - self.mode.after_train_s
         epoch_s = epoch_estimate(bench, self.mode.n_train, self.mode.n_test)
-        epochs, half_cycle = plan_epochs(stop_at - time.time() - self.mode.startup_s, epoch_s, max_epochs, cycle)
-        cycle = cycle if half_cycle is None else epochs
+        epochs, half_cycle = plan_epochs(stop_at - time.time() - self.mode.startup_s, epoch_s, max_epochs, recipe_cycles(recipe))
+        cycle = cycle_epochs(half_cycle)
         estimate = "no estimate" if epoch_s is None else f"about {epoch_s:.1f} s each"
         left = stop_at - time.time()
         self.log(f"plan: {epochs} epochs ({estimate}, LR cycle {cycle} epochs), stop within {left:.0f} s")
@@ -557,7 +556,7 @@ class Run:
         fit = [sys.executable, "-m", "vitlib", "fit", "--config", str(RECIPE.relative_to(REPO)), *self.data_args(),
                "--trainer.max_epochs", str(epochs), "--trainer.enable_progress_bar", "false",
                "--trainer.logger", loggers(self.runs, "fit"), f"--trainer.callbacks+={json.dumps(deadline)}",
-               *(["--model.schedule.half_cycle_epochs", str(half_cycle)] if half_cycle is not None else []),
+               "--model.schedule.half_cycle_epochs", str(half_cycle),
                *(TINY_FIT if self.mode.tiny else [])]  # fmt: skip
         # Grace past stop_at for an epoch end the estimate missed; the test keeps half its share.
         rc, st.seconds = run_child(fit, stop_at + self.mode.after_train_s / 2 - time.time(), self.log, self.env)

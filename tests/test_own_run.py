@@ -53,21 +53,26 @@ def test_the_plan_says_its_recipe_epochs_cycles_and_fast_path():
     assert "one learning-rate cycle of 30 epochs" in one.describe()
 
 
+def _fit(epochs: int) -> float:
+    """The warm-up's epoch time at which exactly ``epochs`` fit in 900 s with the plan's margin."""
+    return (900 / (epochs + 0.5) - own_run.timed.PAD_S) / own_run.timed.MARGIN
+
+
 @pytest.mark.parametrize(
     ("epoch_s", "config", "epochs", "cycle"),
     [
-        (900 / 30, "short_budget", 30, 15),  # two whole cycles of the short recipe
-        (900 / 50.5, "short_budget", 45, 15),  # 50 fit: the short recipe, whole cycles of 15
-        (900 / 51.5, "short_budget", 45, 15),  # 51 fit, but whole cycles of the long recipe would train 50: short
-        (900 / 99.5, "short_budget", 45, 15),  # 99 fit: one long cycle would train 50, so short, at most 50
-        (900 / 100.5, "cpu_long", 100, 50),  # two whole cycles of the long recipe
-        (900 / 120, "cpu_long", 100, 50),  # more than the long run's 100: capped, two cycles of 50
-        (900 / 10.5, "short_budget", 10, 10),  # fewer than a cycle: one stretched cycle
+        (_fit(30), "short_budget", 30, 15),  # the short recipe's two cycles, as the study trained it
+        (_fit(50), "short_budget", 50, 25),  # the boundary: still short, two cycles over 50
+        (_fit(51), "short_budget", 50, 25),  # 51 fit, but two whole cycles train 50: the short recipe
+        (_fit(52), "cpu_long", 52, 26),
+        (_fit(99), "cpu_long", 98, 49),
+        (_fit(120), "cpu_long", 100, 50),  # more than the long run's 100: capped, two cycles of 50
+        (_fit(1), "short_budget", 1, 1),  # one epoch: one cycle over it
     ],
 )
 def test_the_plan_takes_the_recipe_for_the_epochs_that_fit(monkeypatch, epoch_s, config, epochs, cycle):
-    """The warm-up is timed (here: its result is given), then the recipe follows the epochs it
-    trains (vitlib.lab.ablation.recipe_for), and its own cycle shapes the schedule."""
+    """The warm-up is timed (here: its result is given), then the recipe follows the epochs that
+    fit (vitlib.lab.ablation.recipe_for), its two cycles scaled over them."""
     monkeypatch.setattr(own_run.cli, "main", lambda args: None)
     monkeypatch.setattr(own_run.timed, "read_warm_up", lambda path: {"epoch_s": epoch_s, "startup_s": 0.0})
     monkeypatch.setattr(own_run.time, "time", lambda: 1_000.0)  # no time passes during the warm-up

@@ -8,7 +8,7 @@ import pytest
 from vitlib.data import CIFAR100DataModule
 from vitlib.module import ViTModule
 from vitlib.support.callbacks import ThroughputMonitor
-from vitlib.support.timed import Deadline, WarmUp, cycle_epochs, plan_epochs, read_warm_up, stop_reason
+from vitlib.support.timed import MARGIN, PAD_S, Deadline, WarmUp, cycle_epochs, plan_epochs, read_warm_up, recipe_cycles, stop_reason
 
 
 def test_stop_reason_projects_the_next_epoch_and_keeps_whole_cycles():
@@ -23,14 +23,39 @@ def test_stop_reason_projects_the_next_epoch_and_keeps_whole_cycles():
     assert stop_reason(0, 30, 0, [], 20) is None
 
 
-def test_plan_epochs_rounds_to_whole_cycles_or_stretches_one():
-    assert plan_epochs(300, 1.5, 100, 20) == (100, None)  # everything fits: the recipe's 100
-    assert plan_epochs(100, 1.5, 100, 20) == (60, None)  # 66 fit: three whole cycles
-    assert plan_epochs(30, 2.0, 100, 20) == (15, 7.5)  # less than a cycle: one cycle over 15 epochs
-    assert plan_epochs(1, 5.0, 100, 20) == (1, 0.5)  # never zero epochs
-    assert plan_epochs(10, None, 100, 20) == (100, None)  # no estimate: the Deadline callback decides
-    assert plan_epochs(60, 1.0, 2, 20) == (2, 1.0)  # the tiny mode's cap
+def test_plan_epochs_scales_the_recipes_cycles_over_what_fits_with_a_margin():
+    assert plan_epochs(300, 1.5, 100, 2) == (100, 25.0)  # everything fits: the recipe's 100, two cycles of 50
+    fits = int(100 // (1.5 * MARGIN + PAD_S))  # 55 with the margin (66 without)
+    assert plan_epochs(100, 1.5, 100, 2) == (fits - fits % 2, (fits - fits % 2) / 4)  # two cycles over what fits
+    assert plan_epochs(100, 1.5, 100, 5) == (55, 5.5)  # five cycles of 11
+    assert plan_epochs(1, 5.0, 100, 2) == (1, 0.5)  # never zero epochs: one cycle over one
+    assert plan_epochs(10, None, 100, 2) == (100, 25.0)  # no estimate: the Deadline callback decides
+    assert plan_epochs(60, 1.0, 2, 5) == (2, 0.5)  # the tiny mode's cap: as many cycles as epochs
 
+
+def test_recipe_cycles_counts_the_whole_cycles_of_a_config():
+    assert recipe_cycles({"model": {"schedule": {"name": "cyclic", "half_cycle_epochs": 25}}, "trainer": {"max_epochs": 100}}) == 2
+    assert recipe_cycles({"model": {"schedule": {"name": "cyclic", "half_cycle_epochs": 10}}, "trainer": {"max_epochs": 100}}) == 5
+    assert recipe_cycles({"model": {"schedule": {"name": "cosine"}}, "trainer": {"max_epochs": 20}}) == 1
+
+
+@pytest.mark.parametrize("slower", [1.0, 1.02, 1.05])
+def test_a_run_slower_than_its_warm_up_still_uses_its_budget_and_ends_at_the_low_rate(slower: float) -> None:
+    """Simulated: a 15-minute budget, epochs timed at 8 s by the warm-up that really take 2 % or 5 %
+    longer. Every planned epoch runs (so the schedule ends at its lowest rate, on a cycle boundary)
+    and at least 90 % of the budget is used."""
+    budget, warm_epoch = 900.0, 8.0
+    epochs, half_cycle = plan_epochs(budget, warm_epoch, 1000, 2)
+    cycle = cycle_epochs(half_cycle)
+    durations: list[float] = []
+    now = 0.0
+    for done in range(1, epochs + 1):
+        now += warm_epoch * slower
+        durations.append(warm_epoch * slower)
+        if done < epochs and stop_reason(now, budget, done, durations, cycle) is not None:
+            break
+    assert done == epochs and epochs % cycle == 0
+    assert 0.9 * budget <= now <= budget
 
 
 def test_cycle_epochs_is_a_whole_rise_and_fall():

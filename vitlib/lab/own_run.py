@@ -4,11 +4,10 @@ found again by chapter 7.
 On a GPU with the real data, chapter 6 trains for ``TRAIN_MINUTES``: :func:`plan` times a warm-up
 (:class:`vitlib.support.timed.WarmUp`: two epochs of a few batches of ``configs/cpu_long.yaml``, the
 recipe of the recorded long run, whose mixing makes it the slower of the two), counts the epochs
-that fit, and takes the recipe the recipe study advises for that many epochs
-(:func:`vitlib.lab.ablation.recipe_for`: ``short_budget`` without CutMix / MixUp for a short run,
-``cpu_long`` for a long one); it sets the epochs and the length of the learning-rate cycle so that
-the schedule ends, at its lowest rate, when the budget does (whole cycles of the recipe when they
-fit, one cycle stretched over the run otherwise); :func:`train` runs exactly what ``python -m
+that fit (with a margin: :func:`vitlib.support.timed.plan_epochs`), and takes the recipe the recipe
+study advises for that many epochs (:func:`vitlib.lab.ablation.recipe_for`: ``short_budget`` without
+CutMix / MixUp for a short run, ``cpu_long`` for a long one), its two learning-rate cycles scaled
+over them so that the schedule ends, at its lowest rate, when the budget does; :func:`train` runs exactly what ``python -m
 vitlib fit --config <recipe>`` runs with those two settings, on the fast path
 :func:`vitlib.support.hardware.choose` picks, with Lightning's progress bar. The run lands in
 ``runs/book/recipe/vitlib/version_N/`` of a checkout (a temporary folder elsewhere):
@@ -134,19 +133,18 @@ def plan(source: DataSource, seconds: float) -> Plan:
         warm = timed.read_warm_up(out)
     stop_at = start + seconds
     left = stop_at - time.time() - warm["startup_s"]
-    # At most the long run's epochs, with the recipe for the epochs trained: when whole cycles of
-    # the long recipe cut the run back to a short one, the short recipe is planned instead.
+    # At most the long run's epochs; the recipe is the one for the epochs that fit, its cycles
+    # scaled over them (the recipe study trained each arm so, at 30 epochs and at 100).
+    # Rounding to whole cycles may bring the epochs under the short recipe's limit: then the plan
+    # is made again with that recipe (the epochs trained choose the recipe).
     most = recipe_config(WARM_UP_CONFIG)["trainer"]["max_epochs"]
-    first = ablation.recipe_for(timed.plan_epochs(left, warm["epoch_s"], most, 0)[0])
-    for config in dict.fromkeys([first, ablation.BUDGET_RECIPES["short"]]):
-        cap = ablation.SHORT_BUDGET_EPOCHS if config == ablation.BUDGET_RECIPES["short"] else most
-        cycle = timed.cycle_epochs(recipe_config(config)["model"]["schedule"]["half_cycle_epochs"])
-        epochs, half_cycle = timed.plan_epochs(left, warm["epoch_s"], cap, cycle)
+    config = ablation.recipe_for(timed.plan_epochs(left, warm["epoch_s"], most, 1)[0])
+    for _ in range(2):
+        epochs, half_cycle = timed.plan_epochs(left, warm["epoch_s"], most, timed.recipe_cycles(recipe_config(config)))
         if ablation.recipe_for(epochs) == config:
             break
-    if half_cycle is not None:
-        cycle = epochs
-    return Plan(config, seconds, stop_at, epochs, half_cycle or cycle / 2, cycle, warm["epoch_s"], warm["startup_s"], path)
+        config = ablation.recipe_for(epochs)
+    return Plan(config, seconds, stop_at, epochs, half_cycle, timed.cycle_epochs(half_cycle), warm["epoch_s"], warm["startup_s"], path)
 
 
 def train(source: DataSource, planned: Plan) -> RecordedRun:

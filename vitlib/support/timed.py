@@ -3,7 +3,7 @@ schedule ends where it should, and a stop at an epoch end should the plan prove 
 
 :class:`WarmUp` times a short fit (a few batches per epoch, two epochs: the first one pays for
 start-up and compiling) and writes the seconds of one whole epoch; :func:`plan_epochs` turns the
-seconds left into whole learning-rate cycles (or one cycle stretched over what fits);
+seconds left, with a margin, into epochs with the recipe's learning-rate cycles scaled over them;
 :class:`Deadline` ends training at an epoch end before the stop time. Chapter 6 trains the book's
 recipe to a budget with them, and the GPU run command to its deadline.
 """
@@ -78,18 +78,36 @@ class Deadline(L.Callback):
             trainer.should_stop = True
 
 
-def plan_epochs(seconds: float, epoch_s: float | None, max_epochs: int, cycle_epochs: int) -> tuple[int, float | None]:
-    """(epochs, ``half_cycle_epochs`` to set or None) for ``seconds`` of epochs of ``epoch_s`` each.
+# Epochs of a real run take longer than the warm-up projected (a progress bar, checkpoint writes
+# at every epoch end, a busier machine): the plan leaves this margin, so that a run 5 % slower than
+# its warm-up still ends on schedule, and one at the warm-up's speed uses 90 % of its budget.
+MARGIN = 1.06
+PAD_S = 0.2
 
-    Whole LR cycles when at least one fits, so that the run ends at the cycle's low rate; fewer
-    epochs than a cycle get one cycle stretched to fit. Without an estimate: ``max_epochs``, and
-    :class:`Deadline` decides.
+
+def plan_epochs(seconds: float, epoch_s: float | None, max_epochs: int, cycles: int) -> tuple[int, float]:
+    """(epochs, ``half_cycle_epochs``) for ``seconds`` of epochs of ``epoch_s`` each (timed by a
+    warm-up; planned with :data:`MARGIN` and :data:`PAD_S` on top), at most ``max_epochs``.
+
+    The recipe's ``cycles`` whole triangular cycles are scaled over the epochs that fit (fewer when
+    fewer epochs fit), and the epochs rounded down to a whole number of them, so that the run uses
+    its budget and ends at the cycle's low rate whatever the budget. Without an estimate:
+    ``max_epochs``, and :class:`Deadline` decides.
     """
-    fits = max_epochs if epoch_s is None else min(max_epochs, int(seconds // epoch_s))
-    if cycle_epochs and fits >= cycle_epochs:
-        return fits - fits % cycle_epochs, None
+    fits = max_epochs if epoch_s is None else min(max_epochs, int(seconds // (epoch_s * MARGIN + PAD_S)))
     fits = max(1, fits)
-    return fits, fits / 2
+    cycles = max(1, min(cycles, fits))
+    epochs = fits - fits % cycles
+    return epochs, epochs / (2 * cycles)
+
+
+def recipe_cycles(config: dict[str, Any]) -> int:
+    """How many whole triangular cycles a training config's schedule runs over its epochs (1 for
+    another schedule)."""
+    schedule, epochs = config["model"].get("schedule") or {}, config["trainer"]["max_epochs"]
+    if schedule.get("name") != "cyclic":
+        return 1
+    return max(1, round(epochs / cycle_epochs(schedule["half_cycle_epochs"])))
 
 
 class WarmUp(L.Callback):
