@@ -61,7 +61,9 @@ def test_fit_then_resume_then_test_then_predict(run_dir, capsys):
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 30), dtype=np.uint8)).save(gray)
     text = run_dir / "notes.txt"
     text.write_text("not an image")
+    before = sorted(run_dir.rglob("*"))
     main(["predict", "--ckpt_path", str(last), str(rgba), str(gray), str(text), "missing.png"])
+    assert sorted(run_dir.rglob("*")) == before  # a prediction writes no run folder, no config.yaml
     lines = [line for line in capsys.readouterr().out.splitlines() if ": " in line]
     by_file = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in lines}
     for good in (rgba, gray):

@@ -23,7 +23,7 @@ import lightning as L
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
 
@@ -126,8 +126,10 @@ class ViTCLI(LightningCLI):
                 if init_args is not None and init_args.get("save_dir") == RUNS_DIR:
                     init_args["save_dir"] = str(root_dir)
         if self.subcommand == "predict":
-            # The bar shares stdout with the printed predictions.
+            # The bar shares stdout with the printed predictions; a prediction is not a run, so it
+            # writes no run folder (no logger; the checkpoint callback saves nothing without fitting).
             config["trainer.enable_progress_bar"] = False
+            config["trainer.logger"] = False
         ckpt_path = config.get("ckpt_path")
         self.published = pretrained_folder(ckpt_path) if ckpt_path and self.subcommand != "fit" else None
         if self.published is not None:
@@ -156,6 +158,8 @@ class ViTCLI(LightningCLI):
         # and read with weights_only=True; a CheckpointIO configured by the user is kept.
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if self.subcommand == "predict":  # no run folder: not even the config.yaml of one
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)]
         # TensorBoard picks the next free version_N; the CSV logger writes into the same folder.
         tensorboard = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         for logger in trainer.loggers:
