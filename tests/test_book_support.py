@@ -264,7 +264,8 @@ def test_run_curves_give_each_model_one_colour_and_each_seed_one_line() -> None:
     loss_ax, acc_ax = fig.axes
     assert len(loss_ax.lines) == 4 and len(acc_ax.lines) == 4
     assert loss_ax.lines[0].get_color() == loss_ax.lines[2].get_color() != loss_ax.lines[3].get_color()
-    assert [t.get_text() for t in acc_ax.get_legend().get_texts()] == ["patch (3 seeds)", "conv (1 seed)"]
+    (legend,) = fig.legends  # one legend for the figure, below its panels
+    assert [t.get_text() for t in legend.get_texts()] == ["patch (3 seeds)", "conv (1 seed)"]
 
 
 def test_grid_runs_come_from_the_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -216,7 +216,7 @@ def test_plot_attention_heads_has_one_panel_per_head(vit_and_images):
     _, maps = model_attention(model, images)
     fig = plot_attention_heads(images[1], maps, layer=1, has_cls_token=model.cfg.pool == "cls", index=1)
     panels, colorbar = fig.axes[:-1], fig.axes[-1]
-    assert len(panels) == model.cfg.heads and colorbar.get_ylabel() == HEAT_LABEL
+    assert len(panels) == model.cfg.heads and colorbar.get_ylabel().replace("\n", " ") == HEAT_LABEL  # broken into lines that fit
     assert all(len(ax.images) == 2 for ax in panels)  # image + heat map
     assert len({ax.images[1].get_clim() for ax in panels}) == 1  # one scale for all heads
     _assert_panels_rendered(fig)
@@ -227,7 +227,7 @@ def test_plot_attention_layers_has_one_panel_per_block_plus_rollout(vit_and_imag
     _, maps = model_attention(model, images)
     fig = plot_attention_layers(images[0], maps, has_cls_token=model.cfg.pool == "cls")
     assert len(fig.axes) == model.cfg.depth + 2  # blocks, rollout, colour bar
-    assert fig.axes[-2].get_title() == "rollout" and fig.axes[-1].get_ylabel() == HEAT_LABEL
+    assert fig.axes[-2].get_title() == "rollout" and fig.axes[-1].get_ylabel().replace("\n", " ") == HEAT_LABEL
     _assert_panels_rendered(fig)
 
 
@@ -249,7 +249,7 @@ def test_prediction_collage_marks_right_and_wrong(vit_and_images, with_heatmaps)
     # image + bar chart per sample, and one colour bar for the heat maps
     assert len(fig.axes) == 2 * len(images) + with_heatmaps
     if with_heatmaps:
-        assert fig.axes[-1].get_ylabel() == HEAT_LABEL
+        assert fig.axes[-1].get_ylabel().replace("\n", " ") == HEAT_LABEL
     panels = fig.axes[: 2 * len(images)]
     image_axes, bar_axes = panels[0::2], panels[1::2]
     assert to_rgba(image_axes[0].title.get_color()) == to_rgba("tab:green")
@@ -328,3 +328,67 @@ def test_a_figure_carries_the_width_at_which_its_smallest_label_reads_at_8_pt(mo
     width = int(page.split("--legible-width:", 1)[1].split("px", 1)[0])
     png = base64.b64decode(page.split("base64,", 1)[1].split('"', 1)[0])
     assert width == figures.legible_width(Image.open(io.BytesIO(png)).width, 7.0) == Image.open(io.BytesIO(png)).width
+
+
+def _inside(fig, artist) -> bool:
+    box, canvas = artist.get_window_extent(fig.canvas.get_renderer()), fig.bbox
+    return box.x0 >= canvas.x0 - 1 and box.y0 >= canvas.y0 - 1 and box.x1 <= canvas.x1 + 1 and box.y1 <= canvas.y1 + 1
+
+
+def test_patch_indices_carry_a_dark_outline():
+    """White digits alone vanish on a bright sky: each index is stroked in black."""
+    fig = plot_patches(torch.ones(3, 32, 32), 8)
+    digits = [t for t in fig.axes[0].texts if t.get_text().isdigit()]
+    assert [t.get_text() for t in digits] == [str(i) for i in range(16)]
+    for digit in digits:
+        (effect,) = digit.get_path_effects()
+        assert to_rgba(digit.get_color()) == to_rgba("white")
+        assert to_rgba(effect._gc["foreground"]) == to_rgba("black")
+
+
+def test_heat_colour_bar_label_lies_inside_the_figure(vit_and_images):
+    """A one-row figure is shorter than the heat label: the label is broken into lines that fit."""
+    model, images = vit_and_images
+    _, maps = rollout.model_attention(model, images)
+    has_cls = model.cfg.pool == "cls"
+    for fig in (plot_attention_heads(images[0], maps, layer=0, has_cls_token=has_cls),
+                plot_attention_layers(images[0], maps, has_cls_token=has_cls)):  # fmt: skip
+        fig.canvas.draw()
+        bar = fig.axes[-1]
+        label = bar.yaxis.label
+        assert label.get_text().replace("\n", " ") == HEAT_LABEL
+        assert _inside(fig, label), (label.get_window_extent(), fig.bbox)
+        assert all(_inside(fig, tick) for tick in bar.get_yticklabels() if tick.get_text())
+
+
+def test_run_curves_keep_their_legend_below_and_their_epochs_apart():
+    """Three narrow panels: the legend sits under them, inside the figure, and the epoch labels
+    of each panel do not overlap."""
+    history = {"lr": [(e, 0.001) for e in range(30)], "train/loss": [(e, 4.0 - e / 30) for e in range(30)],
+               "val/top1": [(e, e / 60) for e in range(30)]}  # fmt: skip
+    panels = [("lr", "learning rate"), ("train/loss", "training loss"), ("val/top1", "held-out top-1")]
+    fig = figures.plot_run_curves({"the recipe": [history, history], "warm-up + cosine instead of triangular": [history]}, panels)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    assert _inside(fig, legend)
+    legend_box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert ax.get_legend() is None
+        assert legend_box.y1 <= ax.get_tightbbox(renderer).y0 + 1  # below every panel, its labels included
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+        boxes = [b for b in boxes if ax.bbox.x0 - 1 <= (b.x0 + b.x1) / 2 <= ax.bbox.x1 + 1]
+        assert len(boxes) >= 2
+        assert all(a.x1 + 2 <= b.x0 for a, b in zip(boxes, boxes[1:])), [(b.x0, b.x1) for b in boxes]
+    assert figures.legend_columns(["a" * 45, "b" * 50], figures.PAGE_WIDTH) == 2
+    assert figures.legend_columns(["a" * 45] * 6, figures.PAGE_WIDTH) == 2
+    assert figures.legend_columns(["a" * 200], 2.0) == 1
+
+
+def test_an_untitled_figure_is_described_by_its_panels():
+    """Chapter 4's grid of augmentation draws has no titles: its alt text still says what it shows."""
+    fig = figures.plot_image_grid(torch.rand(32, 3, 8, 8), ncols=8, panel_size=1.3)
+    assert figures.figure_description(fig) == "Figure: 32 images, 4 rows of 8"
+    assert figures.figure_description(figures.plot_image_grid(torch.rand(3, 3, 8, 8), ncols=8)) == "Figure: 3 images, in one row"
+    assert figures.figure_description(plt.figure()) == "Figure"
+

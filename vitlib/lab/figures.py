@@ -15,6 +15,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+import matplotlib.patheffects
 import matplotlib.pyplot as plt
 import matplotlib.text
 import torch
@@ -55,7 +56,25 @@ def heat_scale(*heats: torch.Tensor) -> float:
 
 def add_heat_colorbar(fig: Figure, mappable: Any, axes: Sequence[Axes]) -> None:
     """One colour bar for the heat maps of ``axes`` (they share ``mappable``'s scale)."""
-    fig.colorbar(mappable, ax=list(axes), shrink=0.8, label=HEAT_LABEL)
+    fit_colorbar_label(fig, fig.colorbar(mappable, ax=list(axes), shrink=0.8), HEAT_LABEL)
+
+
+def fit_colorbar_label(fig: Figure, colorbar: Any, text: str) -> None:
+    """Label ``colorbar`` with ``text``, broken into as few lines as keep it inside the figure: a
+    one-row figure is shorter than the heat label, which would otherwise be cut at its edges."""
+    words = text.split()
+    for lines in range(1, len(words) + 1):
+        wrapped = textwrap.wrap(text, width=math.ceil(len(text) / lines), break_long_words=False)
+        colorbar.set_label("\n".join(wrapped))
+        fig.canvas.draw()  # the layout places the bar (and makes room for the label) when drawn
+        if _inside_canvas(fig, colorbar.ax.yaxis.label):
+            return
+
+
+def _inside_canvas(fig: Figure, artist: Any) -> bool:
+    """Whether ``artist`` (drawn) lies within ``fig``'s canvas, to a pixel."""
+    box, canvas = artist.get_window_extent(fig.canvas.get_renderer()), fig.bbox
+    return box.x0 >= canvas.x0 - 1 and box.y0 >= canvas.y0 - 1 and box.x1 <= canvas.x1 + 1 and box.y1 <= canvas.y1 + 1
 
 
 def _show_image(ax: Axes, image: torch.Tensor) -> None:
@@ -255,7 +274,21 @@ def figure_description(fig: Figure) -> str:
     words = [p.replace("\n", " ") for p in parts if p]
     unique = list(dict.fromkeys(words))
     summary = "; ".join(unique[:8]) + (f" and {len(unique) - 8} more panels" if len(unique) > 8 else "")
-    return f"Figure: {summary}" if summary else "Figure"
+    return f"Figure: {summary}" if summary else _untitled_description(fig)
+
+
+def _untitled_description(fig: Figure) -> str:
+    """Alt text for a figure without titles: what its panels show and how they are laid out (a
+    grid of images, e.g. an augmentation's draws)."""
+    panels = [ax for ax in fig.axes if ax.get_subplotspec() is not None]
+    if not panels:
+        return "Figure"
+    rows, cols = panels[0].get_subplotspec().get_gridspec().get_geometry()
+    what = "images" if all(ax.images for ax in panels) else "panels"
+    if len(panels) == 1:
+        return f"Figure: one {what[:-1]}"
+    layout = f"{rows} rows of {cols}" if rows > 1 else "in one row"
+    return f"Figure: {len(panels)} {what}, {layout}"
 
 
 def plot_image_grid(
@@ -279,6 +312,10 @@ def _tile(patches: torch.Tensor, per_row: int, gap: int = 1) -> torch.Tensor:
     return rearrange(padded, "(r k) c h w -> c (r h) (k w)", k=per_row)[:, :-gap, :-gap]
 
 
+# White digits with a dark outline: they read on a bright sky as on a dark ground.
+INDEX_OUTLINE = matplotlib.patheffects.withStroke(linewidth=1.5, foreground="black")
+
+
 def plot_patches(image: torch.Tensor, patch_size: int, per_row: int = 16) -> Figure:
     """An image ``[3, H, W]`` cut into patches: the image with the patch grid and indices, the
     patches as a sequence in raster order, and the ``[N, p*p*3]`` matrix the transformer reads."""
@@ -296,7 +333,8 @@ def plot_patches(image: torch.Tensor, patch_size: int, per_row: int = 16) -> Fig
     for index in range(grid_h * grid_w):
         row, col = divmod(index, grid_w)
         left.text((col + 0.5) * patch_size - 0.5, (row + 0.5) * patch_size - 0.5, str(index),
-                  color="white", fontsize=8, ha="center", va="center")  # fmt: skip
+                  color="white", fontsize=8, ha="center", va="center",
+                  path_effects=[INDEX_OUTLINE])  # fmt: skip
     left.set_title(f"{h}x{w} image, {patch_size}x{patch_size} patches", fontsize=9)
     _show_image(middle, _tile(patches, per_row))
     middle.set_title(f"the sequence: {len(patches)} patches in raster order", fontsize=9)
@@ -478,7 +516,7 @@ def plot_training_curves(history: dict[str, list[tuple[int, float]]]) -> Figure:
                 epochs, values = zip(*points)
                 ax.plot(epochs, values, marker="o", ms=3, label=split)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(_epoch_ticks())
         ax.set_ylabel("top-1 accuracy" if metric == "top1" else "cross-entropy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -507,11 +545,31 @@ def plot_run_curves(
                     ax.plot(epochs, values, color=colour, marker="o", ms=2.5, lw=1, alpha=0.85, label=label)
     for ax, (_, ylabel) in zip(axes, panels):
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(_epoch_ticks())
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=8)
+    entries: dict[str, Any] = {}  # one entry per model, from whichever panel has its curves
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:  # below the panels: a narrow panel has no room for it, and it never covers a curve
+        labels = list(entries)
+        fig.legend(list(entries.values()), labels, loc="outside lower center",
+                   ncols=legend_columns(labels, fig.get_figwidth()), fontsize=8)  # fmt: skip
     return fig
+
+
+def _epoch_ticks() -> MaxNLocator:
+    """Whole epochs, as many as the axis has room for (its length over three label heights), so
+    that the labels of a narrow panel never touch."""
+    return MaxNLocator(nbins="auto", integer=True)
+
+
+def legend_columns(labels: Sequence[str], width_in: float, fontsize: float = 8) -> int:
+    """How many legend entries of ``labels`` fit side by side in ``width_in`` inches: the longest
+    label (about 0.55 em a character) and its line sample (about 4 em) per column."""
+    column_pt = (0.55 * max(len(label) for label in labels) + 4) * fontsize
+    return max(1, min(len(labels), int(width_in * 72 // column_pt)))
 
 
 def plot_confusion(matrix: torch.Tensor, names: Sequence[str]) -> Figure:
