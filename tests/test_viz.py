@@ -392,3 +392,20 @@ def test_an_untitled_figure_is_described_by_its_panels():
     assert figures.figure_description(figures.plot_image_grid(torch.rand(3, 3, 8, 8), ncols=8)) == "Figure: 3 images, in one row"
     assert figures.figure_description(plt.figure()) == "Figure"
 
+
+def test_a_figure_links_to_itself_for_its_full_size_view(monkeypatch):
+    """On a phone the figure fits the column; its image links to the figure (the page's target),
+    which the book's CSS shows full size, with a close button hidden elsewhere."""
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr("vitlib.lab.figures._notebook_shell", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    caption(plot_patches(torch.rand(3, 32, 32), 4), "text")
+    page = shown[0].data
+    ident = page.split('<figure class="vitlib-figure" id="', 1)[1].split('"', 1)[0]
+    assert ident.startswith("vitlib-figure-")
+    assert f'<a class="vitlib-figure-open" id="{ident}-inline" href="#{ident}"' in page
+    assert page.index('href="#' + ident + '"') < page.index("<img ") < page.index("</a>")
+    assert f'<a class="vitlib-figure-close" href="#{ident}-inline" style="display:none"' in page
+    assert 'style="max-width:100%;height:auto"' in page  # fits its column, in Jupyter as on the site

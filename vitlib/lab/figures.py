@@ -8,6 +8,7 @@ script can ``savefig`` them. The attention maths they draw is in :mod:`vitlib.ro
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import math
@@ -40,8 +41,8 @@ PAGE_WIDTH = 7.2
 SAVE_DPI = 100
 
 
-# The smallest label a figure may be shown with: below this a phone shows it in a box that scrolls
-# sideways, at the width where its smallest label is this size, rather than shrunk to the screen.
+# The smallest label a figure may be shown with at its own size. A phone shrinks a figure to its
+# column, labels and all; a tap opens it full size (see caption), where they read at this size.
 LEGIBLE_PT = 8.0
 
 
@@ -217,6 +218,10 @@ def caption(fig: Figure, text: str, alt: str | None = None) -> Figure:
     else the figure's titles) and the caption as a ``<figcaption>``, so that the caption is page
     text, readable at any zoom and searchable, not pixels inside the image. Elsewhere (a script)
     the text is written under the figure, wrapped to its width.
+
+    On the book's pages (``_static/narrow.css``) a phone shows the figure at the column's width and
+    the image is a link to the figure itself: a tap shows it full size over the page (the figure
+    is then the page's ``:target``), and its close button, or the browser's back, returns to it.
     """
     shell = _notebook_shell()
     if shell is None:
@@ -232,12 +237,22 @@ def caption(fig: Figure, text: str, alt: str | None = None) -> Figure:
     smallest = smallest_font_pt(fig, drawn=True)  # savefig drew it
     buffer.seek(0)
     width = legible_width(Image.open(buffer).width, smallest)
-    display(HTML(
-        f'<figure class="vitlib-figure" style="--legible-width:{width}px"><img src="data:image/png;base64,{png}" '
-        f'alt="{html.escape(description)}" data-smallest-pt="{smallest:.1f}" style="max-width:100%;height:auto">'
-        f'<figcaption>{html.escape(text)}</figcaption></figure>'
-    ))  # fmt: skip
+    display(HTML(figure_html(png, description, text, smallest, width)))
     return fig
+
+
+def figure_html(png: str, alt: str, text: str, smallest_pt: float, width: int) -> str:
+    """The ``<figure>`` of :func:`caption` for a base64 ``png``: the image, a link to the figure
+    (a tap on a phone opens it full size), and a close button that only the book's CSS shows."""
+    ident = "vitlib-figure-" + hashlib.sha1(png.encode("ascii")).hexdigest()[:12]
+    return (
+        f'<figure class="vitlib-figure" id="{ident}" style="--legible-width:{width}px">'
+        f'<a class="vitlib-figure-open" id="{ident}-inline" href="#{ident}" title="Open the figure full size">'
+        f'<img src="data:image/png;base64,{png}" alt="{html.escape(alt)}" data-smallest-pt="{smallest_pt:.1f}" '
+        f'style="max-width:100%;height:auto"></a>'
+        f'<a class="vitlib-figure-close" href="#{ident}-inline" style="display:none" aria-label="Close the full-size figure">×</a>'
+        f'<figcaption>{html.escape(text)}</figcaption></figure>'
+    )
 
 
 def smallest_font_pt(fig: Figure, drawn: bool = False) -> float:
