@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test book quick clean data-q75
+.PHONY: install test book quick clean data-q75 oldest
 
 install: $(STAMP)
 
@@ -40,6 +40,21 @@ book: $(STAMP) data-q75
 # A training run on the CPU in seconds (synthetic CIFAR-layout data).
 quick: $(STAMP)
 	VITLIB_QUICK=1 $(PY) -m vitlib fit --config configs/quick.yaml
+
+# The oldest torch / torchvision that pyproject.toml declares, in a fresh environment of their own
+# (.venv-oldest; torch is downloaded): the quick fit, a prediction and every chapter in quick mode.
+# Minutes; not part of `make test`.
+OLDEST_VENV := .venv-oldest
+OLDEST_TORCH := torch==2.3.1 torchvision==0.18.1
+
+oldest:
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install -q $(OLDEST_TORCH) -e . pytest nbmake ipykernel
+	cd $(OLDEST_VENV) && VITLIB_QUICK=1 bin/python -m vitlib fit --config quick --trainer.default_root_dir oldest-run
+	$(OLDEST_VENV)/bin/python -m vitlib predict --ckpt_path $(OLDEST_VENV)/oldest-run/vitlib/version_0/checkpoints/last.ckpt \
+	    $$($(OLDEST_VENV)/bin/python -c "import matplotlib.cbook as c; print(c.get_sample_data('grace_hopper.jpg', asfileobj=False))")
+	$(OLDEST_VENV)/bin/python -m pytest -q notebooks --nbmake -p no:cacheprovider
 
 clean:
 	rm -rf _build lightning_logs
