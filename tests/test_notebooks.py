@@ -40,7 +40,7 @@ def test_notebook_is_clean_and_starts_right(path: Path) -> None:
     assert colab and colab.group(1).endswith(f"/blob/main/notebooks/{path.name}"), "Open in Colab badge"
     setup = "".join(code[0]["source"])
     assert "import vitlib" in setup and "except ImportError" in setup and "pip install" in setup
-    assert "book.show_setup(source)" in setup  # says which device and data it runs on
+    assert f"book.show_setup(source, \"{path.stem}\")" in setup  # says which device and data it runs on, and what it costs
     repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     assert repository.removeprefix("https://github.com/") in setup and colab.group(1).startswith(
         repository.removeprefix("https://github.com/")

@@ -50,7 +50,7 @@ from ..support.cifar import (
     quick_mode,
 )
 from ..support.provenance import gpu_name, repository_root
-from . import ablation, grid, records
+from . import ablation, chapter_costs, grid, records
 from .records import RecordedRun, load_record
 
 # cifar100: the official release (md5-verified); cifar100-q75: the complete JPEG quality-75 copy;
@@ -279,11 +279,14 @@ def data_note(source: DataSource) -> str:
     return f'<div class="admonition {kind}"><p class="admonition-title">{title}</p><p>{html.escape(source.caption)}</p></div>'
 
 
-def show_setup(source: DataSource) -> None:
-    """A chapter's first output: the machine it runs on (one line) and the data note."""
+def show_setup(source: DataSource, chapter: str | None = None) -> None:
+    """A chapter's first output: the machine it runs on (one line), what the chapter (its
+    notebook's name) costs to run (:mod:`vitlib.lab.chapter_costs`), and the data note."""
     from IPython.display import HTML, display
 
     print(report())
+    if chapter is not None:
+        print(chapter_costs.cost_line(chapter, chapter_costs.load()))
     display(HTML(data_note(source)))
 
 
