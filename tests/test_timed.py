@@ -4,6 +4,7 @@ import time
 
 import lightning as L
 import pytest
+import torch
 
 from vitlib.data import CIFAR100DataModule
 from vitlib.module import ViTModule
@@ -101,3 +102,47 @@ def test_the_deadline_stops_at_an_epoch_end_when_the_next_epoch_would_not_fit(tm
 def test_the_warm_up_needs_the_fit_s_throughput_monitor(tmp_path):
     with pytest.raises(ValueError, match="ThroughputMonitor"):
         _fit(tmp_path, [WarmUp(tmp_path / "w.json")], max_epochs=1, limit_train_batches=1, limit_val_batches=1)
+
+
+def test_a_cycle_that_would_not_end_in_time_is_shortened_not_dropped(capsys: pytest.CaptureFixture[str]) -> None:
+    """At the end of the first of two 10-epoch cycles, with time left for 6 epochs: the Deadline
+    does not stop (dropping half the budget) but runs one cycle over those 6, whose learning rate
+    rises and falls back to its lowest value at the run's new last step."""
+    from types import SimpleNamespace
+
+    from torch.optim.lr_scheduler import CyclicLR
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    steps = 4  # per epoch
+    scheduler = CyclicLR(optimizer, base_lr=0.1, max_lr=1.0, step_size_up=5 * steps, cycle_momentum=False)
+    for _ in range(10 * steps):  # the first cycle, to its end at base_lr
+        optimizer.step()
+        scheduler.step()
+    fit_loop = SimpleNamespace(max_epochs=20)
+    trainer = SimpleNamespace(
+        current_epoch=9, callback_metrics={}, num_training_batches=steps, should_stop=False, fit_loop=fit_loop,
+        lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
+    )  # fmt: skip
+    trainer.max_epochs = 20
+    deadline = Deadline(stop_at=time.time() + 6.5 * 10, cycle_epochs=10, verbose=False)
+    deadline.durations = [10.0] * 9
+    deadline.last = time.time() - 10.0
+    deadline.on_train_epoch_end(trainer, None)
+    assert not trainer.should_stop and fit_loop.max_epochs == 16 and deadline.cycle_epochs == 6
+    assert "shortened to 6 epochs" in capsys.readouterr().out
+    new = trainer.lr_scheduler_configs[0].scheduler
+    assert new is not scheduler
+    lrs = []
+    for _ in range(6 * steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        new.step()
+    assert lrs[0] == pytest.approx(0.1) and max(lrs) == pytest.approx(1.0) and optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    # With no triangular schedule, or too little time, it stops as before.
+    trainer.lr_scheduler_configs = []
+    trainer.should_stop = False
+    deadline.cycle_epochs, deadline.last = 10, time.time() - 10.0
+    trainer.current_epoch = 9
+    deadline.on_train_epoch_end(trainer, None)
+    assert trainer.should_stop and "stopping after epoch 10" in capsys.readouterr().out

@@ -4,7 +4,8 @@ schedule ends where it should, and a stop at an epoch end should the plan prove 
 :class:`WarmUp` times a short fit (a few batches per epoch, two epochs: the first one pays for
 start-up and compiling) and writes the seconds of one whole epoch; :func:`plan_epochs` turns the
 seconds left, with a margin, into epochs with the recipe's learning-rate cycles scaled over them;
-:class:`Deadline` ends training at an epoch end before the stop time. Chapter 6 trains the book's
+:class:`Deadline` ends training at an epoch end before the stop time, and shortens a last
+learning-rate cycle that would not end in time instead of dropping it. Chapter 6 trains the book's
 recipe to a budget with them, and the GPU run command to its deadline.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from torch.optim.lr_scheduler import CyclicLR
 
 from .callbacks import ThroughputMonitor
 from .files import write_json_atomic
@@ -44,8 +46,11 @@ def stop_reason(now: float, stop_at: float, epochs_done: int, durations: list[fl
 class Deadline(L.Callback):
     """Ends training at an epoch end before ``stop_at`` (``time.time()`` seconds), by :func:`stop_reason`.
 
-    Past ``stop_at`` in the middle of an epoch (an estimate gone wrong) it stops after the current
-    step. Either way the fit ends the normal way: checkpoints and ``metrics.json`` are written.
+    At the end of a learning-rate cycle after which a whole further cycle would not end in time, it
+    shortens that last cycle to the epochs that fit instead of dropping it (a triangular schedule:
+    one shorter rise and fall, so the run still ends at its lowest rate). Past ``stop_at`` in the
+    middle of an epoch (an estimate gone wrong) it stops after the current step. Either way the fit
+    ends the normal way: checkpoints and ``metrics.json`` are written.
     """
 
     def __init__(self, stop_at: float, cycle_epochs: int = 0, verbose: bool = True) -> None:
@@ -73,9 +78,31 @@ class Deadline(L.Callback):
             print(f"deadline: epoch {done}/{trainer.max_epochs} took {self.durations[-1]:.1f} s{val}; "
                   f"{self.stop_at - now:.0f} s to the stop", flush=True)  # fmt: skip
         reason = stop_reason(now, self.stop_at, done, self.durations, self.cycle_epochs)
-        if reason and done < (trainer.max_epochs or 0):
-            print(f"deadline: stopping after epoch {done}: {reason}", flush=True)
-            trainer.should_stop = True
+        if not reason or done >= (trainer.max_epochs or 0):
+            return
+        fits = int((self.stop_at - now) // max(self.durations[1:][-3:] or self.durations[-1:]))
+        if "LR cycle" in reason and self._shorten_last_cycle(trainer, done, fits):
+            print(f"deadline: after epoch {done}, {reason}: the last cycle is shortened to {fits} epochs, "
+                  "ending at the lowest rate", flush=True)  # fmt: skip
+            return
+        print(f"deadline: stopping after epoch {done}: {reason}", flush=True)
+        trainer.should_stop = True
+
+    def _shorten_last_cycle(self, trainer: L.Trainer, done: int, fits: int) -> bool:
+        """Replace the triangular schedule, at a cycle's end (its lowest rate), by one cycle over the
+        ``fits`` epochs left, and end the fit with it; ``False`` when the schedule is not
+        triangular or fewer than two epochs fit."""
+        configs = trainer.lr_scheduler_configs
+        old = configs[0].scheduler if configs else None
+        if not isinstance(old, CyclicLR) or fits < 2:
+            return False
+        configs[0].scheduler = CyclicLR(
+            old.optimizer, base_lr=old.base_lrs, max_lr=old.max_lrs, mode=old.mode,
+            step_size_up=max(1, round(fits * trainer.num_training_batches / 2)), cycle_momentum=False,
+        )  # fmt: skip
+        trainer.fit_loop.max_epochs = done + fits
+        self.cycle_epochs = fits
+        return True
 
 
 # Epochs of a real run take longer than the warm-up projected (a progress bar, checkpoint writes
