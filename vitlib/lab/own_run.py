@@ -128,7 +128,7 @@ def plan(source: DataSource, seconds: float) -> Plan:
         train, val = WARM_UP_BATCHES
         cli.main([*_fit_args(WARM_UP_CONFIG, source, path, Path(tmp)), "--trainer.max_epochs", "2",
                   "--trainer.limit_train_batches", str(train), "--trainer.limit_val_batches", str(val),
-                  "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                  "--trainer.enable_model_summary", "false",  # with the progress bar, as training shows it
                   _callback("WarmUp", path=str(out))])  # fmt: skip
         warm = timed.read_warm_up(out)
     stop_at = start + seconds

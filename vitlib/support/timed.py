@@ -152,6 +152,7 @@ class WarmUp(L.Callback):
         self.path = Path(path)
         self.created = time.perf_counter()
         self.startup_s: float | None = None
+        self.epoch_started = self.created
         self.monitor: ThroughputMonitor | None = None
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -163,8 +164,9 @@ class WarmUp(L.Callback):
         self.monitor.bare_steps = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.epoch_started = time.perf_counter()
         if self.startup_s is None:
-            self.startup_s = time.perf_counter() - self.created
+            self.startup_s = self.epoch_started - self.created
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         # Read at the fit's end, whatever the order of the callbacks: the monitor's last epoch is
@@ -180,10 +182,13 @@ class WarmUp(L.Callback):
         val_loaders = trainer.val_dataloaders
         val_loaders = val_loaders if isinstance(val_loaders, (list, tuple)) else [val_loaders] if val_loaders else []
         val_batches = sum(len(loader) for loader in val_loaders)
-        epoch_s = train_batches * timed["train_batch_s"] + val_batches * timed["val_batch_s"]
+        # What an epoch costs beyond its batches, as training pays it: the checkpoint writes and the
+        # progress bar's updates (when the warm-up shows one, as training does), once an epoch.
+        overhead_s = max(0.0, time.perf_counter() - self.epoch_started - train_s - val_s)
+        epoch_s = train_batches * timed["train_batch_s"] + val_batches * timed["val_batch_s"] + overhead_s
         write_json_atomic(self.path, {
-            "epoch_s": epoch_s, "startup_s": self.startup_s or 0.0, "train_batches": train_batches,
-            "val_batches": val_batches, **timed,
+            "epoch_s": epoch_s, "startup_s": self.startup_s or 0.0, "overhead_s": overhead_s,
+            "train_batches": train_batches, "val_batches": val_batches, **timed,
         })  # fmt: skip
 
 
