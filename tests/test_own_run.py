@@ -100,3 +100,22 @@ def test_chapter_7_finds_the_newest_real_run_and_passes_over_quick_mode(tmp_path
     assert seen == ["version_0"] and run.record["trained_here"] and run.name == own_run.NAME
     own_run.latest(tmp_path, real=False)
     assert seen[-1] == "version_1"  # chapter 6 itself takes the run it just trained, whatever the data
+
+
+@pytest.mark.parametrize(
+    ("caps", "precision"),
+    [
+        (hardware.Capabilities("Tesla T4", (7, 5), 2), "16-mixed"),
+        (hardware.Capabilities("Tesla V100-SXM2-16GB", (7, 0), 8), "16-mixed"),
+        (hardware.Capabilities("NVIDIA A100-SXM4-40GB", (8, 0), 12), "bf16-mixed"),
+        (hardware.Capabilities("NVIDIA H100 80GB HBM3", (9, 0), 16), "bf16-mixed"),
+        (hardware.Capabilities(cpu_threads=2), "32-true"),
+    ],
+)
+def test_chapter_6_trains_in_the_precision_and_compile_the_machine_decides(caps, precision, tmp_path):
+    """The warm-up and the training run of chapter 6 pass hardware.choose()'s decision on: float16
+    with loss scaling on a T4 or V100 (bf16 there is emulated), bf16 from compute capability 8.0."""
+    path = hardware.choose(caps)
+    args = own_run._fit_args("short_budget", REAL, path, tmp_path)
+    assert f"--trainer.precision={precision}" in args
+    assert args[args.index("--model.compile") + 1] == str(path.compile).lower()
