@@ -229,3 +229,41 @@ def test_quick_mode_caps_the_epochs_only_of_a_run_that_does_not_name_its_data(tm
         main(["fit", "--config", "quick", "--data.quick_train_size", "32", "--data.quick_test_size", "32", "--data.batch_size", "32",
               "--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root), *named])  # fmt: skip
         assert json.loads(next(root.rglob("metrics.json")).read_text())["epoch"] == epochs
+
+
+def test_last_ckpt_is_written_every_epoch_even_when_the_score_does_not_improve(tmp_path):
+    """A fit whose validation score stays flat: Lightning's save_last alone would leave last.ckpt at
+    the one epoch that improved, and a resume would go back epochs; EveryEpochCheckpoint keeps it
+    at the last epoch."""
+    import lightning as L
+    import torch
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from vitlib.support.checkpoints import EveryEpochCheckpoint
+
+    class Flat(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/top1", 0.5)  # never better than its first epoch
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=4)
+
+    def fit(root, callbacks):
+        trainer = L.Trainer(max_epochs=3, callbacks=callbacks, default_root_dir=root, logger=False,
+                            enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+        trainer.fit(Flat(), data, data)
+        return torch.load(Path(root) / "checkpoints" / "last.ckpt", weights_only=False)["epoch"]
+
+    best = dict(monitor="val/top1", mode="max", filename="best")
+    assert fit(tmp_path / "lightning", [ModelCheckpoint(**best, save_last=True)]) == 0  # the behaviour worked around
+    assert fit(tmp_path / "ours", [ModelCheckpoint(**best, save_last=False), EveryEpochCheckpoint()]) == 2

@@ -31,7 +31,7 @@ from .data import CIFAR100DataModule
 from .module import ViTModule
 from .support.callbacks import FlushLogsEachEpoch, MetricsWriter, ThroughputMonitor, TopKPrinter
 from .support import hardware
-from .support.checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint
+from .support.checkpoints import AtomicCheckpointIO, CheckpointError, EveryEpochCheckpoint, load_checkpoint
 from .support.cifar import ARCHIVE, DatasetNotFoundError, default_data_dir, ensure_cifar100, quick_mode
 from .support.loss_check import NonFiniteLossError
 from .support.pretrained import CONFIG_NAME, WEIGHTS_NAME, PretrainedError, from_pretrained
@@ -69,7 +69,8 @@ class ViTCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             # ThroughputMonitor first: its fit-end timing must be taken before MetricsWriter writes it.
             trainer_defaults={
-                "callbacks": [ThroughputMonitor(), MetricsWriter(), FlushLogsEachEpoch(), TopKPrinter(), LearningRateMonitor("step")]
+                "callbacks": [ThroughputMonitor(), MetricsWriter(), FlushLogsEachEpoch(), TopKPrinter(), LearningRateMonitor("step"),
+                              EveryEpochCheckpoint()]
             },
             auto_configure_optimizers=False,
             **kwargs,
@@ -82,7 +83,7 @@ class ViTCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # last.ckpt: EveryEpochCheckpoint, at every epoch's end
                 "checkpoint.monitor": "val/top1",
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "best-on-val-epoch{epoch:03d}-top1{val/top1:.4f}",

@@ -3,7 +3,8 @@ the model they are loaded into.
 
 ``AtomicCheckpointIO`` is the Trainer plugin the CLI installs: every checkpoint Lightning writes
 (``last.ckpt``, the best one) goes through :func:`save_checkpoint`, every one it reads through
-:func:`load_checkpoint`. :func:`check_compatible` turns "size mismatch for model.blocks.0..." into
+:func:`load_checkpoint`. :class:`EveryEpochCheckpoint` writes ``last.ckpt`` at every epoch's end,
+the point a stopped fit resumes from. :func:`check_compatible` turns "size mismatch for model.blocks.0..." into
 the list of config fields that differ.
 """
 
@@ -19,11 +20,12 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..config import ViTConfig
 from .files import atomic_write
 
-__all__ = ["CONFIG_KEY", "AtomicCheckpointIO", "CheckpointError", "check_compatible", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CONFIG_KEY", "AtomicCheckpointIO", "CheckpointError", "EveryEpochCheckpoint", "check_compatible", "load_checkpoint", "save_checkpoint"]
 
 CONFIG_KEY = "vit_config"  # where ViTModule stores its ViTConfig in a checkpoint
 # Fields that change no parameter: a checkpoint loads into a model that differs only in these.
@@ -123,6 +125,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             # False: asked for explicitly (Trainer.fit(..., weights_only=False)).
             return super().load_checkpoint(path, map_location, weights_only=weights_only is not False)
         return load_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
+
+
+class EveryEpochCheckpoint(ModelCheckpoint):
+    """``checkpoints/last.ckpt`` written at the end of every epoch, whatever its validation score.
+
+    Lightning's own ``save_last`` writes ``last.ckpt`` only when a monitored checkpoint is saved,
+    so a fit whose score did not improve over its last epochs (every falling half of a cyclical
+    schedule) would resume from epochs behind where it stopped. This one keeps no other file.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(filename="last", monitor=None, save_top_k=1, every_n_epochs=1, enable_version_counter=False)
 
 
 def _saved_config(checkpoint: dict[str, Any]) -> ViTConfig | None:
