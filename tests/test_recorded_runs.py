@@ -110,6 +110,15 @@ def test_a_stopped_run_is_recorded_only_when_asked_and_says_so(
     assert record["metrics"]["top1"] == records.read_history(run / "metrics.csv")["val/top1"][-1][1]
     assert record["dataset"] == cifar.DATASET_UNVERIFIED
     assert "stopped after 2 of 5" in tables.tuning_table(tmp_path / "results")
+    # Its last.ckpt is of its last epoch, so its weights may be recorded; a checkpoint that lags
+    # behind the metrics (one epoch back here) is refused, and nothing is written.
+    assert records.record_run(run, "with-weights", tmp_path / "results", unfinished=True).is_file()
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint["epoch"] -= 1
+    torch.save(checkpoint, run / "checkpoints" / "last.ckpt")
+    with pytest.raises(ValueError, match="holds the weights after epoch 1 of the fit, its metrics go to epoch 2"):
+        records.record_run(run, "lagging", tmp_path / "results", unfinished=True)
+    assert not (tmp_path / "results" / "lagging.json").exists()
 
 
 def test_bare_steps_of_variants_in_one_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -260,11 +260,28 @@ def record_run(
     if "quick mode" in payload["dataset"]:
         raise ValueError(f"{_parts(run_dir)[-1]} trained on {payload['dataset']}: a quick-mode run is not a result. {HOW_TO_RUN}")
     if weights:
+        _check_weights_are_the_last_epochs(_parts(run_dir)[-1], payload)
         # A model other than the ViT (the CNN baseline) brings its own exporter.
         payload["weights"], payload["size"] = (exporter or export_weights)(_parts(run_dir)[-1], Path(out_dir) / name)
     path = Path(out_dir) / f"{name}.json"
     write_json_atomic(path, payload)
     return path
+
+
+def _check_weights_are_the_last_epochs(run_dir: Path, payload: dict[str, Any]) -> None:
+    """A fit's record pairs the metrics of its last epoch with the weights of ``last.ckpt``: refuse
+    to write one whose checkpoint holds another epoch (written before ``last.ckpt`` was saved at
+    every epoch's end, it may lag behind ``metrics.csv``)."""
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if payload.get("stage") != "fit" or not payload.get("epochs") or not ckpt.is_file():
+        return
+    saved = load_checkpoint(ckpt).get("epoch")
+    if saved is not None and saved + 1 != payload["epochs"]:
+        raise ValueError(
+            f"{ckpt} holds the weights after epoch {saved + 1} of the fit, its metrics go to epoch {payload['epochs']}: "
+            "they would not be the weights of the recorded metrics. Resume the fit from that checkpoint, so that it "
+            "trains the epochs again and writes last.ckpt at each epoch's end, then record it"
+        )
 
 
 def run_record(
