@@ -105,7 +105,6 @@ def choose(capabilities: Capabilities | None = None) -> FastPath:
     return FastPath("gpu", precision, "gpu", measured, False, (why_precision, "batches augmented on the GPU", why_compile))
 
 
-
 def run_capabilities(accelerator: object = None) -> Capabilities:
     """What a run on ``accelerator`` (a Trainer's ``accelerator`` setting) gets: this machine's
     GPU, unless it asks for the CPU (``"cpu"``) or there is no GPU."""
