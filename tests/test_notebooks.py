@@ -13,6 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+BADGE = ROOT / "_static" / "colab-badge.png"
 
 
 def _toc_files() -> list[str]:
@@ -36,13 +37,15 @@ def test_notebook_is_clean_and_starts_right(path: Path) -> None:
     assert all(not cell["outputs"] and cell["execution_count"] is None for cell in code), "commit without outputs"
     first = "".join(cells[0]["source"])
     assert first.startswith("# "), "the first cell is the chapter title"
-    colab = re.search(r"\(https://colab\.research\.google\.com/github/([^)]+)\)", first)
-    assert colab and colab.group(1).endswith(f"/blob/main/notebooks/{path.name}"), "Open in Colab badge"
+    colab = re.search(r"\[!\[Open in Colab\]\(([^)]+)\)\]\(https://colab\.research\.google\.com/github/([^)]+)\)", first)
+    assert colab and colab.group(2).endswith(f"/blob/main/notebooks/{path.name}"), "Open in Colab badge"
+    # One image for all seven, relative to the notebook: the book copies it, GitHub shows it.
+    assert colab.group(1) == f"../{BADGE.relative_to(ROOT).as_posix()}" and BADGE.is_file(), "the badge is _static's file"
     setup = "".join(code[0]["source"])
     assert "import vitlib" in setup and "except ImportError" in setup and "pip install" in setup
     assert f"book.show_setup(source, \"{path.stem}\")" in setup  # says which device and data it runs on, and what it costs
     repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
-    assert repository.removeprefix("https://github.com/") in setup and colab.group(1).startswith(
+    assert repository.removeprefix("https://github.com/") in setup and colab.group(2).startswith(
         repository.removeprefix("https://github.com/")
     )
 

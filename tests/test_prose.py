@@ -111,7 +111,7 @@ def _prose() -> dict[str, str]:
     for path in sorted((REPO / "book").glob("*.md")):
         pages[path.stem] = path.read_text()
     for name, text in pages.items():
-        text = re.sub(r"\(data:image/[^)]*\)", "", text)  # the Colab badge
+        text = re.sub(r"\[!\[Open in Colab\]\([^)]*\)\]\([^)]*\)", "", text)  # the Colab badge
         text = re.sub(r"```.*?```", "", text, flags=re.S)  # code blocks and code cells
         text = re.sub(r"`[^`\n]*`", "", text)  # inline code: names and commands, not claims
         pages[name] = re.sub(r"\s+", " ", text)  # lines wrap anywhere
