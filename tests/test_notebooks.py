@@ -1,6 +1,6 @@
 """The book's notebooks as files: listed in the table of contents, committed without outputs, each
-opening with an "Open in Colab" badge and a first code cell that installs vitlib when it is missing.
-(Running them is nbmake's job: `pytest --nbmake notebooks`.)"""
+opening with an "Open in Colab" badge and a first code cell that installs vitlib when it is missing;
+every code listing they and the book's pages include says which file it shows. (Running them is nbmake's job: `pytest --nbmake notebooks`.)"""
 
 from __future__ import annotations
 
@@ -58,3 +58,32 @@ def test_the_library_fetches_records_from_the_books_repository() -> None:
     assert records.REPOSITORY_URL == repository
     owner_and_name = repository.removeprefix("https://github.com/")
     assert records.RECORDS_URL == f"https://raw.githubusercontent.com/{owner_and_name}/main/results/"
+
+
+_INCLUDE = re.compile(r"^(`{3,}|:{3,})\{literalinclude\}[ \t]+(\S+)[ \t]*\n((?::[^\n]*\n)*)", re.M)
+
+
+def _pages() -> dict[Path, str]:
+    """The Markdown of every notebook and page of the book, by file."""
+    pages = {path: "\n\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown")
+             for path in NOTEBOOKS}
+    pages.update({path: path.read_text() for path in sorted((ROOT / "book").glob("*.md"))})
+    return pages
+
+
+def test_every_included_listing_is_captioned_with_its_file() -> None:
+    """A ```{literalinclude}``` is captioned with the path it includes, from the repository root, and
+    with the object it selects: `:caption: vitlib/stems.py — ConvStem`."""
+    wrong, count = [], 0
+    for page, text in _pages().items():
+        for match in _INCLUDE.finditer(text):
+            count += 1
+            target = (page.parent / match.group(2)).resolve()
+            options = dict(line[1:].partition(":")[::2] for line in match.group(3).splitlines())
+            options = {key.strip(): value.strip() for key, value in options.items()}
+            shown = target.relative_to(ROOT).as_posix() if target.is_relative_to(ROOT) else str(target)
+            expected = shown + (f" — {options['pyobject']}" if "pyobject" in options else "")
+            if not target.is_file() or options.get("caption") != expected:
+                wrong.append(f"{page.name}: {match.group(2)} has caption {options.get('caption')!r}, expected {expected!r}")
+    assert count >= 16, "the chapters' listings were not found"
+    assert not wrong, "\n".join(wrong)
