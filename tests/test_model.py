@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitlib import PRESETS, ViT, ViTConfig, config, count_parameters, stems
+from vitlib import PRESETS, ViT, ViTConfig, checks, config, count_parameters, stems
 from vitlib.attention import Attention
 from vitlib.model import evaluating
 from vitlib.patching import PatchEmbedding, patchify, unpatchify
@@ -167,6 +167,25 @@ def test_no_weight_decay_covers_norms_biases_embeddings():
 def test_invalid_config_raises_value_error_naming_the_field(changes, field):
     with pytest.raises(ValueError, match=field):
         PRESETS["vit"].replace(**changes)
+
+
+def test_the_shared_checks_give_the_configs_messages():
+    """``vitlib.checks`` words every config's "positive" errors; the field's owner is in the name."""
+    with pytest.raises(ValueError, match=r"^ViTConfig\.dim must be a positive integer; got 0$"):
+        ViTConfig(dim=0)
+    with pytest.raises(ValueError, match=r"^ViTConfig\.depth must be a positive integer; got True$"):
+        ViTConfig(depth=True)
+    with pytest.raises(ValueError, match=r"^steps_per_epoch must be a positive integer; got 2\.0$"):
+        checks.positive_int("steps_per_epoch", 2.0)
+    with pytest.raises(ValueError, match=r"^ScheduleConfig\.max_lr must be a number > 0; got 0$"):
+        checks.positive_number("ScheduleConfig.max_lr", 0)
+    with pytest.raises(ValueError, match=r"^ScheduleConfig\.min_lr must be a number >= 0; got -1$"):
+        checks.positive_number("ScheduleConfig.min_lr", -1, allow_zero=True)
+    with pytest.raises(ValueError, match=r"must be a number > 0; got False$"):
+        checks.positive_number("x", False)
+    checks.positive_int("x", 1)
+    checks.positive_number("x", 0.5)
+    checks.positive_number("x", 0, allow_zero=True)
 
 
 def test_the_stem_registry_names_the_configs_stems_and_builds_every_model(monkeypatch):

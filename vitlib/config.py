@@ -12,14 +12,11 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .checks import positive_int
+
 STEMS = ("patch", "conv", "spt")
 ATTENTIONS = ("mhsa", "lsa")
 POOLS = ("cls", "mean")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"ViTConfig.{name} must be a positive integer; got {value!r}")
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -59,7 +56,7 @@ class ViTConfig:
 
     def __post_init__(self) -> None:
         for name in ("image_size", "patch_size", "in_channels", "num_classes", "dim", "depth", "heads"):
-            _positive_int(name, getattr(self, name))
+            positive_int(f"ViTConfig.{name}", getattr(self, name))
         _choice("stem", self.stem, STEMS)
         _choice("attention", self.attention, ATTENTIONS)
         _choice("pool", self.pool, POOLS)

@@ -15,6 +15,7 @@ from torchmetrics import MeanMetric, MetricCollection, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from .augment import soft_target_cross_entropy
+from .checks import positive_int
 from .config import ViTConfig
 from .model import ViT
 from .schedule import ScheduleConfig, build_scheduler
@@ -49,9 +50,7 @@ class OptimizerConfig:
             raise ValueError(
                 f"OptimizerConfig.lr_scaling must be one of {', '.join(map(repr, LR_SCALINGS))}; got {self.lr_scaling!r}"
             )
-        size = self.reference_batch_size
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise ValueError(f"OptimizerConfig.reference_batch_size must be a positive integer; got {size!r}")
+        positive_int("OptimizerConfig.reference_batch_size", self.reference_batch_size)
         if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < float("inf")):
             raise ValueError(f"OptimizerConfig.weight_decay must be a finite number >= 0; got {self.weight_decay!r}")
         betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else ()
