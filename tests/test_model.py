@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitlib import PRESETS, ViT, ViTConfig, checks, config, count_parameters, stems
+from vitlib import PRESETS, ViT, ViTConfig, attention, checks, config, count_parameters, stems
 from vitlib.attention import Attention
 from vitlib.model import evaluating
 from vitlib.patching import PatchEmbedding, patchify, unpatchify
@@ -202,6 +202,30 @@ def test_a_stem_named_in_the_config_but_not_registered_fails_at_import(monkeypat
     monkeypatch.setattr(config, "STEMS", (*config.STEMS, "linear"))
     spec = importlib.util.spec_from_file_location("vitlib._stems_probe", stems.__file__)
     with pytest.raises(RuntimeError, match=r"name different stems \(\['linear'\]\)"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def test_the_attention_registry_names_the_configs_attentions_and_each_builds_and_runs():
+    assert set(attention.ATTENTION_BUILDERS) == set(config.ATTENTIONS)
+    x = torch.randn(2, 17, 64)
+    for name in config.ATTENTIONS:
+        cfg = ViTConfig.from_preset("vit_tiny", attention=name)
+        layer = attention.build_attention(cfg).eval()
+        out, weights = layer(x, return_attention=True)
+        assert out.shape == x.shape and weights.shape == (2, cfg.heads, 17, 17)
+        assert torch.allclose(layer(x)[0], out, atol=1e-5)  # the SDPA path computes the same
+        model = ViT(cfg).eval()
+        assert all(type(block.attn) is type(layer) for block in model.blocks)
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, cfg.num_classes)
+    # LSA is Attention with locality, MHSA without: the saved weights' names and shapes stay as they were.
+    assert not attention.build_attention(ViTConfig(attention="mhsa")).locality
+    assert attention.build_attention(ViTConfig(attention="lsa")).locality
+
+
+def test_an_attention_named_in_the_config_but_not_registered_fails_at_import(monkeypatch):
+    monkeypatch.setattr(config, "ATTENTIONS", (*config.ATTENTIONS, "local"))
+    spec = importlib.util.spec_from_file_location("vitlib._attention_probe", attention.__file__)
+    with pytest.raises(RuntimeError, match=r"name different attentions \(\['local'\]\)"):
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 

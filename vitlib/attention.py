@@ -8,12 +8,16 @@ visualisation.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+from .config import ATTENTIONS, ViTConfig
 
 
 class Attention(nn.Module):
@@ -66,3 +70,24 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, scale=1.0)
         out = rearrange(out, "b h n d -> b n (h d)")
         return self.proj_drop(self.proj(out)), weights
+
+
+# The one registry of attentions: ``ViTConfig.attention`` names a builder ``(dim, heads, dropout) ->
+# module`` here, the module's ``forward(x, return_attention)`` as ``Attention``'s. A new attention is
+# an option of ``Attention`` or a class in this file, an entry here and its name in
+# ``config.ATTENTIONS`` (config validates names without importing torch, so it keeps its own tuple;
+# the check below stops the two from drifting apart).
+ATTENTION_BUILDERS: dict[str, Callable[[int, int, float], nn.Module]] = {
+    "mhsa": Attention,
+    "lsa": functools.partial(Attention, locality=True),
+}
+if set(ATTENTION_BUILDERS) != set(ATTENTIONS):
+    raise RuntimeError(
+        f"vitlib.config.ATTENTIONS {ATTENTIONS} and vitlib.attention.ATTENTION_BUILDERS {tuple(ATTENTION_BUILDERS)} "
+        f"name different attentions ({sorted(set(ATTENTIONS) ^ set(ATTENTION_BUILDERS))}): add or remove an attention in both"
+    )
+
+
+def build_attention(cfg: ViTConfig) -> nn.Module:
+    """The attention ``cfg.attention`` names in :data:`ATTENTION_BUILDERS`."""
+    return ATTENTION_BUILDERS[cfg.attention](cfg.dim, cfg.heads, cfg.dropout)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchvision.ops import MLP, StochasticDepth
 
-from .attention import Attention
+from .attention import build_attention
 from .config import ViTConfig
 from .stems import build_stem
 
@@ -20,7 +20,7 @@ class Block(nn.Module):
     def __init__(self, cfg: ViTConfig, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.dim)
-        self.attn = Attention(cfg.dim, cfg.heads, cfg.dropout, locality=cfg.attention == "lsa")
+        self.attn = build_attention(cfg)
         self.norm2 = nn.LayerNorm(cfg.dim)
         hidden = int(cfg.dim * cfg.mlp_ratio)
         self.mlp = MLP(cfg.dim, [hidden, cfg.dim], activation_layer=nn.GELU, dropout=cfg.dropout)
