@@ -50,7 +50,7 @@ def test_tiny_benchmark_runs_every_importable_implementation(tmp_path, monkeypat
         assert row["mfu"] is None and row["peak_mem_gb"] is None  # no GPU
         assert row["precision"] == "32-true" and row["batch_size"] == 16 and row["compile"] == "eager"
     assert [name for name, row in rows.items() if row["default"]] == ["vitlib-vit-fast"]
-    assert rows["vitlib-vit-fast"]["pipeline"] == "gpu"
+    assert rows["vitlib-vit-fast"]["pipeline"] == "batched"
     assert rows["vitlib-vit-fast-cpu-workers"]["pipeline"] == "torchvision, 1 CPU worker"
     if "timm-vit" in rows:  # the same model: the same parameters and FLOPs
         for key in ("params", "training_flops_per_image"):

@@ -1,4 +1,5 @@
-"""CIFAR100DataModule's ``pipeline`` option: the device-resident path ("gpu", here on CPU tensors)
+"""CIFAR100DataModule's ``pipeline`` option: the device-resident path ("batched", here on CPU tensors;
+"gpu" is its older name)
 against the torchvision path, "auto" resolution, resume reproducibility, and a CLI fit."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from vitlib.augment import CIFAR100_MEAN, CIFAR100_STD
 from vitlib.cli import main
 from vitlib.data import CIFAR100DataModule
 from vitlib.module import ViTModule
-from vitlib.support.gpu_augment import GPUBatchLoader
+from vitlib.support.batched_augment import GPUBatchLoader
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"dim": 32, "depth": 1, "heads": 2}
@@ -33,19 +34,19 @@ def concat(loader) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_unaugmented_batches_equal_the_torchvision_ones(cifar_root):
-    gpu = datamodule(cifar_root, "gpu", batch_size=32, augment=None, mix=None)
+    batched = datamodule(cifar_root, "batched", batch_size=32, augment=None, mix=None)
     plain = datamodule(cifar_root, "torchvision", batch_size=32, augment=None, mix=None)
-    for dm in (gpu, plain):
+    for dm in (batched, plain):
         dm.setup("fit")
-    assert isinstance(gpu.train_dataloader(), GPUBatchLoader)
+    assert isinstance(batched.train_dataloader(), GPUBatchLoader)
     # Evaluation: the same images in the same order, normalised the same way.
-    for (a, labels_a), (b, labels_b) in zip(gpu.val_dataloader(), plain.val_dataloader(), strict=True):
+    for (a, labels_a), (b, labels_b) in zip(batched.val_dataloader(), plain.val_dataloader(), strict=True):
         assert a.dtype == b.dtype == torch.float32 and a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
         assert torch.equal(labels_a, labels_b)
     # Training: both paths seed an epoch's order with derive_seed(seed, epoch), so on the CPU they
     # draw the same permutation: the same images in the same order (512 = 16 x 32, all of them).
-    (a, labels_a), (b, labels_b) = concat(gpu.train_dataloader()), concat(plain.train_dataloader())
+    (a, labels_a), (b, labels_b) = concat(batched.train_dataloader()), concat(plain.train_dataloader())
     assert a.shape == b.shape == (512, 3, 32, 32) and torch.equal(labels_a, labels_b)
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
@@ -62,11 +63,11 @@ def test_augmented_epochs_have_the_torchvision_statistics(cifar_root, augment_pl
     """Per-image mean brightness over two epochs: the device pipeline and torchvision agree (Welch
     t-test); the negative control (torchvision without augmentation) must be told apart, so the
     test has the power to see what augmentation does to this statistic."""
-    gpu = datamodule(cifar_root, "gpu", batch_size=64, mix=None)
+    batched = datamodule(cifar_root, "batched", batch_size=64, mix=None)
     plain = datamodule(cifar_root, "torchvision", batch_size=64, mix=None, **({} if augment_plain else {"augment": None}))
     torch.manual_seed(0)  # torchvision's transforms draw from the global generator
     means = {}
-    for name, dm in (("gpu", gpu), ("plain", plain)):
+    for name, dm in (("batched", batched), ("plain", plain)):
         dm.setup("fit")
         loader = dm.train_dataloader()
         images = torch.cat([concat(loader)[0] for _ in range(2)])
@@ -74,7 +75,7 @@ def test_augmented_epochs_have_the_torchvision_statistics(cifar_root, augment_pl
         # Augmentation happens in uint8, before normalising: the levels are whole numbers.
         assert (levels - levels.round()).abs().max() < 1e-3
         means[name] = levels.mean(dim=(1, 2, 3))
-    p_value = ttest_ind(means["gpu"], means["plain"], equal_var=False).pvalue
+    p_value = ttest_ind(means["batched"], means["plain"], equal_var=False).pvalue
     if augment_plain:
         assert p_value > 1e-3
     else:
@@ -87,15 +88,30 @@ def test_auto_picks_the_device_pipeline_on_one_gpu_only():
 
     dm = CIFAR100DataModule(pipeline="auto")
     assert dm.active_pipeline == "torchvision"  # no trainer attached
-    for device, world_size, expected in (("cuda", 1, "gpu"), ("cpu", 1, "torchvision"), ("cuda", 2, "torchvision")):
+    for device, world_size, expected in (("cuda", 1, "batched"), ("cpu", 1, "torchvision"), ("cuda", 2, "torchvision")):
         dm.trainer = trainer(device, world_size)
         assert dm.active_pipeline == expected
-    explicit = CIFAR100DataModule(pipeline="gpu")
+    explicit = CIFAR100DataModule(pipeline="batched")
     explicit.trainer = trainer("cuda", 2)
     with pytest.raises(ValueError, match="pipeline='torchvision'"):
         explicit.active_pipeline
-    with pytest.raises(ValueError, match="pipeline must be one of 'auto', 'torchvision', 'gpu'; got 'cuda'"):
+    with pytest.raises(ValueError, match=r"pipeline must be one of 'auto', 'torchvision', 'batched' \(or 'gpu' for 'batched'\); got 'cuda'"):
         CIFAR100DataModule(pipeline="cuda")
+
+
+@pytest.mark.parametrize("name", ["batched", "gpu"])
+def test_gpu_is_the_older_name_of_the_batched_pipeline(cifar_root, name):
+    """Configs and recorded runs written before the rename say "gpu": it is read as "batched", on
+    a CPU as on a GPU, and the data module reports "batched" as the pipeline in use."""
+    dm = datamodule(cifar_root, name, batch_size=32, augment=None, mix=None)
+    assert dm.hparams.pipeline == dm.active_pipeline == "batched"
+    dm.setup("fit")
+    assert isinstance(dm.train_dataloader(), GPUBatchLoader) and isinstance(dm.val_dataloader(), GPUBatchLoader)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (32, 3, 32, 32) and labels.shape == (32,)
+    dm.trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(root_device=torch.device("cuda")))
+    with pytest.raises(ValueError, match="pipeline='batched' keeps the whole dataset on one device"):
+        dm.active_pipeline
 
 
 class RecordBatches(L.Callback):
@@ -120,7 +136,7 @@ def test_a_resumed_run_sees_the_same_epoch(cifar_root, tmp_path):
             default_root_dir=tmp_path,
             callbacks=[record, ModelCheckpoint(dirpath=tmp_path / name, save_last=True)],
         )
-        trainer.fit(ViTModule("vit_tiny", TINY), datamodule(cifar_root, "gpu", batch_size=128, mix=None), ckpt_path=ckpt_path)
+        trainer.fit(ViTModule("vit_tiny", TINY), datamodule(cifar_root, "batched", batch_size=128, mix=None), ckpt_path=ckpt_path)
         return {epoch: torch.cat(batches) for epoch, batches in record.epochs.items()}
 
     full = fit("full", 2)
@@ -130,15 +146,15 @@ def test_a_resumed_run_sees_the_same_epoch(cifar_root, tmp_path):
     assert list(resumed) == [1] and torch.equal(resumed[1], full[1])
 
 
-def test_quick_fit_with_the_gpu_pipeline_on_a_cpu(tmp_path, monkeypatch):
+def test_quick_fit_with_the_batched_pipeline_on_a_cpu(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VITLIB_QUICK", "1")
     small = ["--data.quick_train_size", "128", "--data.quick_test_size", "101", "--data.batch_size", "32"]
     main(["fit", "--config", str(REPO / "configs" / "quick.yaml"), "--trainer.max_epochs", "1",
-          "--data.pipeline", "gpu", *small])  # fmt: skip
+          "--data.pipeline", "batched", *small])  # fmt: skip
     metrics = json.loads((tmp_path / "runs/vitlib/version_0/metrics.json").read_text())
     assert metrics["samples"] == 101  # every validation image once, from the device-held test set
-    assert metrics["global_step"] == 4 and metrics["config"]["data"]["pipeline"] == "gpu"
+    assert metrics["global_step"] == 4 and metrics["config"]["data"]["pipeline"] == "batched"
 
 
 def test_the_long_recipe_trains_with_every_augmentation_firing(tmp_path, monkeypatch):
@@ -178,7 +194,7 @@ def test_the_long_recipe_trains_with_every_augmentation_firing(tmp_path, monkeyp
     assert (targets.max(dim=1).values < 1).float().mean() > 0.9
 
     # Before mixing: no training image reaches the model as stored (crop, flip, RandAugment).
-    dm = CIFAR100DataModule(quick=True, batch_size=128, augment=None, mix=None, pipeline="gpu", num_workers=0)
+    dm = CIFAR100DataModule(quick=True, batch_size=128, augment=None, mix=None, pipeline="batched", num_workers=0)
     dm.setup("fit")
     originals = dm._device_loader(dm.train_set, 512, train=False)  # the 512 stored images, in order
     plain = next(iter(originals))[0]

@@ -70,7 +70,7 @@ class Window(L.Callback):
 
 
 def fit_through_window(root, checker, accelerator: str) -> None:
-    datamodule = CIFAR100DataModule(str(root), batch_size=32, download=False, verify_md5=False, pipeline="gpu")
+    datamodule = CIFAR100DataModule(str(root), batch_size=32, download=False, verify_md5=False, pipeline="batched")
     module = ViTModule("vit_tiny", TINY, optimizer=OptimizerConfig(fused=True))
     trainer = L.Trainer(
         accelerator=accelerator,
@@ -92,7 +92,7 @@ def the_gpu_augmentation_path(monkeypatch):
     """The device pipeline runs here on the CPU as a stand-in for a GPU; on the CPU its RandAugment
     gathers the samples of each op by default, a host sync by design (free there). These tests
     check the GPU's path, the sync-free masked one."""
-    from vitlib.support.gpu_augment import BatchAugment
+    from vitlib.support.batched_augment import BatchAugment
 
     init = BatchAugment.__init__
     monkeypatch.setattr(BatchAugment, "__init__", lambda self, cfg, height=32, width=32, gather=None: init(self, cfg, height, width, False))

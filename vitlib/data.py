@@ -49,7 +49,7 @@ from .support.cifar import (
     quick_mode,
     with_transform,
 )
-from .support.gpu_augment import GPUBatchLoader
+from .support.batched_augment import GPUBatchLoader
 from .support.seeding import EpochSampler, SeededSamples, rng_state, set_rng_state
 
 
@@ -96,10 +96,13 @@ class ImageFileDataset(Dataset):
 
 
 # Where training images are augmented: "torchvision" (per image, in DataLoader workers on the CPU:
-# the plain path the book teaches), "gpu" (the whole split held as uint8 on the training device,
-# each batch augmented there at once by vitlib.support.gpu_augment, same distribution), or "auto" ("gpu"
-# when training on one CUDA device, "torchvision" otherwise).
-PIPELINES = ("auto", "torchvision", "gpu")
+# the plain path the book teaches), "batched" (the whole split held as uint8 on the training device,
+# a GPU or the CPU itself, each batch augmented there at once by vitlib.support.batched_augment, same
+# distribution), or "auto" ("batched" when training on one CUDA device, "torchvision" otherwise).
+PIPELINES = ("auto", "torchvision", "batched")
+# Older names, accepted and read as the new one: "gpu" named the batched pipeline before it ran on
+# CPUs too (configs and recorded runs written before the rename say "gpu").
+PIPELINE_ALIASES = {"gpu": "batched"}
 
 
 def _uint8_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,9 +143,10 @@ class CIFAR100DataModule(L.LightningDataModule):
     Validation is the CIFAR-100 test set unless ``val_split=N > 0`` holds out ``N`` training images
     (chosen with ``seed``). ``augment=None`` / ``mix=None`` switch augmentation / CutMix-MixUp off.
     ``quick`` (default: ``VITLIB_QUICK``) swaps in a small synthetic dataset for runs on a CPU.
-    ``pipeline`` chooses where images are augmented (see ``PIPELINES``); with "gpu" the
-    training, validation and test splits are held on the training device and ``num_workers`` is
-    unused. Prediction on image files always reads them in DataLoader workers.
+    ``pipeline`` chooses where images are augmented (see ``PIPELINES``; "gpu" is read as
+    "batched", its older name); with "batched" the training, validation and test splits are held
+    on the training device and ``num_workers`` is unused. Prediction on image files always reads
+    them in DataLoader workers.
     """
 
     def __init__(
@@ -180,8 +184,10 @@ class CIFAR100DataModule(L.LightningDataModule):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 hint = " (0 = validate on the test set)" if name == "val_split" else ""
                 raise ValueError(f"CIFAR100DataModule.{name} must be an integer >= {least}{hint}; got {value!r}")
-        if pipeline not in PIPELINES:
-            raise ValueError(f"pipeline must be one of {', '.join(map(repr, PIPELINES))}; got {pipeline!r}")
+        if pipeline not in PIPELINES and pipeline not in PIPELINE_ALIASES:
+            old = ", ".join(f"{old!r} for {new!r}" for old, new in PIPELINE_ALIASES.items())
+            raise ValueError(f"pipeline must be one of {', '.join(map(repr, PIPELINES))} (or {old}); got {pipeline!r}")
+        self.hparams["pipeline"] = PIPELINE_ALIASES.get(pipeline, pipeline)
         self.quick = quick_mode() if quick is None else quick
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.batch_size = batch_size
@@ -278,14 +284,14 @@ class CIFAR100DataModule(L.LightningDataModule):
         """The pipeline in use: ``pipeline`` with "auto" resolved against the attached trainer."""
         trainer = self.trainer
         world_size = trainer.world_size if trainer is not None else 1
-        if self.hparams.pipeline == "gpu" and world_size > 1:
+        if self.hparams.pipeline == "batched" and world_size > 1:
             raise ValueError(
-                f"pipeline='gpu' keeps the whole dataset on one device and does not split it between the "
+                f"pipeline='batched' keeps the whole dataset on one device and does not split it between the "
                 f"{world_size} processes of this run; use pipeline='torchvision' (or 'auto') with several devices"
             )
         if self.hparams.pipeline == "auto":
             on_one_gpu = trainer is not None and world_size == 1 and trainer.strategy.root_device.type == "cuda"
-            return "gpu" if on_one_gpu else "torchvision"
+            return "batched" if on_one_gpu else "torchvision"
         return self.hparams.pipeline
 
     def _device_loader(self, dataset: Dataset, batch_size: int, train: bool) -> GPUBatchLoader | _TrainerEpochs:
@@ -320,7 +326,7 @@ class CIFAR100DataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader | GPUBatchLoader | _TrainerEpochs:
-        if self.active_pipeline == "gpu":
+        if self.active_pipeline == "batched":
             return self._device_loader(self.train_set, self.batch_size, train=True)
         # Order and augmentation are functions of (seed, epoch), so a resumed run sees the same
         # epochs; on a resume the epoch to start at is Lightning's count of processed epochs.
@@ -329,7 +335,7 @@ class CIFAR100DataModule(L.LightningDataModule):
         return self._loader(SeededSamples(self.train_set), self.batch_size, sampler=sampler, drop_last=True)
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader | GPUBatchLoader:
-        if self.active_pipeline == "gpu":
+        if self.active_pipeline == "batched":
             return self._device_loader(dataset, self.eval_batch_size, train=False)
         # Under DDP, Lightning's default sampler pads the last batch with repeated samples, which
         # would count them twice in the metrics; a sampler that does not pad is kept as it is.

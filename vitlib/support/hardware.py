@@ -9,7 +9,7 @@ config, the GPU run (``benchmarks/gpu_run.py``) and chapter 6.
   8.0 torch only emulates bf16 (no tensor cores, and ``scaled_dot_product_attention`` falls back to
   its math kernel), so a config or flag that asks for bf16 there runs in ``16-mixed`` instead, and
   :func:`decide_precision` says so in one line.
-- The augmentation pipeline is ``gpu`` everywhere: on a GPU the batches are augmented there; on a
+- The augmentation pipeline is ``batched`` everywhere: on a GPU the batches are augmented there; on a
   CPU the same batched code runs in the training process, which kept 90 % of the bare step's
   images/s with RandAugment and CutMix / MixUp on two cores (``results/speed/fit-vs-bare-cpu.json``),
   against DataLoader workers that compete with the model for the same cores.
@@ -91,7 +91,7 @@ def choose(capabilities: Capabilities | None = None) -> FastPath:
     caps = capabilities or Capabilities.detect()
     if caps.gpu is None:
         return FastPath(
-            "cpu", "32-true", "gpu", False, False,
+            "cpu", "32-true", "batched", False, False,
             (f"CPU ({caps.cpu_threads} threads): float32", "batches augmented in the training process",
              "eager (torch.compile not measured to help on a CPU)"),
         )
@@ -102,7 +102,7 @@ def choose(capabilities: Capabilities | None = None) -> FastPath:
     )
     measured = any(family in caps.gpu for family in COMPILE_MEASURED)
     why_compile = "torch.compile (measured faster on this GPU)" if measured else "eager (torch.compile not measured on this GPU)"
-    return FastPath("gpu", precision, "gpu", measured, False, (why_precision, "batches augmented on the GPU", why_compile))
+    return FastPath("gpu", precision, "batched", measured, False, (why_precision, "batches augmented on the GPU", why_compile))
 
 
 def run_capabilities(accelerator: object = None) -> Capabilities:

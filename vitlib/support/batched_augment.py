@@ -6,7 +6,7 @@ cores (as on Colab) give a few thousand images per second, far below what one GP
 the training set stays on the device as uint8 and every batch is augmented at once. Each sample still gets its own random crop, flip and RandAugment
 operations, drawn from the same distribution as torchvision v2's
 ``Compose([RandomCrop(32, padding=p), RandomHorizontalFlip(), RandAugment(N, M)])``: the same op
-set, magnitudes, random signs, nearest interpolation and zero fill (``tests/test_gpu_augment.py``
+set, magnitudes, random signs, nearest interpolation and zero fill (``tests/test_batched_augment.py``
 checks every op against ``torchvision.transforms.v2.functional`` and the whole pipeline's
 distribution against torchvision's).
 

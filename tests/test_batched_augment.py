@@ -1,4 +1,4 @@
-"""vitlib.support.gpu_augment against torchvision v2: every op, the pipeline's distribution, the loader.
+"""vitlib.support.batched_augment against torchvision v2: every op, the pipeline's distribution, the loader.
 
 All on the CPU. Tolerance found: on this CPU every op is bit-exact against torchvision (geometric
 ops included, because the sampling grid is built the way torchvision builds it). The float blends
@@ -24,7 +24,7 @@ from torchvision.transforms.v2 import functional as F
 
 from vitlib.augment import AugmentConfig
 from vitlib.support.cifar import load_cifar100
-from vitlib.support.gpu_augment import (
+from vitlib.support.batched_augment import (
     RANDAUGMENT_OPS,
     SIGNED_OPS,
     BatchAugment,
