@@ -267,7 +267,7 @@ def run_vitlib(row: Row, settings: Settings, scratch: Path) -> dict[str, Any]:
     return {
         "batch_size": dm.batch_size * cli.trainer.world_size,
         "precision": str(cli.trainer.precision),
-        "pipeline": pipeline if pipeline == "gpu" else cpu_workers(dm.num_workers),
+        "pipeline": pipeline if pipeline == "batched" else cpu_workers(dm.num_workers),
         "compile": module.compiled,  # what ran: "eager" after a compile that failed
         "timer": timer,
         "model_config": module.config,

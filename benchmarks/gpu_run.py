@@ -67,6 +67,7 @@ import yaml
 
 from vitlib.support.files import atomic_write, write_json_atomic
 from vitlib.support.provenance import commit_and_dirty, gpu_name
+from vitlib.support.run_folder import METRICS_JSON, final_metrics, last_checkpoint, version_folder
 from vitlib.support.timed import cycle_epochs, plan_epochs, recipe_cycles
 
 __all__ = ["Problem", "choose_data", "main", "make_bundle", "read_bundle", "run_child", "wheels_to_install"]
@@ -560,9 +561,9 @@ class Run:
                *(TINY_FIT if self.mode.tiny else [])]  # fmt: skip
         # Grace past stop_at for an epoch end the estimate missed; the test keeps half its share.
         rc, st.seconds = run_child(fit, stop_at + self.mode.after_train_s / 2 - time.time(), self.log, self.env)
-        run_dir = self.runs / "fit" / "version_0"
-        fitted = read_json(run_dir / "metrics.json")
-        st.status = status_of(rc, fitted, "metrics.json")
+        run_dir = version_folder(self.runs, 0, "fit")
+        fitted = final_metrics(run_dir)
+        st.status = status_of(rc, fitted, METRICS_JSON)
         self.summary["plan"] = {"epochs": epochs, "epoch_s_estimate": epoch_s, "half_cycle_epochs": half_cycle,
                                 "stop_at_s": round(stop_at - self.start, 1)}  # fmt: skip
         if fitted:
@@ -571,7 +572,7 @@ class Run:
             keys = ("dataset", "images", "loss", "top1", "top5", "epoch", "global_step", "ran")
             self.summary["fit"] = {"argv": fit[1:], **{k: fitted.get(k) for k in keys}}
             self.record(run_dir, bench)
-        self.test(run_dir / "checkpoints" / "last.ckpt")
+        self.test(last_checkpoint(run_dir))
 
     def record(self, run_dir: Path, bench: dict[str, Any] | None) -> None:
         st = self.stage("record")
@@ -601,8 +602,8 @@ class Run:
         # the checkpoint's own settings (compile: auto, which compiles on a measured GPU) win over
         # --model.compile.
         rc, st.seconds = run_child(test, self.left() - 5, self.log, {**self.env, "TORCH_COMPILE_DISABLE": "1"})
-        tested = read_json(self.runs / "test" / "version_0" / "metrics.json")
-        st.status = status_of(rc, tested, "metrics.json")
+        tested = final_metrics(version_folder(self.runs, 0, "test"))
+        st.status = status_of(rc, tested, METRICS_JSON)
         if tested:
             st.result = (f"top-1 {tested['top1']:.2%}, top-5 {tested['top5']:.2%}, loss {tested['loss']:.3f} "
                          f"on {tested['samples']} images")  # fmt: skip

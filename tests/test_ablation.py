@@ -14,6 +14,7 @@ import yaml
 
 from vitlib.cli import main as cli_main
 from vitlib.lab import ablation, comparison
+from vitlib.support import run_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -201,16 +202,16 @@ def test_the_runner_resumes_from_the_newest_checkpoint_and_follows_the_parts(tmp
     """version_0 was cut short, version_1 resumed from it and died before its first checkpoint,
     version_2 resumed from version_0 again; version_10 sorts after version_2 (numbers, not text)."""
     root = tmp_path / "run"
-    assert comparison.resume_point(root) is None and comparison.finished_parts(root) is None
+    assert run_folder.resume_point(root) is None and run_folder.finished_parts(root) is None
     first = _version(root, 0)
-    assert comparison.resume_point(root) == first / "checkpoints" / "last.ckpt"
+    assert run_folder.resume_point(root) == first / "checkpoints" / "last.ckpt"
     _version(root, 1, ckpt_path=str(first / "checkpoints" / "last.ckpt"), checkpoint=False)
-    assert comparison.resume_point(root) == first / "checkpoints" / "last.ckpt"
+    assert run_folder.resume_point(root) == first / "checkpoints" / "last.ckpt"
     for n in range(2, 10):
         _version(root, n, ckpt_path=str(first / "checkpoints" / "last.ckpt"), checkpoint=False)
     last = _version(root, 10, ckpt_path=str(first / "checkpoints" / "last.ckpt"), finished=True)
-    assert comparison.run_folders(root)[-1] == last
-    assert comparison.finished_parts(root) == [first, last] and comparison.resume_point(root) is None
+    assert run_folder.run_folders(root)[-1] == last
+    assert run_folder.finished_parts(root) == [first, last] and run_folder.resume_point(root) is None
 
     # train_and_record passes the checkpoint on and records the parts it finds.
     calls: dict[str, object] = {}
@@ -237,9 +238,9 @@ def test_the_runner_resumes_from_the_newest_checkpoint_and_follows_the_parts(tmp
     folder = _version(killed, 0)
     (folder / "config.yaml").write_text(yaml.safe_dump({"ckpt_path": None, "trainer": {"max_epochs": 2}}))
     (folder / "metrics.csv").write_text("epoch,step,val/top1\n0,10,0.1\n")
-    assert comparison.finished_parts(killed) is None and comparison.resume_point(killed) is not None  # one epoch left
+    assert run_folder.finished_parts(killed) is None and run_folder.resume_point(killed) is not None  # one epoch left
     (folder / "metrics.csv").write_text("epoch,step,val/top1\n0,10,0.1\n1,20,0.2\n")
-    assert comparison.finished_parts(killed) == [folder] and comparison.resume_point(killed) is None
+    assert run_folder.finished_parts(killed) == [folder] and run_folder.resume_point(killed) is None
     comparison.train_and_record(comparison.PlannedRun("k", planned.command, killed), tmp_path / "out")
     assert "command" not in calls and calls["parts"] == [folder] and calls["unfinished"] is True
 
@@ -252,10 +253,10 @@ def test_a_stopped_run_resumes_from_its_newest_folder_and_records_as_far_as_it_g
     second = _version(root, 1, ckpt_path=str(first / "checkpoints" / "last.ckpt"))
     later = time.time() + 100
     os.utime(first / "checkpoints" / "last.ckpt", (later, later))
-    assert comparison.resume_point(root) == second / "checkpoints" / "last.ckpt"
-    assert comparison.stopped_parts(root) is None  # no epoch validated yet: nothing to record
+    assert run_folder.resume_point(root) == second / "checkpoints" / "last.ckpt"
+    assert run_folder.stopped_parts(root) is None  # no epoch validated yet: nothing to record
     (second / "metrics.csv").write_text("epoch,step,val/top1\n3,10,0.1\n")
-    assert comparison.stopped_parts(root) == [first, second]
+    assert run_folder.stopped_parts(root) == [first, second]
 
     calls: dict[str, object] = {}
     monkeypatch.setattr(comparison, "record_run", lambda parts, name, out, command, note, unfinished: calls.update(parts=parts, unfinished=unfinished))

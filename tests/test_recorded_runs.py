@@ -16,7 +16,7 @@ import yaml
 from vitlib import data
 from vitlib.cli import main
 from vitlib.lab import ablation, book, comparison, grid, records, speed, tables
-from vitlib.support import cifar
+from vitlib.support import cifar, run_folder
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = str(REPO / "configs" / "quick.yaml")
@@ -72,7 +72,7 @@ def test_a_fit_records_its_speed_against_the_bare_step(tmp_path: Path, monkeypat
     assert speed["fit_images_per_s"] < speed["train_images_per_s"]  # set-up and validation cost time
     assert speed["bare_step_images_per_s"] > 0 and speed["train_vs_bare"] > 0
     assert speed["threads"] == torch.get_num_threads() and speed["resumed_from"] is None
-    history = records.read_history(run / "metrics.csv")
+    history = run_folder.read_history(run / "metrics.csv")
     assert [e for e, _ in history["time/train_epoch_s"]] == [0, 1] and len(history["lr"]) == 2
 
 
@@ -107,7 +107,7 @@ def test_a_stopped_run_is_recorded_only_when_asked_and_says_so(
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     record = json.loads(records.record_run(run, "stopped", tmp_path / "results", weights=False, unfinished=True).read_text())
     assert record["stopped_early"] == "stopped after 2 of 5 epochs" and record["epochs"] == 2
-    assert record["metrics"]["top1"] == records.read_history(run / "metrics.csv")["val/top1"][-1][1]
+    assert record["metrics"]["top1"] == run_folder.read_history(run / "metrics.csv")["val/top1"][-1][1]
     assert record["dataset"] == cifar.DATASET_UNVERIFIED
     assert "stopped after 2 of 5" in tables.tuning_table(tmp_path / "results")
     # Its last.ckpt is of its last epoch, so its weights may be recorded; a checkpoint that lags
@@ -329,6 +329,6 @@ def test_the_recipe_study_records_ran_their_arms_and_agree_with_themselves(study
         model = recorded.model()  # checks the weights' SHA-256
         assert sum(p.numel() for p in model.parameters()) == record["size"]["parameters"]
         if record["stopped_early"]:
-            checkpoint = comparison.resume_point(REPO / planned[name].root)
+            checkpoint = run_folder.resume_point(REPO / planned[name].root)
             assert checkpoint is not None, f"{name} stopped before its end and has no checkpoint under {planned[name].root} to resume from"
             assert torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] >= epochs - 1

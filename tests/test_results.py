@@ -10,6 +10,7 @@ import torch
 
 from vitlib import ViT, ViTConfig
 from vitlib.lab import records, tables
+from vitlib.support import run_folder
 from vitlib.support.checkpoints import CONFIG_KEY
 
 TINY = ViTConfig.from_preset("vit_tiny")
@@ -118,7 +119,7 @@ def test_the_split_says_which_images_were_measured(split: str | None, images: st
 
 
 def test_history_has_every_epoch_and_the_lr_at_its_end(tmp_path: Path) -> None:
-    history = records.read_history(_run_dir(tmp_path) / "metrics.csv")
+    history = run_folder.read_history(_run_dir(tmp_path) / "metrics.csv")
     assert history["val/top1"] == [(0, 0.11), (1, 0.17)] and history["train/loss"] == [(0, 4.2), (1, 3.8)]
     # An epoch's rows carry the index of its last step (4, then 9): the LR logged at that step.
     assert history["lr"] == [(0, 0.002), (1, 0.0005)]
@@ -185,3 +186,15 @@ def test_each_bare_step_comparison_is_its_own_table(tmp_path: Path) -> None:
     assert "**a**: CPU X, batch 128, 2 threads" in first and "| a1 | 1,000 | 150 | 1.50x |" in first
     assert "| b1 | 1,000 | 240 | 0.80x |" in second and "b0" not in first
     assert "dim=96" in second.split("<details>")[1] and "dim=96" not in second.split("<details>")[0]
+
+
+def test_the_history_reads_the_learning_rate_of_any_optimizer(tmp_path: Path) -> None:
+    """LearningRateMonitor names its column after the optimizer and parameter group: the first
+    group's rate is the schedule's, whatever the optimizer is called."""
+    csv = tmp_path / run_folder.METRICS_CSV
+    csv.write_text(
+        "epoch,step,lr-SGD/pg1,lr-SGD/pg2,val/top1\n"
+        ",0,0.1,0.5,\n,1,0.2,0.6,\n0,1,,,0.3\n,2,0.3,0.7,\n1,2,,,0.4\n"
+    )
+    history = run_folder.read_history(csv)
+    assert history["lr"] == [(0, 0.2), (1, 0.3)] and history["val/top1"] == [(0, 0.3), (1, 0.4)]

@@ -35,6 +35,7 @@ from .support.checkpoints import AtomicCheckpointIO, CheckpointError, EveryEpoch
 from .support.cifar import ARCHIVE, DatasetNotFoundError, default_data_dir, ensure_cifar100, quick_mode
 from .support.loss_check import NonFiniteLossError
 from .support.pretrained import CONFIG_NAME, WEIGHTS_NAME, PretrainedError, from_pretrained
+from .support.run_folder import LOGGER_NAME
 
 QUICK_MAX_EPOCHS = 2
 
@@ -89,8 +90,8 @@ class ViTCLI(LightningCLI):
                 "checkpoint.filename": "best-on-val-epoch{epoch:03d}-top1{val/top1:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
                 "trainer.logger": [
-                    {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": RUNS_DIR, "name": "vitlib"}},
-                    {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": RUNS_DIR, "name": "vitlib"}},
+                    {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": RUNS_DIR, "name": LOGGER_NAME}},
+                    {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": RUNS_DIR, "name": LOGGER_NAME}},
                 ],
             }
         )

@@ -23,17 +23,12 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
+from .checks import positive_int, positive_number
+
 SCHEDULES = ("cyclic", "cosine", "constant")
 
 # LinearLR needs a start factor > 0; the warm-up starts at max_lr / 1000 ("from ~0").
 _WARMUP_START_FACTOR = 1e-3
-
-
-def _positive_number(name: str, value: Any, allow_zero: bool = False) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
-    if not ok or not (value >= 0 if allow_zero else value > 0):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"ScheduleConfig.{name} must be a number {bound}; got {value!r}")
 
 
 @dataclass
@@ -59,9 +54,9 @@ class ScheduleConfig:
                 f"ScheduleConfig.name must be one of {', '.join(map(repr, SCHEDULES))}; got {self.name!r}"
             )
         for name in ("base_lr", "max_lr", "half_cycle_epochs"):
-            _positive_number(name, getattr(self, name))
+            positive_number(f"ScheduleConfig.{name}", getattr(self, name))
         for name in ("warmup_epochs", "min_lr"):
-            _positive_number(name, getattr(self, name), allow_zero=True)
+            positive_number(f"ScheduleConfig.{name}", getattr(self, name), allow_zero=True)
         if self.base_lr > self.max_lr:
             raise ValueError(
                 f"ScheduleConfig.base_lr ({self.base_lr}) must be <= ScheduleConfig.max_lr ({self.max_lr})"
@@ -70,11 +65,6 @@ class ScheduleConfig:
             raise ValueError(
                 f"ScheduleConfig.min_lr ({self.min_lr}) must be <= ScheduleConfig.max_lr ({self.max_lr})"
             )
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -92,8 +82,8 @@ def build_scheduler(
     It also sets the optimizer's learning rate to the schedule's start, so the optimizer's own
     ``lr`` argument does not matter.
     """
-    _positive_int("steps_per_epoch", steps_per_epoch)
-    _positive_int("max_epochs", max_epochs)
+    positive_int("steps_per_epoch", steps_per_epoch)
+    positive_int("max_epochs", max_epochs)
     total_steps = steps_per_epoch * max_epochs
     if cfg.name == "cyclic":
         # At least one step, so that very short runs (fast_dev_run: one step an epoch) still work.
@@ -163,7 +153,7 @@ def lr_range_test(
 
     if not 0 < min_lr < max_lr:
         raise ValueError(f"lr_range_test needs 0 < min_lr < max_lr; got min_lr={min_lr}, max_lr={max_lr}")
-    _positive_int("num_steps", num_steps)
+    positive_int("num_steps", num_steps)
     # max_epochs=-1: the step count alone ends the test, however small the data set.
     quiet = {
         "max_epochs": -1,

@@ -28,6 +28,7 @@ from ..module import ClassifierModule, OptimizerConfig
 from ..schedule import ScheduleConfig
 from ..support.checkpoints import load_checkpoint, network_state
 from ..support.pretrained import save_weights
+from ..support.run_folder import last_checkpoint
 from . import records
 
 WIDTHS = (16, 32, 64)
@@ -90,7 +91,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> CIFARResNet:
 def export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """The run's ``last.ckpt`` as ``folder/model.safetensors`` + ``config.json`` (depth and
     classes), for :func:`vitlib.lab.records.record_run`: ``(weights entry, size)``."""
-    model = model_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
+    model = model_from_checkpoint(load_checkpoint(last_checkpoint(run_dir)))
     save_weights(model, {"depth": model.depth, "num_classes": model.num_classes}, folder)
     size = {"parameters": count_parameters(model), "flops_per_image": flops(model, torch.zeros(1, 3, 32, 32))}
     return records.weights_entry(folder), size

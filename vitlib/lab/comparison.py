@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .records import load_results, record_run, validated_epochs
+from ..support.run_folder import METRICS_JSON, final_metrics, finished_parts, resume_point, stopped_parts
+from .records import load_results, record_run
 
 
 class SeedGroup:
@@ -126,62 +125,6 @@ class PlannedRun:
     root: Path
 
 
-def run_folders(root: str | Path) -> list[Path]:
-    """The ``vitlib/version_N`` folders under ``root``, in the order they were made."""
-    folders = Path(root).glob("vitlib/version_*")
-    return sorted((f for f in folders if f.name.split("_")[-1].isdigit()), key=lambda f: int(f.name.split("_")[-1]))
-
-
-def _finished(folder: Path) -> bool:
-    """Whether the fit in ``folder`` ran its whole schedule: it wrote ``metrics.json``, or it was
-    killed after validating its last epoch, before writing it (resuming such a fit trains nothing
-    and validates nothing, so it would never write one)."""
-    if (folder / "metrics.json").is_file():
-        return True
-    config_file = folder / "config.yaml"
-    planned = ((yaml.safe_load(config_file.read_text()) or {}).get("trainer") or {}).get("max_epochs") if config_file.is_file() else None
-    return planned is not None and validated_epochs(folder) >= planned
-
-
-def _chain(last: Path) -> list[Path]:
-    """The folders of the fit that ``last`` ends, first part to last: each resume names its
-    predecessor's checkpoint in its ``config.yaml``."""
-    parts = [last]
-    while True:
-        ckpt = (yaml.safe_load((parts[0] / "config.yaml").read_text()) or {}).get("ckpt_path")
-        if not ckpt:
-            return parts
-        parts.insert(0, Path(ckpt).parent.parent)  # <version>/checkpoints/last.ckpt
-
-
-def finished_parts(root: str | Path) -> list[Path] | None:
-    """The folders of the last fit under ``root`` that finished, first part to last; ``None``
-    when none finished."""
-    finished = [f for f in run_folders(root) if _finished(f)]
-    return _chain(finished[-1]) if finished else None
-
-
-def resume_point(root: str | Path) -> Path | None:
-    """The ``last.ckpt`` of the newest fit under ``root`` that wrote one, to resume from; ``None``
-    when a fit finished. Newest by the folders' numbers, not by file times, which a copy of the
-    folder (a clone of a repository) does not keep."""
-    if finished_parts(root):
-        return None
-    checkpoints = [c for c in (f / "checkpoints" / "last.ckpt" for f in run_folders(root)) if c.is_file()]
-    return checkpoints[-1] if checkpoints else None
-
-
-def stopped_parts(root: str | Path) -> list[Path] | None:
-    """The folders of the fit under ``root`` that stopped before its end and can be resumed
-    (:func:`resume_point`), first part to last; ``None`` when there is none, or it validated no
-    epoch yet."""
-    ckpt = resume_point(root)
-    if ckpt is None:
-        return None
-    last = ckpt.parent.parent
-    return _chain(last) if validated_epochs(last) else None
-
-
 def train_and_record(run: PlannedRun, out: str | Path, note: str | None = None) -> Path:
     """Train ``run`` (resumed from its last checkpoint when an earlier attempt was cut short; not
     at all when it finished and only its record is missing) and record it in ``out/<name>.json``,
@@ -193,8 +136,8 @@ def train_and_record(run: PlannedRun, out: str | Path, note: str | None = None) 
             raise RuntimeError(f"{run.name} failed (its output is above); run the same command again to resume it")
     parts = finished_parts(run.root)
     if parts is None:
-        raise RuntimeError(f"{run.name} ended before its last epoch, without writing metrics.json under {run.root}")
-    unfinished = not (parts[-1] / "metrics.json").is_file()
+        raise RuntimeError(f"{run.name} ended before its last epoch, without writing {METRICS_JSON} under {run.root}")
+    unfinished = final_metrics(parts[-1]) is None
     return record_run(parts, run.name, out, command=shlex.join(run.command), note=note, unfinished=unfinished)
 
 

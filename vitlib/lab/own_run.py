@@ -32,6 +32,7 @@ import torch
 from .. import cli
 from ..support import hardware, timed
 from ..support.provenance import gpu_name
+from ..support.run_folder import QUICK_DATASET, final_metrics, run_folders
 from . import ablation, records
 from .book import DataSource, quiet_lightning, recipe_config, runs_root
 from .records import RecordedRun
@@ -167,12 +168,11 @@ def latest(root: str | Path | None = None, real: bool = True) -> RecordedRun | N
     :class:`~vitlib.lab.records.RecordedRun` (its weights exported next to it), else ``None``. With
     ``real``, runs on quick mode's synthetic data are passed over: they have nothing to show."""
     root = Path(root) if root is not None else runs_root() / "recipe"
-    finished = sorted(root.glob("vitlib/version_*/metrics.json"), key=lambda p: p.stat().st_mtime)
-    if real:
-        finished = [p for p in finished if "quick mode" not in json.loads(p.read_text()).get("dataset", "")]
+    finished = [(folder, final_metrics(folder)) for folder in run_folders(root)]
+    finished = [folder for folder, metrics in finished if metrics and not (real and metrics.get("dataset") == QUICK_DATASET)]
     if not finished:
         return None
-    run_dir = finished[-1].parent
+    run_dir = finished[-1]
     record = records.run_record(run_dir, NAME)
     folder = run_dir / "pretrained"
     record["weights"], record["size"] = records.export_weights(run_dir, folder)

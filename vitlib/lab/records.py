@@ -13,7 +13,6 @@ date, dataset, metrics, history, weights)::
 from __future__ import annotations
 
 import argparse
-import csv
 import http.client
 import json
 import os
@@ -25,16 +24,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..config import ViTConfig
 from ..measure import model_flops
 from ..model import ViT, count_parameters
 from ..support.checkpoints import CONFIG_KEY, load_checkpoint, network_state
-from ..support.cifar import default_data_dir, identify_cifar100, quick_mode
 from ..support.files import write_json_atomic
 from ..support.pretrained import TIMEOUT_S, WEIGHTS_NAME, from_pretrained, save_pretrained, sha256_of
 from ..support.provenance import git_commit, this_machine
+from ..support.run_folder import (
+    CONFIG,
+    METRICS_CSV,
+    METRICS_JSON,
+    QUICK_DATASET,
+    check_parts,
+    final_metrics,
+    last_checkpoint,
+    merged_history,
+    merged_timing,
+    stopped_summary,
+)
 
 REQUIRED = ("name", "command", "commit", "hardware", "date", "dataset", "metrics")
 
@@ -50,91 +58,10 @@ HOW_TO_RUN = (
 )
 
 
-def read_history(metrics_csv: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Per-epoch values of a run's ``metrics.csv`` (Lightning's CSVLogger):
-    ``{"train/loss": [(epoch, value), ...], "val/top1": [...], ..., "lr": [...]}``.
-
-    ``lr`` is the learning rate of the last step of each epoch (the logger writes it per step,
-    without an epoch number; an epoch's rows carry the step index of its last step)."""
-    history: dict[str, list[tuple[int, float]]] = {}
-    lr_steps: list[tuple[int, float]] = []
-    epoch_ends: dict[int, int] = {}
-    with open(metrics_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            lr = row.get("lr-AdamW/pg1") or row.get("lr-AdamW")
-            if lr and row.get("step"):
-                lr_steps.append((int(row["step"]), float(lr)))
-            if not row.get("epoch"):
-                continue
-            epoch = int(row["epoch"])
-            epoch_ends[epoch] = max(epoch_ends.get(epoch, 0), int(row.get("step") or 0))
-            for key, value in row.items():
-                if "/" in key and not key.startswith("lr-") and value not in ("", None):
-                    history.setdefault(key, []).append((epoch, float(value)))
-    for epoch, end in sorted(epoch_ends.items()):
-        before = [lr for step, lr in lr_steps if step <= end]
-        if before:
-            history.setdefault("lr", []).append((epoch, before[-1]))
-    return history
-
-
-def validated_epochs(run_dir: Path) -> int:
-    """How many epochs of the fit in ``run_dir`` ended with a validation, from its ``metrics.csv``
-    (0 when it has none)."""
-    csv_file = run_dir / "metrics.csv"
-    points = read_history(csv_file).get("val/top1") if csv_file.is_file() else None
-    return points[-1][0] + 1 if points else 0
-
-
-def _csv_throughput(history: dict[str, list[tuple[int, float]]]) -> dict[str, Any] | None:
-    """The timing of a fit that wrote no ``metrics.json``, from the per-epoch times it logged
-    (``ThroughputMonitor``); the bare-step rate, measured at the fit's end, is unknown."""
-    epoch_s, rates, elapsed = (dict(history.get(f"time/{key}", [])) for key in ("train_epoch_s", "train_images_per_s", "elapsed_s"))
-    if not (epoch_s and elapsed):
-        return None
-    train_s = sum(epoch_s.values())
-    train_images = round(sum(epoch_s[e] * rates[e] for e in epoch_s if e in rates))
-    wall_s = elapsed[max(elapsed)]
-    return {
-        "fit_wall_s": wall_s, "train_s": train_s, "train_images": train_images,
-        "fit_images_per_s": train_images / wall_s, "train_images_per_s": train_images / train_s,
-        "bare_step_images_per_s": None, "train_vs_bare": None,
-    }  # fmt: skip
-
-
-def _stopped_run(run_dir: Path) -> dict[str, Any]:
-    """What ``metrics.json`` would hold for a fit that ended without writing it, from its
-    ``config.yaml`` and ``metrics.csv``: the last validation of the epochs that finished. A fit
-    killed after its last epoch, before it wrote ``metrics.json``, ran its whole schedule: it is
-    not "stopped early"."""
-    config_file, csv_file = run_dir / "config.yaml", run_dir / "metrics.csv"
-    if not (config_file.is_file() and csv_file.is_file()):
-        raise FileNotFoundError(f"{run_dir} has no config.yaml and metrics.csv: not the folder of a `vitlib fit` run")
-    config = yaml.safe_load(config_file.read_text())
-    history = read_history(csv_file)
-    if not history.get("val/top1"):
-        raise ValueError(f"{run_dir} finished no validation: nothing to record")
-    last = {key: points[-1][1] for key, points in history.items() if key.startswith("val/")}
-    epochs = validated_epochs(run_dir)
-    planned = config.get("trainer", {}).get("max_epochs")
-    data = config.get("data", {})
-    quick = data.get("quick") or (data.get("quick") is None and quick_mode())
-    return {
-        "stage": "fit", "split": "val",
-        "dataset": "synthetic data in the CIFAR-100 layout (quick mode)" if quick else identify_cifar100(data.get("data_dir") or default_data_dir()),
-        "images": f"{data.get('val_split')} training images held out (seed {data.get('seed')})" if data.get("val_split") else "test set (used as the validation set)",
-        "loss": last.get("val/loss"), "top1": last.get("val/top1"), "top5": last.get("val/top5"), "samples": int(last.get("val/count", 0)),
-        "epoch": epochs,
-        "stopped_early": None if planned is not None and epochs >= planned else f"stopped after {epochs} of {planned} epochs",
-        "throughput": _csv_throughput(history),
-        "config": config,
-    }  # fmt: skip
-
-
 def export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """The run's ``last.ckpt`` as a ``save_pretrained`` folder: ``(its folder name, sha256 and
     bytes; the model's parameters and FLOPs per image)``."""
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = last_checkpoint(run_dir)
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt} not found: the run left no last checkpoint to export")
     checkpoint = load_checkpoint(ckpt)
@@ -149,75 +76,6 @@ def weights_entry(folder: Path) -> dict[str, Any]:
     """The record's ``weights``: the exported folder's name and its weights file's sha256 and size."""
     weights = folder / WEIGHTS_NAME
     return {"folder": folder.name, "sha256": sha256_of(weights), "bytes": weights.stat().st_size}
-
-
-def _parts(run_dir: str | Path | Sequence[str | Path]) -> list[Path]:
-    """The folders of one fit, in order: the first run and each resume from its predecessor's
-    checkpoint (``--ckpt_path``, which Lightning saves in the resumed run's ``config.yaml``)."""
-    parts = [Path(run_dir)] if isinstance(run_dir, (str, Path)) else [Path(p) for p in run_dir]
-    if not parts:
-        raise ValueError("no run folder given")
-    for before, after in zip(parts, parts[1:]):
-        config_file = after / "config.yaml"
-        ckpt = (yaml.safe_load(config_file.read_text()) or {}).get("ckpt_path") if config_file.is_file() else None
-        if not ckpt or before.resolve() not in Path(ckpt).resolve().parents:
-            raise ValueError(
-                f"{after} was not resumed from a checkpoint of {before} (its ckpt_path is {ckpt!r}): "
-                "give the folders of one fit in the order they ran"
-            )
-    return parts
-
-
-def _merged_history(parts: Sequence[Path]) -> dict[str, list[tuple[int, float]]]:
-    """The per-epoch history of a fit run in several parts: a later part's epochs replace an
-    earlier part's (an epoch cut short by a kill is trained again after the resume). Refuses holes:
-    a missing epoch would make the curves lie."""
-    merged: dict[str, dict[int, float]] = {}
-    for part in parts:
-        csv_file = part / "metrics.csv"
-        for key, points in (read_history(csv_file) if csv_file.is_file() else {}).items():
-            merged.setdefault(key, {}).update(dict(points))
-    history = {key: sorted(points.items()) for key, points in merged.items()}
-    for key in ("val/top1", "train/top1"):
-        epochs = [epoch for epoch, _ in history.get(key, [])]
-        missing = sorted(set(range(max(epochs, default=-1) + 1)) - set(epochs))
-        if missing:
-            raise ValueError(
-                f"{key} has no row for epoch(s) {missing} in {', '.join(map(str, parts))}: a part of the run is "
-                "missing (give every folder of the fit, in order) or its metrics.csv lost rows"
-            )
-    return history
-
-
-def _merged_throughput(parts: Sequence[Path], last: dict[str, Any] | None, history: dict[str, list[tuple[int, float]]]) -> dict[str, Any] | None:
-    """The timing of a fit run in several parts: the training epochs that count (each once), and
-    the wall time of every part up to its last epoch that counts, plus the whole last part. Work
-    redone after a kill (the epoch it cut short) is not counted."""
-    if len(parts) == 1 or last is None:
-        return last
-    epoch_s = dict(history.get("time/train_epoch_s", []))
-    rates = dict(history.get("time/train_images_per_s", []))
-    train_s = sum(epoch_s.values())
-    train_images = round(sum(epoch_s[e] * rates[e] for e in epoch_s if e in rates))
-    wall = []
-    for part, following in zip(parts, parts[1:]):
-        first_again = min(e for e, _ in read_history(following / "metrics.csv")["val/top1"])
-        elapsed = [v for e, v in read_history(part / "metrics.csv").get("time/elapsed_s", []) if e < first_again]
-        if not elapsed:
-            raise ValueError(f"{part}/metrics.csv has no time/elapsed_s before epoch {first_again}: it cannot be timed")
-        wall.append(elapsed[-1])
-    wall.append(last["fit_wall_s"])
-    bare = last.get("bare_step_images_per_s")
-    return {
-        **last,
-        "fit_wall_s": sum(wall),
-        "train_s": train_s,
-        "train_images": train_images,
-        "fit_images_per_s": train_images / sum(wall),
-        "train_images_per_s": train_images / train_s,
-        "train_vs_bare": train_images / train_s / bare if bare else None,
-        "parts": [{"folder": str(part), "wall_s": seconds} for part, seconds in zip(parts, wall)],
-    }
 
 
 def record_run(
@@ -257,12 +115,13 @@ def record_run(
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ValueError(f"name must be a plain file name without slashes; got {name!r}")
     payload = run_record(run_dir, name, command, hardware, unfinished, note)
-    if "quick mode" in payload["dataset"]:
-        raise ValueError(f"{_parts(run_dir)[-1]} trained on {payload['dataset']}: a quick-mode run is not a result. {HOW_TO_RUN}")
+    last = check_parts(run_dir)[-1]
+    if payload["dataset"] == QUICK_DATASET:
+        raise ValueError(f"{last} trained on {payload['dataset']}: a quick-mode run is not a result. {HOW_TO_RUN}")
     if weights:
-        _check_weights_are_the_last_epochs(_parts(run_dir)[-1], payload)
+        _check_weights_are_the_last_epochs(last, payload)
         # A model other than the ViT (the CNN baseline) brings its own exporter.
-        payload["weights"], payload["size"] = (exporter or export_weights)(_parts(run_dir)[-1], Path(out_dir) / name)
+        payload["weights"], payload["size"] = (exporter or export_weights)(last, Path(out_dir) / name)
     path = Path(out_dir) / f"{name}.json"
     write_json_atomic(path, payload)
     return path
@@ -272,7 +131,7 @@ def _check_weights_are_the_last_epochs(run_dir: Path, payload: dict[str, Any]) -
     """A fit's record pairs the metrics of its last epoch with the weights of ``last.ckpt``: refuse
     to write one whose checkpoint holds another epoch (written before ``last.ckpt`` was saved at
     every epoch's end, it may lag behind ``metrics.csv``)."""
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = last_checkpoint(run_dir)
     if payload.get("stage") != "fit" or not payload.get("epochs") or not ckpt.is_file():
         return
     saved = load_checkpoint(ckpt).get("epoch")
@@ -294,28 +153,27 @@ def run_record(
 ) -> dict[str, Any]:
     """What :func:`record_run` writes, without the weights: provenance, metrics, config, timing
     and history of the run in ``run_dir`` (one folder, or the parts of a resumed fit)."""
-    parts = _parts(run_dir)
+    parts = check_parts(run_dir)
     run_dir = parts[-1]
-    metrics_file = run_dir / "metrics.json"
-    if not metrics_file.is_file() and not unfinished:
+    metrics_file = run_dir / METRICS_JSON
+    run = final_metrics(run_dir)
+    if run is None and not unfinished:
         raise FileNotFoundError(
             f"{metrics_file} not found: pass the folder of a finished run (runs/vitlib/version_N), "
             "written by `python -m vitlib fit` or `test` (or record a stopped one with unfinished=True)"
         )
-    if metrics_file.is_file():
-        run = json.loads(metrics_file.read_text())
-    else:
-        run = _stopped_run(run_dir)
-        metrics_file = run_dir / "metrics.csv"
+    if run is None:
+        run = stopped_summary(run_dir)
+        metrics_file = run_dir / METRICS_CSV
     dataset = run.get("dataset", "unknown")
     finished = datetime.fromtimestamp(metrics_file.stat().st_mtime, tz=timezone.utc)
     config = run.get("config", {})
-    history = _merged_history(parts)
-    throughput = _merged_throughput(parts, run.get("throughput"), history)
+    history = merged_history(parts)
+    throughput = merged_timing(parts, run.get("throughput"), history)
     first_config = run_dir if len(parts) == 1 else parts[0]
     payload = {
         "name": name,
-        "command": command or f"python -m vitlib {run.get('stage', 'fit')} --config {first_config / 'config.yaml'}",
+        "command": command or f"python -m vitlib {run.get('stage', 'fit')} --config {first_config / CONFIG}",
         # The checkout recording it (run folders usually live outside one, e.g. under /tmp).
         "commit": git_commit(Path.cwd()),
         "hardware": hardware or this_machine(),

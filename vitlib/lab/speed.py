@@ -55,7 +55,7 @@ def fit_speed(configs: dict[str, str], data_dir: str | None = None, batches: int
 
     The ratio is the share of the machine the model gets with that config's data loop: what the
     augmentation, the mixing and the logging cost on top of the training step itself."""
-    from .records import read_history  # results imports the model code; only this tool needs it
+    from ..support.run_folder import final_metrics, history, version_folder
 
     rows = []
     for name, config in configs.items():
@@ -69,9 +69,9 @@ def fit_speed(configs: dict[str, str], data_dir: str | None = None, batches: int
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 raise RuntimeError(f"the fit of {name} ({config}) failed:\n{done.stderr[-2000:]}")
-            run = Path(root) / "vitlib" / "version_0"
-            metrics = json.loads((run / "metrics.json").read_text())
-            train_rate = read_history(run / "metrics.csv")["time/train_images_per_s"][-1][1]
+            run = version_folder(root, 0)
+            metrics = final_metrics(run)
+            train_rate = history(run)["time/train_images_per_s"][-1][1]
         bare = metrics["throughput"]["bare_step_images_per_s"]
         data = metrics["config"]["data"]
         rows.append({

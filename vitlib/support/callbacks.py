@@ -31,6 +31,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from ..augment import soft_target_cross_entropy
 from .cifar import FINE_LABELS
 from .files import write_json_atomic
+from .run_folder import CONFIG, METRICS_JSON
 
 
 def bare_step_images_per_s(
@@ -200,7 +201,7 @@ class MetricsWriter(L.Callback):
         if not trainer.is_global_zero:
             return
         datamodule = getattr(trainer, "datamodule", None)
-        config_file = log_dir / "config.yaml"  # written by the CLI's SaveConfigCallback
+        config_file = log_dir / CONFIG  # written by the CLI's SaveConfigCallback
         if config_file.is_file():
             config = yaml.safe_load(config_file.read_text())
         else:
@@ -227,7 +228,7 @@ class MetricsWriter(L.Callback):
         monitor = next((cb for cb in trainer.callbacks if isinstance(cb, ThroughputMonitor)), None)
         if monitor is not None and stage == "fit":
             payload["throughput"] = monitor.summary()
-        path = (log_dir / "metrics.json").resolve()
+        path = (log_dir / METRICS_JSON).resolve()
         write_json_atomic(path, payload)
         print(f"metrics written to {path}")
 

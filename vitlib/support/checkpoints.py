@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..config import ViTConfig
 from .files import atomic_write
+from .run_folder import LAST_CKPT
 
 __all__ = ["CONFIG_KEY", "AtomicCheckpointIO", "CheckpointError", "EveryEpochCheckpoint", "check_compatible", "load_checkpoint", "save_checkpoint"]
 
@@ -136,7 +137,7 @@ class EveryEpochCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self) -> None:
-        super().__init__(filename="last", monitor=None, save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+        super().__init__(filename=LAST_CKPT.removesuffix(self.FILE_EXTENSION), monitor=None, save_top_k=1, every_n_epochs=1, enable_version_counter=False)
 
 
 def _saved_config(checkpoint: dict[str, Any]) -> ViTConfig | None:
