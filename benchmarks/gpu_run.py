@@ -12,10 +12,9 @@ checkout, and run from it::
     python -m benchmarks.gpu_run --bundle BUNDLE [--data-source Q75] [--max-bundle-mib N]
     python -m benchmarks.gpu_run --from-bundle BUNDLE --out DIR
 
-A bundle holds the wheels of the packages a PyTorch GPU image may lack (``BUNDLED_PACKAGES``, at
-this environment's versions), the data (``cifar100_q75.npz``, ``build.py``, ``meta``), the commit
-of the code, and ``bundle.json`` listing them; ``--max-bundle-mib`` fails the bundling when the
-folder is larger. The stages of a run:
+What a bundle holds (wheels, the data, the commit of the code, ``bundle.json`` listing them) and
+how it is packed and checked is :mod:`benchmarks.gpu_bundle`; ``--max-bundle-mib`` fails the
+bundling when the folder is larger. This module is the command line and the timed stages of a run:
 
 1. setup: installs the bundle's wheels that are missing (into ``--work``, not the environment), and
    gets the data: CIFAR-100 (JPEG q75 copy) built by the ``build.py`` of ``--data-source`` or of the
@@ -35,7 +34,7 @@ folder is larger. The stages of a run:
 and a table of the stages, last. Every stage is a child process with its own time limit; one that
 overruns is killed with its whole process group (DataLoader and compile workers), so the command
 ends within ``--minutes``. ``--tiny`` runs the same stages on a CPU in about a minute (synthetic
-images, a tiny model, two benchmark rows); CI runs it (tests/test_gpurun.py). ``DIR`` receives
+images, a tiny model, two benchmark rows); CI runs it (tests/test_gpu_run.py). ``DIR`` receives
 ``gpu_run.log`` (all output), ``summary.json`` (plan, timings, metrics), the benchmark's JSON
 under ``benchmarks/`` and the record with its weights under ``results/``. The exit status is 0
 when every stage passed, 1 when one failed, 2 for bad input.
@@ -49,7 +48,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -65,29 +63,18 @@ from typing import Any
 
 import yaml
 
-from vitlib.support.files import atomic_write, write_json_atomic
-from vitlib.support.provenance import commit_and_dirty, gpu_name
+from benchmarks.gpu_bundle import DATA_FILES, Problem, check_data_source, code_commit, make_bundle, read_bundle, wheels_to_install
+from vitlib.support.files import write_json_atomic
+from vitlib.support.provenance import gpu_name
 from vitlib.support.run_folder import METRICS_JSON, final_metrics, last_checkpoint, version_folder
 from vitlib.support.timed import cycle_epochs, plan_epochs, recipe_cycles
 
-__all__ = ["Problem", "choose_data", "main", "make_bundle", "read_bundle", "run_child", "wheels_to_install"]
+__all__ = ["Problem", "choose_data", "main", "run_child"]
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_SOURCE = REPO.parent / "shared" / "data" / "cifar100-q75"  # used when it exists
-DATA_FILES = ("cifar100_q75.npz", "build.py", "meta")
 RECIPE = REPO / "configs" / "fast.yaml"
-# What the run needs beyond a GPU image's torch, torchvision and Lightning: LightningCLI's
-# jsonargparse with its [signatures] extra, and the benchmark's vit-pytorch (without it that row
-# is skipped). All pure Python, so one wheel installs on any platform; bundled at this
-# environment's versions, which requirements.txt pins.
-BUNDLED_PACKAGES = ("jsonargparse", "docstring-parser", "typeshed-client", "vit-pytorch")
-FIT_NEEDS = ("jsonargparse", "docstring-parser", "typeshed-client")
-MANIFEST = "bundle.json"  # written last: a folder without it is no (complete) bundle
-BUNDLE_ENTRIES = {MANIFEST, "wheels", "data"}
-
-
-class Problem(Exception):
-    """Bad input or a missing file; the message says what is wrong and what to do."""
+FIT_NEEDS = ("jsonargparse", "docstring-parser", "typeshed-client")  # LightningCLI's; the benchmark's vit-pytorch is optional
 
 
 @dataclass(frozen=True)
@@ -190,135 +177,7 @@ def child_env(site: Path | None) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# The bundle: what a machine without internet access needs
-
-
-def wheel_name(name: str) -> str:
-    """A distribution name as wheel file names spell it."""
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
-def code_commit() -> str | None:
-    """This tree's commit from git, ``-dirty`` when tracked files differ from it; None without git."""
-    commit, dirty = commit_and_dirty(REPO)
-    return commit + ("-dirty" if dirty else "") if commit else None
-
-
-def fetch_wheel(spec: str, folder: Path) -> None:
-    """``pip download`` of one wheel, without its dependencies (the others are bundled or in the image)."""
-    try:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        "-d", str(folder), spec], check=True)  # fmt: skip
-    except subprocess.CalledProcessError as err:
-        raise Problem(f"pip could not download {spec} (exit status {err.returncode}; its output is above): bundling "
-                      "the wheels needs the package index; without it, bundle with --no-wheels") from None  # fmt: skip
-
-
-def bundle_wheels(folder: Path) -> None:
-    """Wheels of BUNDLED_PACKAGES at this environment's versions in ``folder``, one version each."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for package in BUNDLED_PACKAGES:
-        try:
-            version = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            raise Problem(f"{package} is not installed here: install requirements.txt first (`make install`), so "
-                          "that the bundled versions are those it pins") from None  # fmt: skip
-        stem = f"{wheel_name(package)}-{version}-"
-        for old in folder.glob(f"{wheel_name(package)}-*.whl"):
-            if not old.name.startswith(stem):  # two versions of one package stop the whole install
-                old.unlink()
-        if not any(folder.glob(f"{stem}*.whl")):
-            # Into a scratch folder, then renamed: an interrupted download leaves no partial wheel.
-            scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
-            try:
-                fetch_wheel(f"{package}=={version}", scratch)
-                for wheel in scratch.glob("*.whl"):
-                    os.replace(wheel, folder / wheel.name)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-            if not any(folder.glob(f"{stem}*.whl")):
-                raise Problem(f"pip downloaded no wheel of {package}=={version}: bundle with --no-wheels and "
-                              f"install {package} on the GPU machine")  # fmt: skip
-
-
-def check_data_source(folder: Path, option: str = "--data-source") -> Path:
-    missing = [name for name in DATA_FILES if not (folder / name).is_file()]
-    if missing:
-        raise Problem(f"{folder} lacks {', '.join(missing)}: {option} is the folder of the JPEG q75 copy of "
-                      f"CIFAR-100, holding {', '.join(DATA_FILES)}")  # fmt: skip
-    return folder
-
-
-def folder_mib(folder: Path) -> float:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
-
-
-def make_bundle(folder: Path, data_source: Path | None, wheels: bool = True, max_mib: float | None = None) -> dict[str, Any]:
-    """Packs ``folder`` for a run on a machine without internet access; returns its manifest.
-
-    ``data_source``: the q75 copy's folder (None: no data; the run then reads CIFAR-100 from
-    ``--data-dir``). ``wheels=False``: no wheels (the GPU machine installs the packages itself).
-    Over ``max_mib`` MiB it raises :class:`Problem` and writes no manifest, so that no run uses it.
-    """
-    if folder.is_dir():
-        foreign = sorted(p.name for p in folder.iterdir() if p.name not in BUNDLE_ENTRIES)
-        if foreign:  # bundling deletes the data/ and wheels/ it does not need: never beside other files
-            raise Problem(f"{folder} holds {', '.join(foreign[:5])}, which no bundle does: give a new or empty "
-                          "folder, or an earlier bundle")  # fmt: skip
-        (folder / MANIFEST).unlink(missing_ok=True)  # until it is complete again
-    data = folder / "data"
-    if data_source is not None:
-        check_data_source(data_source)
-        for name in DATA_FILES:
-            with (data_source / name).open("rb") as src, atomic_write(data / name) as dst:
-                shutil.copyfileobj(src, dst)
-    else:
-        shutil.rmtree(data, ignore_errors=True)
-    if wheels:
-        bundle_wheels(folder / "wheels")
-    else:
-        shutil.rmtree(folder / "wheels", ignore_errors=True)
-    # Hidden names are strays of an interrupted write (atomic_write's temporary files): not the bundle's.
-    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
-             if p.is_file() and not p.name.startswith(".")}  # fmt: skip
-    manifest = {"commit": code_commit(), "packages": [Path(f).name.split("-")[0] for f in files if f.startswith("wheels/")],
-                "data": data_source is not None, "files": files}  # fmt: skip
-    mib = (sum(files.values()) + len(json.dumps(manifest, indent=2))) / 2**20
-    if max_mib is not None and mib > max_mib:
-        parts = [(folder_mib(data), "the data", "--no-data; the GPU machine then needs CIFAR-100 in --data-dir"),
-                 (folder_mib(folder / "wheels"), "the wheels", "--no-wheels; it then needs `pip install -e \".[bench]\"`")]
-        drop = "".join(f"drop {what} ({size:.1f} MiB: {how}) or " for size, what, how in sorted(parts, reverse=True) if size)
-        raise Problem(f"the bundle {folder} is {mib:.1f} MiB, over --max-bundle-mib {max_mib:g}: {drop}allow more. "
-                      f"It has no {MANIFEST}, so no run uses it.")  # fmt: skip
-    write_json_atomic(folder / MANIFEST, manifest)
-    return {**manifest, "mib": mib}
-
-
-def read_bundle(folder: Path) -> dict[str, Any]:
-    """The manifest of the bundle ``folder``, once every file it lists is there at its size."""
-    again = f"make it with `python -m benchmarks.gpu_run --bundle {folder}` and copy the whole folder"
-    if not (folder / MANIFEST).is_file():
-        raise Problem(f"{folder} is no bundle: it has no {MANIFEST} (not made, or the bundling failed): {again}")
-    manifest = json.loads((folder / MANIFEST).read_text())
-    missing = [f for f in manifest["files"] if not (folder / f).is_file()]
-    short = [f"{f} ({(folder / f).stat().st_size} of {size} bytes)" for f, size in manifest["files"].items()
-             if f not in missing and (folder / f).stat().st_size != size]  # fmt: skip
-    if missing or short:
-        what = ", ".join([*(f"no {f}" for f in missing), *short])
-        raise Problem(f"the bundle {folder} is incomplete: {what}; copy it again, or {again}")
-    return manifest
-
-
-def wheels_to_install(folder: Path) -> tuple[list[Path], list[str]]:
-    """(the wheels in ``folder`` whose package is not installed, "name version" of those that are)."""
-    todo, present = [], []
-    for wheel in sorted(folder.glob("*.whl")):
-        name = wheel.name.split("-")[0]
-        try:
-            present.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            todo.append(wheel)
-    return todo, present
+# Setup: the bundle's wheels (benchmarks.gpu_bundle packs and checks it) and the packages a fit needs
 
 
 def install_wheels(folder: Path, site: Path, log: Log) -> list[str]:

@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny synthetic CIFAR-100 folder, and the real-bytes mini set when present."""
+"""Shared fixtures: a tiny synthetic CIFAR-100 folder, the real-bytes mini set when present, and a
+stand-in for the folder of the JPEG q75 copy."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,26 @@ def mini_root() -> Path:
     if not (MINI_ROOT / "cifar-100-python" / "meta").is_file():
         pytest.skip(f"real CIFAR-100 mini set not found at {MINI_ROOT}")
     return MINI_ROOT
+
+
+# A stand-in for the JPEG q75 copy's build.py: the same command line, the same layout written.
+Q75_BUILD_PY = (
+    "import pathlib, sys\nfolder = pathlib.Path(sys.argv[1], 'cifar-100-python')\nfolder.mkdir(parents=True)\n"
+    "for name in ('train', 'test', 'meta'):\n    (folder / name).write_text(name)\nprint('built')\n"
+)
+
+
+@pytest.fixture
+def q75_source() -> Callable[..., Path]:
+    """Makes a stand-in for the folder of the JPEG q75 copy (``cifar100_q75.npz``, ``build.py``,
+    ``meta``), as ``benchmarks.gpu_run --data-source`` and a bundle's ``data/`` hold it."""
+
+    def make(folder: Path, npz_bytes: int = 100) -> Path:
+        folder.mkdir(parents=True)
+        with open(folder / "cifar100_q75.npz", "wb") as f:
+            f.truncate(npz_bytes)  # sparse: nothing is written
+        (folder / "build.py").write_text(Q75_BUILD_PY)
+        (folder / "meta").write_text("meta")
+        return folder
+
+    return make

@@ -1,6 +1,7 @@
 """``python -m benchmarks.gpu_run``: the tiny mode runs every stage on a CPU (so the GPU run cannot rot
-unnoticed); a stage over its time limit is killed whole; a bundle packs the wheels, the data and the
-commit, fails over ``--max-bundle-mib``, and a run refuses an incomplete one before it starts."""
+unnoticed); a stage over its time limit is killed whole; ``--bundle`` fails over ``--max-bundle-mib``;
+a run refuses an incomplete bundle before it starts, takes its data and commit from it where nothing
+else gives them, and installs its wheels. The bundle itself: tests/test_gpu_bundle.py."""
 
 from __future__ import annotations
 
@@ -14,29 +15,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks import gpu_run
-from benchmarks.gpu_run import Data, Problem, choose_data, main, make_bundle, read_bundle, run_child, wheels_to_install
+from benchmarks.gpu_bundle import make_bundle, read_bundle
+from benchmarks.gpu_run import Data, Problem, choose_data, main, run_child
 
 STAGES = ["setup", "bench", "train", "record", "test"]
-# A stand-in for the q75 copy's build.py: the same command line, the same layout written.
-BUILD_PY = (
-    "import pathlib, sys\nfolder = pathlib.Path(sys.argv[1], 'cifar-100-python')\nfolder.mkdir(parents=True)\n"
-    "for name in ('train', 'test', 'meta'):\n    (folder / name).write_text(name)\nprint('built')\n"
-)
-
-
-def data_source(folder: Path, npz_bytes: int = 100) -> Path:
-    folder.mkdir(parents=True)
-    with open(folder / "cifar100_q75.npz", "wb") as f:
-        f.truncate(npz_bytes)  # sparse: nothing is written
-    (folder / "build.py").write_text(BUILD_PY)
-    (folder / "meta").write_text("meta")
-    return folder
-
-
-def fake_fetch(spec: str, folder: Path) -> None:
-    """What ``pip download`` leaves: one wheel named after the package and version."""
-    name, version = spec.split("==")
-    (folder / f"{gpu_run.wheel_name(name)}-{version}-py3-none-any.whl").write_bytes(b"wheel")
 
 
 def test_tiny_mode_runs_every_stage_and_writes_its_results(tmp_path, capsys):
@@ -112,51 +94,8 @@ def test_bad_options_fail_with_one_clear_error(argv, message, tmp_path, monkeypa
     assert not (tmp_path / "x").exists()  # nothing ran
 
 
-def test_only_wheels_of_missing_packages_are_installed(tmp_path):
-    for name in ("pytest-9.0.3-py3-none-any.whl", "surely_not_installed_here-1.0-py3-none-any.whl"):
-        (tmp_path / name).write_bytes(b"")
-    todo, present = wheels_to_install(tmp_path)
-    assert [w.name for w in todo] == ["surely_not_installed_here-1.0-py3-none-any.whl"]
-    assert [p.split()[0] for p in present] == ["pytest"]
-
-
-def test_a_bundle_holds_the_wheels_the_data_and_the_commit(tmp_path, monkeypatch):
-    source, bundle = data_source(tmp_path / "q75"), tmp_path / "bundle"
-    monkeypatch.setattr(gpu_run, "fetch_wheel", fake_fetch)
-    (bundle / "wheels").mkdir(parents=True)
-    (bundle / "wheels" / "jsonargparse-0.1-py3-none-any.whl").write_bytes(b"old")  # another version: replaced
-
-    manifest = make_bundle(bundle, source)
-    wheels = sorted(p.name.split("-")[0] for p in (bundle / "wheels").iterdir())
-    assert wheels == sorted(gpu_run.wheel_name(p) for p in gpu_run.BUNDLED_PACKAGES) == sorted(manifest["packages"])
-    assert not (bundle / "wheels" / "jsonargparse-0.1-py3-none-any.whl").exists()
-    for name in gpu_run.DATA_FILES:
-        assert (bundle / "data" / name).read_bytes() == (source / name).read_bytes()
-    assert manifest["data"] and manifest["commit"] == gpu_run.code_commit()
-    assert read_bundle(bundle) == {k: v for k, v in manifest.items() if k != "mib"}
-    listed = {f"data/{name}" for name in gpu_run.DATA_FILES} | {f"wheels/{p.name}" for p in (bundle / "wheels").iterdir()}
-    assert set(manifest["files"]) == listed
-
-    # Made again without wheels or data, it holds neither (nor lists them).
-    again = make_bundle(bundle, None, wheels=False)
-    assert again["files"] == {} and again["packages"] == [] and not again["data"]
-    assert sorted(p.name for p in bundle.iterdir()) == ["bundle.json"]
-
-
-def test_bundling_names_what_is_missing_or_in_the_way(tmp_path):
-    (tmp_path / "q75").mkdir()
-    (tmp_path / "q75" / "meta").write_text("")
-    with pytest.raises(Problem, match=r"q75 lacks cifar100_q75.npz, build.py: --data-source is the folder"):
-        make_bundle(tmp_path / "bundle", tmp_path / "q75", wheels=False)
-    (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "thesis.tex").write_text("")
-    with pytest.raises(Problem, match="holds thesis.tex, which no bundle does: give a new or empty folder"):
-        make_bundle(tmp_path / "notes", None, wheels=False)
-    assert (tmp_path / "notes" / "thesis.tex").exists()
-
-
-def test_a_bundle_over_max_bundle_mib_fails_naming_its_size_and_what_to_drop(tmp_path, capsys):
-    source, bundle = data_source(tmp_path / "q75", npz_bytes=2 * 2**20), tmp_path / "bundle"
+def test_a_bundle_over_max_bundle_mib_fails_naming_its_size_and_what_to_drop(tmp_path, q75_source, capsys):
+    source, bundle = q75_source(tmp_path / "q75", npz_bytes=2 * 2**20), tmp_path / "bundle"
     argv = ["--bundle", str(bundle), "--data-source", str(source), "--no-wheels", "--max-bundle-mib", "1.5"]
     with pytest.raises(SystemExit) as exit:
         main(argv)
@@ -173,9 +112,9 @@ def test_a_bundle_over_max_bundle_mib_fails_naming_its_size_and_what_to_drop(tmp
     assert read_bundle(bundle)["data"]
 
 
-def test_a_run_from_an_incomplete_bundle_fails_before_it_starts(tmp_path, capsys):
+def test_a_run_from_an_incomplete_bundle_fails_before_it_starts(tmp_path, q75_source, capsys):
     bundle, out = tmp_path / "bundle", tmp_path / "out"
-    make_bundle(bundle, data_source(tmp_path / "q75"), wheels=False)
+    make_bundle(bundle, q75_source(tmp_path / "q75"), wheels=False)
     (bundle / "data" / "build.py").unlink()
     (bundle / "data" / "meta").write_text("me")  # cut short by the copy
     with pytest.raises(SystemExit) as exit:
@@ -186,8 +125,8 @@ def test_a_run_from_an_incomplete_bundle_fails_before_it_starts(tmp_path, capsys
     assert not out.exists()
 
 
-def test_the_data_come_from_the_option_given_else_the_bundle_else_the_defaults(tmp_path, monkeypatch):
-    source, bundle = data_source(tmp_path / "q75"), tmp_path / "bundle"
+def test_the_data_come_from_the_option_given_else_the_bundle_else_the_defaults(tmp_path, q75_source, monkeypatch):
+    source, bundle = q75_source(tmp_path / "q75"), tmp_path / "bundle"
     make_bundle(bundle, source, wheels=False)
     monkeypatch.setattr(gpu_run, "DEFAULT_DATA_SOURCE", tmp_path / "absent")
     monkeypatch.setenv("VITLIB_DATA", str(tmp_path / "cifar"))
@@ -202,8 +141,8 @@ def test_the_data_come_from_the_option_given_else_the_bundle_else_the_defaults(t
         choose_data(False, tmp_path / "absent", None, None)
 
 
-def test_the_q75_copy_is_built_once_by_its_build_script(tmp_path):
-    source = data_source(tmp_path / "q75")
+def test_the_q75_copy_is_built_once_by_its_build_script(tmp_path, q75_source):
+    source = q75_source(tmp_path / "q75")
     lines = []
     root, what = gpu_run.build_data(Data("q75", source), gpu_run.GPU, tmp_path / "work", lines.append, 60)
     assert (root / "cifar-100-python" / "train").read_text() == "train" and "built" in lines
