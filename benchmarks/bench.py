@@ -38,7 +38,6 @@ import gc
 import json
 import math
 import os
-import re
 import shlex
 import sys
 import tempfile
@@ -74,7 +73,7 @@ from vitlib.support.cifar import (
 )
 from vitlib.support.files import write_json_atomic
 from vitlib.support.hardware import Capabilities
-from vitlib.support.provenance import commit_and_dirty, cpu_name, gpu_name
+from vitlib.support.provenance import commit_and_dirty, gpu_name, slug, this_machine
 
 __all__ = ["ROWS", "Row", "StepTimer", "main", "matmul_peak_flops", "peak_dtype", "run_benchmark", "training_flops_per_image"]
 
@@ -399,17 +398,6 @@ def measure_row(row: Row, settings: Settings, peak_flops: float | None) -> dict[
 # Provenance, the table, the file
 
 
-def hardware(device: torch.device) -> str:
-    host = f"{cpu_name()}, {os.cpu_count()} logical CPUs"
-    if device.type != "cuda":
-        return host
-    props = torch.cuda.get_device_properties(device)
-    return (
-        f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs, CUDA {torch.version.cuda}, "
-        f"cuDNN {torch.backends.cudnn.version()}; host {host}"
-    )
-
-
 def comparisons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every vitlib row against each baseline row of the same model: how many times faster."""
     out = []
@@ -439,8 +427,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def results_path(out: Path, gpu: str, date: datetime) -> Path:
-    slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
-    return out / f"{slug}-{date:%Y-%m-%d}.json"
+    return out / f"{slug(gpu)}-{date:%Y-%m-%d}.json"
 
 
 def run_benchmark(
@@ -477,7 +464,7 @@ def run_benchmark(
         "commit": commit,
         "dirty": dirty,
         "date": started.isoformat(timespec="seconds"),
-        "hardware": hardware(device),
+        "hardware": this_machine(detail=True),  # the device is the current GPU, else the CPU
         "command": command,
         "data": data,
         "tiny": tiny,

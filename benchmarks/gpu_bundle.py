@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vitlib.support.files import atomic_write, write_json_atomic
-from vitlib.support.provenance import commit_and_dirty
+from vitlib.support.provenance import tree_commit
 
 __all__ = ["Problem", "check_data_source", "make_bundle", "read_bundle", "wheels_to_install"]
 
@@ -51,12 +51,6 @@ class Problem(Exception):
 def wheel_name(name: str) -> str:
     """A distribution name as wheel file names spell it."""
     return re.sub(r"[-_.]+", "_", name).lower()
-
-
-def code_commit() -> str | None:
-    """This tree's commit from git, ``-dirty`` when tracked files differ from it; None without git."""
-    commit, dirty = commit_and_dirty(REPO)
-    return commit + ("-dirty" if dirty else "") if commit else None
 
 
 def fetch_wheel(spec: str, folder: Path) -> None:
@@ -136,7 +130,7 @@ def make_bundle(folder: Path, data_source: Path | None, wheels: bool = True, max
     # Hidden names are strays of an interrupted write (atomic_write's temporary files): not the bundle's.
     files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
              if p.is_file() and not p.name.startswith(".")}  # fmt: skip
-    manifest = {"commit": code_commit(), "packages": [Path(f).name.split("-")[0] for f in files if f.startswith("wheels/")],
+    manifest = {"commit": tree_commit(REPO), "packages": [Path(f).name.split("-")[0] for f in files if f.startswith("wheels/")],
                 "data": data_source is not None, "files": files}  # fmt: skip
     mib = (sum(files.values()) + len(json.dumps(manifest, indent=2))) / 2**20
     if max_mib is not None and mib > max_mib:

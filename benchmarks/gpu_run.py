@@ -46,7 +46,6 @@ import argparse
 import importlib
 import json
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -63,9 +62,9 @@ from typing import Any
 
 import yaml
 
-from benchmarks.gpu_bundle import DATA_FILES, Problem, check_data_source, code_commit, make_bundle, read_bundle, wheels_to_install
-from vitlib.support.files import write_json_atomic
-from vitlib.support.provenance import gpu_name
+from benchmarks.gpu_bundle import DATA_FILES, Problem, check_data_source, make_bundle, read_bundle, wheels_to_install
+from vitlib.support.files import read_json, write_json_atomic
+from vitlib.support.provenance import gpu_name, slug, tree_commit
 from vitlib.support.run_folder import METRICS_JSON, final_metrics, last_checkpoint, version_folder
 from vitlib.support.timed import cycle_epochs, plan_epochs, recipe_cycles
 
@@ -276,10 +275,6 @@ def loggers(save_dir: Path, name: str) -> str:
                        for cls in ("TensorBoardLogger", "CSVLogger")])  # fmt: skip
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def bench_result(bench: dict[str, Any]) -> str:
     """One line: the default row's speed, MFU and memory, its ratios to the baselines, failures."""
     fast = next((r for r in bench["rows"] if r["default"]), None)
@@ -354,7 +349,7 @@ class Run:
         self.env = child_env(site if installed else None)
         limit = min(DATA_STEP_S, self.left() - self.mode.after_bench_s)
         self.data_root, data = build_data(self.data, self.mode, work, self.log, limit)
-        self.commit = code_commit()
+        self.commit = tree_commit(REPO)
         if self.bundle and self.bundle.get("commit"):
             if self.commit is None:  # a copy of the tree without .git: the bundle knows its commit
                 self.commit = self.bundle["commit"]
@@ -479,10 +474,6 @@ def record(run_dir: Path, name: str, folder: Path, commit: str | None) -> Path:
     if commit and str(payload.get("commit", "")).startswith("unknown"):
         write_json_atomic(path, {**payload, "commit": commit})
     return path
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def table(stages: list[Stage]) -> str:

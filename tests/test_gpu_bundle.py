@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks import gpu_bundle
 from benchmarks.gpu_bundle import Problem, make_bundle, read_bundle, wheels_to_install
+from vitlib.support.provenance import tree_commit
 
 
 def fake_fetch(spec: str, folder: Path) -> None:
@@ -37,7 +38,7 @@ def test_a_bundle_holds_the_wheels_the_data_and_the_commit(tmp_path, q75_source,
     assert not (bundle / "wheels" / "jsonargparse-0.1-py3-none-any.whl").exists()
     for name in gpu_bundle.DATA_FILES:
         assert (bundle / "data" / name).read_bytes() == (source / name).read_bytes()
-    assert manifest["data"] and manifest["commit"] == gpu_bundle.code_commit()
+    assert manifest["data"] and manifest["commit"] == tree_commit(gpu_bundle.REPO)
     assert read_bundle(bundle) == {k: v for k, v in manifest.items() if k != "mib"}
     listed = {f"data/{name}" for name in gpu_bundle.DATA_FILES} | {f"wheels/{p.name}" for p in (bundle / "wheels").iterdir()}
     assert set(manifest["files"]) == listed

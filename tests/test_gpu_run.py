@@ -163,7 +163,7 @@ def test_a_tree_without_git_takes_its_commit_from_the_bundle(tmp_path, monkeypat
     lines: list[str] = []
 
     def setup(commit):
-        monkeypatch.setattr(gpu_run, "code_commit", lambda: commit)
+        monkeypatch.setattr(gpu_run, "tree_commit", lambda folder: commit)
         run = gpu_run.Run(args, gpu_run.TINY, Data("synthetic"), manifest, lines.append, [])
         run.setup()
         return run

@@ -1,4 +1,4 @@
-"""Writing files so that no reader, and no interrupted run, ever sees half of one."""
+"""Writing files so that no reader, and no interrupted run, ever sees half of one; reading JSON back."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "write_json_atomic"]
+__all__ = ["atomic_write", "read_json", "write_json_atomic"]
 
 
 @contextmanager
@@ -41,3 +41,9 @@ def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> None:
     """``payload`` as indented JSON at ``path``, written with :func:`atomic_write`."""
     with atomic_write(path, "w") as f:
         json.dump(payload, f, indent=2, default=str)
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON at ``path``; ``None`` when there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None

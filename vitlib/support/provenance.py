@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -34,12 +35,16 @@ def commit_and_dirty(folder: Path) -> tuple[str | None, bool | None]:
     return commit, bool(dirty)
 
 
-def git_commit(folder: Path) -> str:
-    """The checked-out commit, with ``-dirty`` when tracked files have uncommitted changes."""
+def tree_commit(folder: Path) -> str | None:
+    """The checked-out commit of ``folder``, with ``-dirty`` when tracked files have uncommitted
+    changes; ``None`` outside a git checkout."""
     commit, dirty = commit_and_dirty(folder)
-    if commit is None:
-        return "unknown (not a git checkout)"
-    return commit + ("-dirty" if dirty else "")
+    return commit + ("-dirty" if dirty else "") if commit else None
+
+
+def git_commit(folder: Path) -> str:
+    """:func:`tree_commit`, and ``"unknown (not a git checkout)"`` outside one (results files always name a commit)."""
+    return tree_commit(folder) or "unknown (not a git checkout)"
 
 
 def gpu_name(device: torch.device | int | None = None) -> str | None:
@@ -49,9 +54,20 @@ def gpu_name(device: torch.device | int | None = None) -> str | None:
     return torch.cuda.get_device_name(device)
 
 
-def this_machine() -> str:
-    """The GPUs of this machine (count and name), else its CPU."""
-    if torch.cuda.is_available():
+def this_machine(detail: bool = False) -> str:
+    """One line on this machine's hardware: its GPUs (count and name), else its CPU.
+
+    ``detail``: the line a benchmark records, the current GPU's name, memory, SMs, CUDA and cuDNN
+    versions, then the host's CPU and its logical CPUs (the CPU alone without a GPU)."""
+    gpu = torch.cuda.is_available()
+    if detail:
+        host = f"{cpu_name()}, {os.cpu_count()} logical CPUs"
+        if not gpu:
+            return host
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        return (f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs, "
+                f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}; host {host}")  # fmt: skip
+    if gpu:
         names = [gpu_name(i) for i in range(torch.cuda.device_count())]
         return f"{len(names)} x {names[0]}" if len(set(names)) == 1 else ", ".join(names)
     return f"CPU: {cpu_name()}, {os.cpu_count()} cores, no GPU"
@@ -66,3 +82,9 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def slug(text: str) -> str:
+    """``text`` for a file name: lower case, every run of other characters than a-z and 0-9 one
+    ``-``, none at the ends (``"NVIDIA A100-SXM4-40GB"`` -> ``"nvidia-a100-sxm4-40gb"``)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
