@@ -143,7 +143,7 @@ def test_interrupted_fit_on_the_device_pipeline_resumes_exactly(tmp_path, monkey
     an error at the start of the second epoch, after the first epoch's checkpoint."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VITLIB_QUICK", raising=False)
-    fit = ["fit", "--config", QUICK, "--trainer.max_epochs", "2", "--data.pipeline", "gpu", *SMALL]
+    fit = ["fit", "--config", QUICK, "--trainer.max_epochs", "2", "--data.pipeline", "batched", *SMALL]
     main(fit)
 
     def crash(module) -> None:
