@@ -61,6 +61,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vitlib.augment import AugmentConfig, BatchMixer, MixConfig, soft_target_cross_entropy, train_transform
 from vitlib.cli import ViTCLI
 from vitlib.config import ViTConfig
+from vitlib.lab.launch import Data, RunSpec
 from vitlib.model import ViT, count_parameters
 from vitlib.schedule import ScheduleConfig, build_scheduler
 from vitlib.support.cifar import (
@@ -87,13 +88,13 @@ TINY_TRAIN_IMAGES = 128
 
 @dataclass(frozen=True)
 class Row:
-    """One implementation and setting to time. ``config``/``overrides``: vitlib rows only."""
+    """One implementation and setting to time. ``config``/``options``: vitlib rows only."""
 
     name: str
     impl: str  # "vitlib", "timm" or "vit-pytorch"
     model: str  # the vitlib preset it is (or matches in size)
     config: str = "fast.yaml"
-    overrides: tuple[str, ...] = ()
+    options: tuple[tuple[str, object], ...] = ()  # CLI options over the config, e.g. ("model.compile", True)
     default: bool = False  # vitlib's default preset with the fast recipe
     what: str = ""
 
@@ -101,15 +102,15 @@ class Row:
 ROWS = (
     Row("vitlib-vit-fast", "vitlib", "vit", default=True,
         what="configs/fast.yaml as it is: precision and compile as the machine's decision picks"),
-    Row("vitlib-vit-fast-compiled", "vitlib", "vit", overrides=("--model.compile", "true"), what="fast, torch.compile"),
-    Row("vitlib-vit-fast-eager", "vitlib", "vit", overrides=("--model.compile", "false"), what="fast, no torch.compile"),
-    Row("vitlib-vit-fast-cpu-workers", "vitlib", "vit", overrides=("--data.pipeline", "torchvision"),
+    Row("vitlib-vit-fast-compiled", "vitlib", "vit", options=(("model.compile", True),), what="fast, torch.compile"),
+    Row("vitlib-vit-fast-eager", "vitlib", "vit", options=(("model.compile", False),), what="fast, no torch.compile"),
+    Row("vitlib-vit-fast-cpu-workers", "vitlib", "vit", options=(("data.pipeline", "torchvision"),),
         what="fast, augmentation in DataLoader workers"),
     Row("vitlib-vit-plain", "vitlib", "vit", config="reference.yaml",
-        overrides=("--data.pipeline", "torchvision", "--trainer.precision", "32-true"),
+        options=(("data.pipeline", "torchvision"), ("trainer.precision", "32-true")),
         what="the teaching path: reference.yaml, DataLoader workers, float32, eager"),
     Row("timm-vit", "timm", "vit", what="timm VisionTransformer, DataLoader workers, float32, eager"),
-    Row("vitlib-slvit-fast", "vitlib", "slvit", overrides=("--model.preset", "slvit"), what="fast, slvit preset"),
+    Row("vitlib-slvit-fast", "vitlib", "slvit", options=(("model.preset", "slvit"),), what="fast, slvit preset"),
     Row("vit-pytorch-slvit", "vit-pytorch", "slvit", what="vit-pytorch SPT+LSA ViT, DataLoader workers, float32, eager"),
 )  # fmt: skip
 BASELINE_IMPLS = ("timm", "vit-pytorch")
@@ -241,20 +242,18 @@ def cpu_workers(n: int) -> str:
 def run_vitlib(row: Row, settings: Settings, scratch: Path) -> dict[str, Any]:
     """``Trainer.fit`` of the module, data module and Trainer that ViTCLI builds from the config."""
     logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(scratch)}}
-    args = [
-        "--config", str(REPO / "configs" / row.config), *row.overrides,
-        "--seed_everything", "0",
-        "--data.data_dir", str(settings.data_root), "--data.download", "false",
-        "--data.verify_md5", str(settings.verify_md5).lower(), "--data.num_workers", str(settings.workers),
-        "--trainer.max_steps", str(settings.warmup + settings.steps), "--trainer.max_epochs", "-1",
-        "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(scratch), "--trainer.logger", json.dumps(logger),
-        "--checkpoint.save_top_k", "0", "--checkpoint.save_last", "false", "--checkpoint.monitor", "null",
-    ]  # fmt: skip
+    options = (
+        *row.options, ("seed_everything", 0), ("data.num_workers", settings.workers),
+        ("trainer.max_steps", settings.warmup + settings.steps), ("trainer.max_epochs", -1),
+        ("trainer.limit_val_batches", 0), ("trainer.num_sanity_val_steps", 0),
+        ("trainer.enable_progress_bar", False), ("trainer.enable_model_summary", False), ("trainer.logger", json.dumps(logger)),
+        ("checkpoint.save_top_k", 0), ("checkpoint.save_last", False), ("checkpoint.monitor", None),
+    )  # fmt: skip
     if settings.tiny:
-        args += ["--model.overrides", json.dumps(TINY_MODEL), "--data.batch_size", str(TINY_BATCH), "--model.compile", "false"]
-    args += settings.overrides
+        options += (("model.overrides", json.dumps(TINY_MODEL)), ("data.batch_size", TINY_BATCH), ("model.compile", False))
+    spec = RunSpec(REPO / "configs" / row.config, options, Data(settings.data_root, settings.verify_md5), scratch,
+                   extra=tuple(settings.overrides))  # fmt: skip
+    args = spec.argv()[1:]  # ViTCLI(run=False) takes no subcommand
     with warnings.catch_warnings():  # "args given while sys.argv has the benchmark's own": intended
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         cli = ViTCLI(args=args, run=False)

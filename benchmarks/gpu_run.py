@@ -66,7 +66,7 @@ from benchmarks.gpu_bundle import DATA_FILES, Problem, check_data_source, make_b
 from vitlib.support.files import read_json, write_json_atomic
 from vitlib.support.provenance import gpu_name, slug, tree_commit
 from vitlib.support.run_folder import METRICS_JSON, final_metrics, last_checkpoint, version_folder
-from vitlib.support.timed import cycle_epochs, plan_epochs, recipe_cycles
+from vitlib.support.timed import plan_epochs, recipe_schedule
 
 __all__ = ["Problem", "choose_data", "main", "run_child"]
 
@@ -94,8 +94,8 @@ GPU = Mode(False, minutes=9, bench_max_s=270, after_bench_s=210, startup_s=75, a
            n_train=50_000, n_test=10_000)  # fmt: skip
 TINY = Mode(True, minutes=2.5, bench_max_s=90, after_bench_s=50, startup_s=15, after_train_s=30,
             n_train=256, n_test=128)  # fmt: skip
-TINY_DATA = ("--data.batch_size", "32", "--data.num_workers", "0")
-TINY_FIT = ("--model.preset", "vit_tiny", "--model.compile", "false", *TINY_DATA, "--trainer.log_every_n_steps", "1")
+TINY_DATA = (("data.batch_size", 32), ("data.num_workers", 0))
+TINY_FIT = (("model.preset", "vit_tiny"), ("model.compile", False), *TINY_DATA, ("trainer.log_every_n_steps", 1))
 DATA_STEP_S = 180  # building the q75 copy takes ~30 s; downloading the official release, ~160 MB
 
 
@@ -173,6 +173,26 @@ def child_env(site: Path | None) -> dict[str, str]:
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
     return env
+
+
+def recipe_runs(data_root: Path, official: bool, runs: Path, tiny: bool, epochs: int, schedule: Any, stop_at: float) -> tuple[Any, Any]:
+    """The two :class:`vitlib.lab.launch.RunSpec` of the recipe on the CIFAR-100 under ``data_root``
+    (md5-checked when ``official``: only the official files have the md5s), logging under ``runs``:
+    the fit (``epochs`` with the recipe's ``schedule`` fitted over them, stopped at an epoch end
+    before ``stop_at``) and the test of its last checkpoint."""
+    from vitlib.lab.launch import Data, RunSpec  # imports the CLI: only once the bundle's wheels are installed
+
+    data = Data(data_root, verify_md5=official)
+    deadline = {"class_path": "vitlib.support.timed.Deadline", "init_args": {"stop_at": stop_at, "cycle_epochs": schedule.cycle_epochs or 0}}
+    fit = RunSpec(RECIPE.relative_to(REPO), (
+        ("trainer.max_epochs", epochs), ("trainer.enable_progress_bar", False), ("trainer.logger", loggers(runs, "fit")),
+        *schedule.options(), *(TINY_FIT if tiny else ()),
+    ), data, extra=(f"--trainer.callbacks+={json.dumps(deadline)}",))  # fmt: skip
+    test = RunSpec(RECIPE.relative_to(REPO), (
+        ("ckpt_path", last_checkpoint(version_folder(runs, 0, "fit"))), ("trainer.enable_progress_bar", False),
+        ("trainer.logger", loggers(runs, "test")), *(TINY_DATA if tiny else ()),
+    ), data, stage="test")  # fmt: skip
+    return fit, test
 
 
 # ----------------------------------------------------------------------------------------------
@@ -391,9 +411,8 @@ class Run:
             }
         return bench
 
-    def data_args(self) -> list[str]:
-        verify = "true" if self.data.kind == "official" else "false"  # only the official files have the md5s
-        return ["--data.data_dir", str(self.data_root), "--data.verify_md5", verify, "--data.download", "false"]
+    def recipe_runs(self, epochs: int, schedule: Any, stop_at: float) -> tuple[Any, Any]:
+        return recipe_runs(self.data_root, self.data.kind == "official", self.runs, self.mode.tiny, epochs, schedule, stop_at)
 
     def train(self, bench: dict[str, Any] | None) -> None:
         """Fit as many epochs as fit, record the run, test its last checkpoint."""
@@ -402,23 +421,18 @@ class Run:
         max_epochs = self.args.max_epochs or (2 if self.mode.tiny else recipe["trainer"]["max_epochs"])
         stop_at = self.deadline - self.mode.after_train_s
         epoch_s = epoch_estimate(bench, self.mode.n_train, self.mode.n_test)
-        epochs, half_cycle = plan_epochs(stop_at - time.time() - self.mode.startup_s, epoch_s, max_epochs, recipe_cycles(recipe))
-        cycle = cycle_epochs(half_cycle)
+        epochs, schedule = plan_epochs(stop_at - time.time() - self.mode.startup_s, epoch_s, max_epochs, *recipe_schedule(recipe))
         estimate = "no estimate" if epoch_s is None else f"about {epoch_s:.1f} s each"
         left = stop_at - time.time()
-        self.log(f"plan: {epochs} epochs ({estimate}, LR cycle {cycle} epochs), stop within {left:.0f} s")
-        deadline = {"class_path": "vitlib.support.timed.Deadline", "init_args": {"stop_at": stop_at, "cycle_epochs": cycle}}
-        fit = [sys.executable, "-m", "vitlib", "fit", "--config", str(RECIPE.relative_to(REPO)), *self.data_args(),
-               "--trainer.max_epochs", str(epochs), "--trainer.enable_progress_bar", "false",
-               "--trainer.logger", loggers(self.runs, "fit"), f"--trainer.callbacks+={json.dumps(deadline)}",
-               "--model.schedule.half_cycle_epochs", str(half_cycle),
-               *(TINY_FIT if self.mode.tiny else [])]  # fmt: skip
+        self.log(f"plan: {epochs} epochs ({estimate}; {schedule.describe()}), stop within {left:.0f} s")
+        fit_spec, test_spec = self.recipe_runs(epochs, schedule, stop_at)
+        fit = fit_spec.command(sys.executable)
         # Grace past stop_at for an epoch end the estimate missed; the test keeps half its share.
         rc, st.seconds = run_child(fit, stop_at + self.mode.after_train_s / 2 - time.time(), self.log, self.env)
         run_dir = version_folder(self.runs, 0, "fit")
         fitted = final_metrics(run_dir)
         st.status = status_of(rc, fitted, METRICS_JSON)
-        self.summary["plan"] = {"epochs": epochs, "epoch_s_estimate": epoch_s, "half_cycle_epochs": half_cycle,
+        self.summary["plan"] = {"epochs": epochs, "epoch_s_estimate": epoch_s, "half_cycle_epochs": schedule.half_cycle_epochs,
                                 "stop_at_s": round(stop_at - self.start, 1)}  # fmt: skip
         if fitted:
             # metrics.json's epoch is Lightning's current_epoch at the fit's end: the epochs completed.
@@ -426,7 +440,7 @@ class Run:
             keys = ("dataset", "images", "loss", "top1", "top5", "epoch", "global_step", "ran")
             self.summary["fit"] = {"argv": fit[1:], **{k: fitted.get(k) for k in keys}}
             self.record(run_dir, bench)
-        self.test(last_checkpoint(run_dir))
+        self.test(last_checkpoint(run_dir), test_spec.command(sys.executable))
 
     def record(self, run_dir: Path, bench: dict[str, Any] | None) -> None:
         st = self.stage("record")
@@ -444,14 +458,11 @@ class Run:
         st.result = ", ".join(str(p.relative_to(self.out)) for p in files)
         self.summary["record"] = str(path.relative_to(self.out))
 
-    def test(self, checkpoint: Path) -> None:
+    def test(self, checkpoint: Path, test: list[str]) -> None:
         st = self.stage("test")
         if not checkpoint.is_file():
             st.status, st.result = "skipped", f"no {checkpoint.name}"
             return
-        test = [sys.executable, "-m", "vitlib", "test", "--config", str(RECIPE.relative_to(REPO)), *self.data_args(),
-                "--ckpt_path", str(checkpoint), "--trainer.enable_progress_bar", "false",
-                "--trainer.logger", loggers(self.runs, "test"), *(TINY_DATA if self.mode.tiny else [])]  # fmt: skip
         # Eager: compiling the evaluation graph would take longer than the 10,000 images do, and
         # the checkpoint's own settings (compile: auto, which compiles on a measured GPU) win over
         # --model.compile.

@@ -1,5 +1,5 @@
-"""Shared fixtures: a tiny synthetic CIFAR-100 folder, the real-bytes mini set when present, and a
-stand-in for the folder of the JPEG q75 copy."""
+"""Shared fixtures: a tiny synthetic CIFAR-100 folder, the real-bytes mini set when present, a
+stand-in for the folder of the JPEG q75 copy, and records made from a few fields."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitlib.support.cifar import make_synthetic_cifar100
+from vitlib.lab.records import Record
+from vitlib.support.cifar import DatasetId, make_synthetic_cifar100
 
 # The tests' tensors are tiny: one thread each is as fast, and several test processes (DDP,
 # subprocess CLI runs) on two cores no longer oversubscribe them (10x slower when they do).
@@ -57,5 +58,18 @@ def q75_source() -> Callable[..., Path]:
         (folder / "build.py").write_text(Q75_BUILD_PY)
         (folder / "meta").write_text("meta")
         return folder
+
+    return make
+
+
+@pytest.fixture
+def make_record() -> Callable[..., Record]:
+    """Makes a :class:`~vitlib.lab.records.Record` from the fields a test cares about, the
+    provenance a results file requires filled with placeholders."""
+
+    def make(**fields: object) -> Record:
+        placeholders = {"name": "run", "command": "python -m vitlib fit", "commit": "0" * 40, "hardware": "CPU",
+                        "date": "2026-01-01T00:00:00+00:00", "dataset": DatasetId.Q75.label, "metrics": {"top1": 0.5}}  # fmt: skip
+        return Record.from_json({**placeholders, **fields})
 
     return make

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from vitlib.cli import main as cli_main
-from vitlib.lab import ablation, comparison
+from vitlib.lab import ablation, comparison, launch
 from vitlib.support import run_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def test_the_long_study_trains_the_recipe_first_and_its_augmentation_arms_at_the
     long = ablation.STUDIES[100]
     assert long.runs == (("recipe", 0), ("no-mix", 0), ("no-randaugment", 0))
     assert long.folder != ablation.SHORT.folder and long.logs != ablation.SHORT.logs
-    command = long.plan({}, long.epochs, "data-q75", long.logs)[0].command
+    command = long.plan({}, long.epochs, "data-q75", long.logs)[0].spec.argv()
     recipe = yaml.safe_load((REPO / ablation.RECIPE).read_text())
     # The long run's own length and cycles: 100 epochs, two cycles of 2 x 25.
     assert recipe["trainer"]["max_epochs"] == long.epochs
@@ -60,7 +60,7 @@ def test_each_arm_changes_exactly_one_thing(arm: str, monkeypatch: pytest.Monkey
 
     def config(name: str, seed: int = 0) -> dict:
         with pytest.raises(SystemExit) as stop:
-            cli_main([*ablation.fit_command(name, seed, 20, "data-q75", "runs/ablation")[3:], "--print_config"])
+            cli_main([*ablation.run_spec(name, seed, 20, "data-q75", "runs/ablation").argv(), "--print_config"])
         assert stop.value.code == 0
         return yaml.safe_load(capsys.readouterr().out)
 
@@ -80,7 +80,7 @@ def test_each_arm_changes_exactly_one_thing(arm: str, monkeypatch: pytest.Monkey
         assert changed["model"]["schedule"]["max_lr"] == recipe["model"]["schedule"]["max_lr"]
     assert config(arm, 1)["seed_everything"] == 1
     with pytest.raises(ValueError, match="unknown arm"):
-        ablation.fit_command("no-dropout", 0, 20, "data-q75", "runs")
+        ablation.run_spec("no-dropout", 0, 20, "data-q75", "runs")
 
 
 def test_table_gaps_and_crossings(tmp_path: Path) -> None:
@@ -215,20 +215,21 @@ def test_the_runner_resumes_from_the_newest_checkpoint_and_follows_the_parts(tmp
 
     # train_and_record passes the checkpoint on and records the parts it finds.
     calls: dict[str, object] = {}
-    monkeypatch.setattr(comparison.subprocess, "run", lambda cmd: calls.setdefault("command", cmd) and type("R", (), {"returncode": 0}))
+    monkeypatch.setattr(launch.subprocess, "run", lambda cmd, **_: calls.setdefault("command", cmd) and type("R", (), {"returncode": 0}))
     monkeypatch.setattr(
         comparison, "record_run",
         lambda parts, name, out, command, note, unfinished: calls.update(parts=parts, command_recorded=command, unfinished=unfinished),
     )  # fmt: skip
     fresh = tmp_path / "fresh"
     _version(fresh, 0)
-    planned = comparison.PlannedRun("r", ("python", "-m", "vitlib", "fit", "--config", "c.yaml"), fresh)
+    planned = comparison.PlannedRun("r", launch.RunSpec("c.yaml", root=fresh))
     with pytest.raises(RuntimeError, match="before its last epoch, without writing metrics.json"):
         comparison.train_and_record(planned, tmp_path / "out")
-    assert calls["command"] == [sys.executable, "-m", "vitlib", "fit", "--config", "c.yaml", "--ckpt_path", str(fresh / "vitlib/version_0/checkpoints/last.ckpt")]
+    ckpt = str(fresh / "vitlib/version_0/checkpoints/last.ckpt")
+    assert calls["command"] == [sys.executable, "-m", "vitlib", "fit", "--config", "c.yaml", "--ckpt_path", ckpt, "--trainer.default_root_dir", str(fresh)]
     calls.clear()
-    comparison.train_and_record(comparison.PlannedRun("r", planned.command, root), tmp_path / "out")
-    assert calls["parts"] == [first, last] and calls["command_recorded"] == "python -m vitlib fit --config c.yaml"
+    comparison.train_and_record(comparison.PlannedRun("r", launch.RunSpec("c.yaml", root=root)), tmp_path / "out")
+    assert calls["parts"] == [first, last] and calls["command_recorded"] == f"python -m vitlib fit --config c.yaml --trainer.default_root_dir {root}"
     assert "command" not in calls and calls["unfinished"] is False  # finished, only its record was missing
 
     # Killed after validating its last epoch, before writing metrics.json: a resume would train
@@ -241,7 +242,7 @@ def test_the_runner_resumes_from_the_newest_checkpoint_and_follows_the_parts(tmp
     assert run_folder.finished_parts(killed) is None and run_folder.resume_point(killed) is not None  # one epoch left
     (folder / "metrics.csv").write_text("epoch,step,val/top1\n0,10,0.1\n1,20,0.2\n")
     assert run_folder.finished_parts(killed) == [folder] and run_folder.resume_point(killed) is None
-    comparison.train_and_record(comparison.PlannedRun("k", planned.command, killed), tmp_path / "out")
+    comparison.train_and_record(comparison.PlannedRun("k", launch.RunSpec("c.yaml", root=killed)), tmp_path / "out")
     assert "command" not in calls and calls["parts"] == [folder] and calls["unfinished"] is True
 
 
@@ -260,10 +261,9 @@ def test_a_stopped_run_resumes_from_its_newest_folder_and_records_as_far_as_it_g
 
     calls: dict[str, object] = {}
     monkeypatch.setattr(comparison, "record_run", lambda parts, name, out, command, note, unfinished: calls.update(parts=parts, unfinished=unfinished))
-    planned = comparison.PlannedRun("r", ("python", "-m", "vitlib", "fit"), root)
-    comparison.record_stopped(planned, tmp_path / "out")
+    comparison.record_stopped(comparison.PlannedRun("r", launch.RunSpec("c.yaml", root=root)), tmp_path / "out")
     assert calls == {"parts": [first, second], "unfinished": True}
-    assert comparison.record_stopped(comparison.PlannedRun("r", planned.command, tmp_path / "none"), tmp_path / "out") is None
+    assert comparison.record_stopped(comparison.PlannedRun("r", launch.RunSpec("c.yaml", root=tmp_path / "none")), tmp_path / "out") is None
 
 
 def test_the_budget_picks_the_recipe_at_the_boundary() -> None:

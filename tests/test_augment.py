@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -215,3 +217,14 @@ def test_soft_target_loss_upcasts_bf16_logits_instead_of_rounding_the_target():
     assert loss.dtype == torch.float32
     expected = soft_target_cross_entropy(logits.bfloat16().float(), target, 0.1)  # the target kept in float32
     torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("config", [AugmentConfig(), MixConfig()], ids=lambda c: type(c).__name__)
+def test_every_field_of_an_augmentation_shows_in_its_description(config: AugmentConfig | MixConfig) -> None:
+    """The tables describe a run's augmentation by describe(): a field that changes nothing in it
+    (a new one, say) would be left out of every table silently."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        other = (not value) if isinstance(value, bool) else value + 1 if isinstance(value, int) else value / 2
+        changed = dataclasses.replace(config, **{field.name: other})
+        assert changed.describe() != config.describe(), f"{type(config).__name__}.{field.name} does not show in describe()"

@@ -50,23 +50,23 @@ def test_the_baseline_trains_with_the_packaged_config_and_its_checkpoint_rebuild
     torch.testing.assert_close(model(images), module.eval()(images))
 
 
-def test_the_finding_reads_both_records_and_says_which_is_ahead():
+def test_the_finding_reads_both_records_and_says_which_is_ahead(make_record):
     from vitlib.lab.baseline import finding
     from vitlib.lab.tables import recipe_row
 
     data = {"batch_size": 128, "augment": {"flip": True}, "mix": None, "download": False}
     recipe = {"schedule": {"name": "cosine"}, "label_smoothing": 0.1}
-    vit = {"metrics": {"top1": 0.514}, "size": {"parameters": 517_108, "flops_per_image": 73e6}, "epochs": 20, "data": data,
-           "dataset": "CIFAR-100", "model": {"preset": "vit", **recipe}}  # fmt: skip
-    cnn = {"name": "cpu-resnet", "metrics": {"top1": 0.55}, "size": {"parameters": 472_756, "flops_per_image": 138e6}, "epochs": 20,
-           "data": {**data, "download": True}, "dataset": "CIFAR-100", "model": {"depth": 32, **recipe}}  # fmt: skip
-    assert finding(vit, None) is None
-    text = finding(vit, cnn)
+    vit = dict(metrics={"top1": 0.514}, size={"parameters": 517_108, "flops_per_image": 73e6}, epochs=20, data=data,
+               model={"preset": "vit", **recipe})  # fmt: skip
+    cnn = make_record(name="cpu-resnet", metrics={"top1": 0.55}, size={"parameters": 472_756, "flops_per_image": 138e6}, epochs=20,
+                      data={**data, "download": True}, model={"depth": 32, **recipe})  # fmt: skip
+    assert finding(make_record(**vit), None) is None
+    text = finding(make_record(**vit), cnn)
     assert "the same recipe (20 epochs" in text and "ResNet-32 (0.47 M parameters, 138 MFLOPs per image) reaches 55.0%" in text
     assert "the CNN is ahead by 3.6 points" in text
-    assert "the ViT is ahead by 3.6 points" in finding({**vit, "metrics": {"top1": 0.586}}, cnn)
-    assert "not the same budget" in finding({**vit, "epochs": 100}, cnn)
-    assert "not the same budget" in finding({**vit, "model": {**vit["model"], "label_smoothing": 0.0}}, cnn)
+    assert "the ViT is ahead by 3.6 points" in finding(make_record(**{**vit, "metrics": {"top1": 0.586}}), cnn)
+    assert "not the same budget" in finding(make_record(**{**vit, "epochs": 100}), cnn)
+    assert "not the same budget" in finding(make_record(**{**vit, "model": {**vit["model"], "label_smoothing": 0.0}}), cnn)
     assert recipe_row(cnn)["model"] == "ResNet-32 (CNN)"
 
 

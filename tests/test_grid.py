@@ -69,7 +69,7 @@ def test_the_cells_are_the_recorded_ones() -> None:
 
 
 def test_a_grid_command_is_one_the_cli_accepts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    command = grid.fit_command("spt", "lsa", 2, 3, "data-q75", "runs/grid")
+    command = grid.run_spec("spt", "lsa", 2, 3, "data-q75", "runs/grid").command()
     assert command[:6] == ["python", "-m", "vitlib", "fit", "--config", grid.RECIPE]
     monkeypatch.chdir(REPO)
     with pytest.raises(SystemExit) as stop:

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from vitlib.lab import book, own_run
-from vitlib.support import hardware
+from vitlib.schedule import ScheduleConfig
+from vitlib.support import cifar, hardware
 
-REAL = book.DataSource("cifar100", Path("data"), "CIFAR-100")
-SYNTHETIC = book.DataSource("synthetic", None, "synthetic data (quick mode)")
+REAL = book.DataSource(cifar.DatasetId.OFFICIAL, Path("data"), "CIFAR-100")
+SYNTHETIC = book.DataSource(cifar.DatasetId.SYNTHETIC, None, "synthetic data (quick mode)")
 
 
 def test_the_budget_is_the_minutes_on_a_gpu_with_real_data_only(monkeypatch):
@@ -42,15 +43,17 @@ def test_the_environment_variable_forces_training_anywhere_and_is_checked(monkey
 
 def test_the_plan_says_its_recipe_epochs_cycles_and_fast_path():
     path = hardware.choose(hardware.Capabilities("NVIDIA A100-SXM4-40GB", (8, 0), 8))
-    two = own_run.Plan("cpu_long", 900, 0, 100, 25, 50, 8.0, 20.0, path)
+    two = own_run.Plan("cpu_long", 900, 0, 100, ScheduleConfig(half_cycle_epochs=25), 8.0, 20.0, path)
     assert two.describe().startswith(
         "100 epochs of about 8.0 s each (timed in a warm-up) for a budget of 15.0 min: configs/cpu_long.yaml (beyond 50 epochs, "
         "the long run's whole recipe), 2 learning-rate cycles of 50 epochs"
     )
     assert "bf16" in two.describe()
-    one = own_run.Plan("short_budget", 900, 0, 30, 15, 30, 28.0, 20.0, path)
+    one = own_run.Plan("short_budget", 900, 0, 30, ScheduleConfig(half_cycle_epochs=15), 28.0, 20.0, path)
     assert "configs/short_budget.yaml (up to 50 epochs the recipe study measured the recipe ahead without CutMix / MixUp)" in one.describe()
     assert "one learning-rate cycle of 30 epochs" in one.describe()
+    cosine = own_run.Plan("cpu", 900, 0, 30, ScheduleConfig("cosine", warmup_epochs=1), 28.0, 20.0, path)
+    assert "warm-up 1 epoch to 0.001, then cosine down to 1e-05" in cosine.describe()
 
 
 def _fit(epochs: int) -> float:
@@ -73,12 +76,12 @@ def _fit(epochs: int) -> float:
 def test_the_plan_takes_the_recipe_for_the_epochs_that_fit(monkeypatch, epoch_s, config, epochs, cycle):
     """The warm-up is timed (here: its result is given), then the recipe follows the epochs that
     fit (vitlib.lab.ablation.recipe_for), its two cycles scaled over them."""
-    monkeypatch.setattr(own_run.cli, "main", lambda args: None)
+    monkeypatch.setattr(own_run.RunSpec, "run_here", lambda spec: None)
     monkeypatch.setattr(own_run.timed, "read_warm_up", lambda path: {"epoch_s": epoch_s, "startup_s": 0.0})
     monkeypatch.setattr(own_run.time, "time", lambda: 1_000.0)  # no time passes during the warm-up
     planned = own_run.plan(SYNTHETIC, 900)
-    assert (planned.config, planned.epochs, planned.cycle_epochs) == (config, epochs, cycle)
-    assert planned.half_cycle_epochs == cycle / 2
+    assert (planned.config, planned.epochs, planned.schedule.cycle_epochs) == (config, epochs, cycle)
+    assert planned.schedule.half_cycle_epochs == cycle / 2
 
 
 def _finished_run(root: Path, version: int, dataset: str, mtime: float) -> Path:
@@ -89,15 +92,15 @@ def _finished_run(root: Path, version: int, dataset: str, mtime: float) -> Path:
     return folder
 
 
-def test_chapter_7_finds_the_newest_real_run_and_passes_over_quick_mode(tmp_path, monkeypatch):
+def test_chapter_7_finds_the_newest_real_run_and_passes_over_quick_mode(tmp_path, monkeypatch, make_record):
     assert own_run.latest(tmp_path) is None
     _finished_run(tmp_path, 0, "CIFAR-100 (JPEG q75 copy)", 1_000)
     _finished_run(tmp_path, 1, "synthetic data in the CIFAR-100 layout (quick mode)", 2_000)
     seen = []
-    monkeypatch.setattr(own_run.records, "run_record", lambda run_dir, name: seen.append(run_dir.name) or {"name": name})
+    monkeypatch.setattr(own_run.records, "run_record", lambda run_dir, name: seen.append(run_dir.name) or make_record(name=name))
     monkeypatch.setattr(own_run.records, "export_weights", lambda run_dir, folder: ({"folder": folder.name}, {}))
     run = own_run.latest(tmp_path)
-    assert seen == ["version_0"] and run.record["trained_here"] and run.name == own_run.NAME
+    assert seen == ["version_0"] and run.record.trained_here and run.name == own_run.NAME
     own_run.latest(tmp_path, real=False)
     assert seen[-1] == "version_1"  # chapter 6 itself takes the run it just trained, whatever the data
 
@@ -116,6 +119,6 @@ def test_chapter_6_trains_in_the_precision_and_compile_the_machine_decides(caps,
     """The warm-up and the training run of chapter 6 pass hardware.choose()'s decision on: float16
     with loss scaling on a T4 or V100 (bf16 there is emulated), bf16 from compute capability 8.0."""
     path = hardware.choose(caps)
-    args = own_run._fit_args("short_budget", REAL, path, tmp_path)
-    assert f"--trainer.precision={precision}" in args
+    args = own_run.run_spec("short_budget", REAL, path, tmp_path).argv()
+    assert args[args.index("--trainer.precision") + 1] == precision
     assert args[args.index("--model.compile") + 1] == str(path.compile).lower()

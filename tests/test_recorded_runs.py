@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-import shlex
 from pathlib import Path
 
 import pytest
@@ -31,19 +30,19 @@ def _pixel_sha256(file: Path) -> str:
 
 def test_the_q75_copy_is_recognised_by_its_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = cifar.make_synthetic_cifar100(tmp_path / "copy", n_train=64, n_test=32)
-    assert cifar.identify_cifar100(root) == cifar.DATASET_UNVERIFIED
+    assert cifar.identify_cifar100(root) == cifar.DatasetId.UNVERIFIED
     # The same check with this set's pixel hashes in place of the q75 copy's.
     folder = root / cifar.FOLDER
     monkeypatch.setattr(cifar, "Q75_PIXELS_SHA256", {s: _pixel_sha256(folder / s) for s in ("train", "test")})
     cifar._identify.cache_clear()
-    assert cifar.identify_cifar100(root) == cifar.DATASET_Q75
+    assert cifar.identify_cifar100(root) == cifar.DatasetId.Q75
     # One changed pixel is no longer the copy.
     with open(folder / "test", "rb") as f:
         entry = pickle.load(f, encoding="latin1")
     entry["data"][0, 0] ^= 1
     with open(folder / "test", "wb") as f:
         pickle.dump(entry, f)
-    assert cifar.identify_cifar100(root) == cifar.DATASET_UNVERIFIED
+    assert cifar.identify_cifar100(root) == cifar.DatasetId.UNVERIFIED
 
 
 def test_a_data_source_on_the_copy_names_it_and_reads_it_unverified(
@@ -55,10 +54,10 @@ def test_a_data_source_on_the_copy_names_it_and_reads_it_unverified(
     monkeypatch.setattr(cifar, "Q75_PIXELS_SHA256", {s: _pixel_sha256(folder / s) for s in ("train", "test")})
     cifar._identify.cache_clear()
     source = book.data_source(root, download=False)
-    assert source.kind == "cifar100-q75" and source.caption == "CIFAR-100 (JPEG q75 copy)"
+    assert source.dataset is cifar.DatasetId.Q75 and source.caption == "CIFAR-100 (JPEG q75 copy)"
     assert source.datamodule().hparams.verify_md5 is False
     assert source.class_names[3] == "bear"
-    assert book.DataSource("synthetic", None, "stripes").class_names[3] == "stripes 3"
+    assert book.DataSource(cifar.DatasetId.SYNTHETIC, None, "stripes").class_names[3] == "stripes 3"
 
 
 def test_a_fit_records_its_speed_against_the_bare_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,20 +94,20 @@ def test_a_stopped_run_is_recorded_only_when_asked_and_says_so(
     config["data"].update(quick=False, data_dir=str(cifar_root))
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.delenv("VITLIB_QUICK")
-    record = json.loads(records.record_run(run, "killed", tmp_path / "results", weights=False, unfinished=True).read_text())
-    assert record["stopped_early"] is None and record["epochs"] == 2
-    assert record["metrics"]["top1"] == pytest.approx(written["top1"])
-    timing = record["throughput"]
+    record = records.Record.from_json(json.loads(records.record_run(run, "killed", tmp_path / "results", weights=False, unfinished=True).read_text()))
+    assert record.stopped_early is None and record.epochs == 2
+    assert record.metrics.top1 == pytest.approx(written["top1"])
+    timing = record.throughput
     assert timing["train_images"] == written["throughput"]["train_images"] and timing["bare_step_images_per_s"] is None
     assert timing["train_s"] == pytest.approx(written["throughput"]["train_s"], rel=0.05)
     assert 0 < timing["train_s"] < timing["fit_wall_s"] <= written["throughput"]["fit_wall_s"]
     # With more epochs planned than it ran, it was stopped early and says so.
     config["trainer"]["max_epochs"] = 5
     (run / "config.yaml").write_text(yaml.safe_dump(config))
-    record = json.loads(records.record_run(run, "stopped", tmp_path / "results", weights=False, unfinished=True).read_text())
-    assert record["stopped_early"] == "stopped after 2 of 5 epochs" and record["epochs"] == 2
-    assert record["metrics"]["top1"] == run_folder.read_history(run / "metrics.csv")["val/top1"][-1][1]
-    assert record["dataset"] == cifar.DATASET_UNVERIFIED
+    record = records.Record.from_json(json.loads(records.record_run(run, "stopped", tmp_path / "results", weights=False, unfinished=True).read_text()))
+    assert record.stopped_early == "stopped after 2 of 5 epochs" and record.epochs == 2
+    assert record.metrics.top1 == run_folder.read_history(run / "metrics.csv")["val/top1"][-1][1]
+    assert record.dataset is cifar.DatasetId.UNVERIFIED
     assert "stopped after 2 of 5" in tables.tuning_table(tmp_path / "results")
     # Its last.ckpt is of its last epoch, so its weights may be recorded; a checkpoint that lags
     # behind the metrics (one epoch back here) is refused, and nothing is written.
@@ -151,7 +150,7 @@ def test_fits_of_whole_configs_against_their_bare_step(tmp_path: Path, capsys: p
         assert row["train_vs_bare"] == pytest.approx(row["train_images_per_s"] / row["bare_step_images_per_s"])
     assert "full:" in capsys.readouterr().out
     table = tables.fit_speed_table(tmp_path / "speed")
-    assert "RandAugment N=2 M=9, CutMix/MixUp p=1.0" in table and f"{full['train_vs_bare']:.0%}" in table
+    assert "RandAugment N=2 M=9, CutMix/MixUp p=1 (CutMix in 0.5 of them" in table and f"{full['train_vs_bare']:.0%}" in table
     assert "No bare-step comparison" in tables.bare_step_table(tmp_path / "speed")  # the two kinds stay apart
     with pytest.raises(SystemExit) as exit_info:
         speed.main(["--fit", f"missing={tmp_path / 'none.yaml'}"])
@@ -162,15 +161,14 @@ def test_fits_of_whole_configs_against_their_bare_step(tmp_path: Path, capsys: p
 def test_the_recorded_cpu_run_is_complete_and_its_weights_are_intact() -> None:
     recorded = records.load_record(book.CPU_RUN, REPO / "results", url=None)
     record = recorded.record
-    assert set(records.REQUIRED) <= set(record)
-    assert record["dataset"] == cifar.DATASET_Q75 and record["split"] == "val" and "test set" in record["images"]
-    assert record["metrics"]["top1"] >= 0.45 and record["metrics"]["samples"] == 10000
+    assert record.dataset is cifar.DatasetId.Q75 and record.split == "val" and "test set" in record.images
+    assert record.metrics.top1 >= 0.45 and record.metrics.samples == 10000
     # The recipe's budget is an hour of fit; a recorded run over it must say so in its record.
-    assert record["throughput"]["fit_wall_s"] <= 3600 or "over the 60-minute budget" in (record.get("note") or "")
-    assert record["resumed_from"] is None and record["stopped_early"] is None
-    epochs = record["epochs"]
+    assert record.throughput["fit_wall_s"] <= 3600 or "over the 60-minute budget" in (record.note or "")
+    assert record.resumed_from is None and record.stopped_early is None
+    epochs = record.epochs
     assert [e for e, _ in recorded.history["val/top1"]] == list(range(epochs))
-    assert recorded.history["val/top1"][-1][1] == pytest.approx(record["metrics"]["top1"])
+    assert recorded.history["val/top1"][-1][1] == pytest.approx(record.metrics.top1)
     model = recorded.model()  # checks the weights' SHA-256
     assert model.cfg.to_dict() == json.loads((REPO / "results" / book.CPU_RUN / "config.json").read_text())
 
@@ -195,27 +193,27 @@ def test_the_long_run_ran_its_config_and_its_record_agrees_with_itself() -> None
     recorded = records.load_record(LONG_RUN, REPO / "results", url=None)
     record = recorded.record
     config = yaml.safe_load((REPO / "configs" / "cpu_long.yaml").read_text())
-    differences = [d for section in ("model", "data") for d in _within(config[section], record[section], section)]
-    differences += _within({k: v for k, v in config["trainer"].items() if k in record["trainer"]}, record["trainer"], "trainer")
+    differences = [d for section in ("model", "data") for d in _within(config[section], getattr(record, section), section)]
+    differences += _within({k: v for k, v in config["trainer"].items() if k in record.trainer}, record.trainer, "trainer")
     assert not differences, differences
-    assert record["data"]["augment"]["randaugment"] and record["data"]["mix"]["prob"] > 0
-    assert record["model"]["schedule"]["name"] == "cyclic"
-    assert record["dataset"] == cifar.DATASET_Q75 and record["split"] == "val" and "test set" in record["images"]
-    assert record["metrics"]["samples"] == 10000 and record["size"]["parameters"] <= 1_000_000
-    epochs = record["epochs"]
-    assert epochs == config["trainer"]["max_epochs"] or record["stopped_early"]
+    assert record.data["augment"]["randaugment"] and record.data["mix"]["prob"] > 0
+    assert record.model["schedule"]["name"] == "cyclic"
+    assert record.dataset is cifar.DatasetId.Q75 and record.split == "val" and "test set" in record.images
+    assert record.metrics.samples == 10000 and record.size["parameters"] <= 1_000_000
+    epochs = record.epochs
+    assert epochs == config["trainer"]["max_epochs"] or record.stopped_early
     for key in ("val/top1", "train/top1", "time/train_epoch_s", "lr"):
         assert [e for e, _ in recorded.history[key]] == list(range(epochs)), key
-    assert recorded.history["val/top1"][-1][1] == pytest.approx(record["metrics"]["top1"])
-    assert record["throughput"]["train_s"] == pytest.approx(sum(v for _, v in recorded.history["time/train_epoch_s"]))
-    if record["resumes"]:
-        assert len(record["throughput"]["parts"]) == record["resumes"] + 1
+    assert recorded.history["val/top1"][-1][1] == pytest.approx(record.metrics.top1)
+    assert record.throughput["train_s"] == pytest.approx(sum(v for _, v in recorded.history["time/train_epoch_s"]))
+    if record.resumes:
+        assert len(record.throughput["parts"]) == record.resumes + 1
     assert recorded.model().cfg.to_dict() == json.loads((REPO / "results" / LONG_RUN / "config.json").read_text())
 
 
 def _q75_root() -> Path | None:
     for root in (REPO / "data-q75",):
-        if (root / cifar.FOLDER / "meta").is_file() and cifar.identify_cifar100(root) == cifar.DATASET_Q75:
+        if (root / cifar.FOLDER / "meta").is_file() and cifar.identify_cifar100(root) == cifar.DatasetId.Q75:
             return root
     return None
 
@@ -234,8 +232,8 @@ def test_the_recorded_weights_evaluate_to_the_recorded_top1(name: str) -> None:
     top1 = float((probs.argmax(dim=1) == labels).float().mean())
     top5 = float((probs.topk(5, dim=1).indices == labels[:, None]).any(dim=1).float().mean())
     # The same images and weights: equal up to float summation order (a few images at most).
-    assert top1 == pytest.approx(recorded.metrics["top1"], abs=3e-4)
-    assert top5 == pytest.approx(recorded.metrics["top5"], abs=3e-4)
+    assert top1 == pytest.approx(recorded.metrics.top1, abs=3e-4)
+    assert top5 == pytest.approx(recorded.metrics.top5, abs=3e-4)
 
 
 GRID = REPO / grid.FOLDER
@@ -243,26 +241,26 @@ GRID = REPO / grid.FOLDER
 
 @pytest.mark.skipif(not GRID.is_dir(), reason="no recorded grid in results/grid/")
 def test_the_recorded_grid_is_complete_comparable_and_intact() -> None:
-    runs = {r["name"]: r for r in grid.load(GRID)}
+    runs = {r.name: r for r in grid.load(GRID)}
     missing = [grid.run_name(*run) for run in grid.planned_runs(runs) if grid.run_name(*run) not in runs]
     assert not missing, f"grid runs not recorded: {missing}"
     # One recipe: the same epochs, data, trunk and schedule everywhere; only stem, attention, seed vary.
-    assert {r["epochs"] for r in runs.values()} == {runs["patch-mhsa-seed0"]["epochs"]}
-    assert {r["dataset"] for r in runs.values()} == {cifar.DATASET_Q75}
-    trunks = {json.dumps({k: v for k, v in r["model"]["overrides"].items() if k not in ("stem", "attention")}, sort_keys=True) for r in runs.values()}
-    assert len(trunks) == 1 and len({json.dumps(r["model"]["schedule"], sort_keys=True) for r in runs.values()}) == 1
+    assert {r.epochs for r in runs.values()} == {runs["patch-mhsa-seed0"].epochs}
+    assert {r.dataset for r in runs.values()} == {cifar.DatasetId.Q75}
+    trunks = {json.dumps({k: v for k, v in r.model["overrides"].items() if k not in ("stem", "attention")}, sort_keys=True) for r in runs.values()}
+    assert len(trunks) == 1 and len({json.dumps(r.model["schedule"], sort_keys=True) for r in runs.values()}) == 1
     for name, record in runs.items():
         stem, attention, seed = name.split("-")
-        overrides = record["model"]["overrides"]
+        overrides = record.model["overrides"]
         assert (overrides["stem"], overrides["attention"]) == (stem, attention)
-        assert f"--seed_everything {seed.removeprefix('seed')} " in record["command"]
-        assert record["stopped_early"] is None and record["resumed_from"] is None
-        assert record["size"]["parameters"] > 0 and record["throughput"]["fit_wall_s"] > 0
+        assert f"--seed_everything {seed.removeprefix('seed')} " in record.command
+        assert record.stopped_early is None and record.resumed_from is None
+        assert record.size["parameters"] > 0 and record.throughput["fit_wall_s"] > 0
         recorded = records.load_record(name, GRID, url=None)
-        assert recorded.history["val/top1"][-1][1] == pytest.approx(record["metrics"]["top1"])
+        assert recorded.history["val/top1"][-1][1] == pytest.approx(record.metrics.top1)
         model = recorded.model()  # checks the weights' SHA-256
         assert (model.cfg.stem, model.cfg.attention) == (stem, attention)
-        assert sum(p.numel() for p in model.parameters()) == record["size"]["parameters"]
+        assert sum(p.numel() for p in model.parameters()) == record.size["parameters"]
 
 
 BASELINE = REPO / "results" / "cpu-resnet.json"
@@ -278,20 +276,20 @@ def test_the_cnn_baseline_ran_the_cpu_recipe_with_another_network_and_its_weight
     from vitlib.lab.baseline import CIFARResNet, same_recipe
     from vitlib.support.pretrained import sha256_of
 
-    record = json.loads(BASELINE.read_text())
+    record = records.Record.from_json(json.loads(BASELINE.read_text()))
     config = yaml.safe_load((REPO / "configs" / "cpu_resnet.yaml").read_text())
-    differences = [d for section in ("model", "data") for d in _within(config[section], record[section], section)]
+    differences = [d for section in ("model", "data") for d in _within(config[section], getattr(record, section), section)]
     assert not differences, differences
-    assert same_recipe(record, json.loads((REPO / "results" / f"{book.CPU_RUN}.json").read_text()))
-    assert record["epochs"] == config["trainer"]["max_epochs"] and record["dataset"] == cifar.DATASET_Q75
-    history = {k: v for k, v in record["history"].items()}
-    assert [e for e, _ in history["val/top1"]] == list(range(record["epochs"]))
-    assert history["val/top1"][-1][1] == pytest.approx(record["metrics"]["top1"])
-    weights = REPO / "results" / record["weights"]["folder"] / "model.safetensors"
-    assert sha256_of(weights) == record["weights"]["sha256"]
+    assert same_recipe(record, records.load_record(book.CPU_RUN, REPO / "results", url=None).record)
+    assert record.epochs == config["trainer"]["max_epochs"] and record.dataset is cifar.DatasetId.Q75
+    history = record.history
+    assert [e for e, _ in history["val/top1"]] == list(range(record.epochs))
+    assert history["val/top1"][-1][1] == pytest.approx(record.metrics.top1)
+    weights = REPO / "results" / record.weights["folder"] / "model.safetensors"
+    assert sha256_of(weights) == record.weights["sha256"]
     model = CIFARResNet(**json.loads((weights.parent / "config.json").read_text()))
     model.load_state_dict(load_file(weights))  # strict: every tensor, right shapes
-    assert sum(p.numel() for p in model.parameters()) == record["size"]["parameters"]
+    assert sum(p.numel() for p in model.parameters()) == record.size["parameters"]
     root = _q75_root()
     if root is None:
         return  # the evaluation needs the q75 copy (make book builds it from ../shared)
@@ -300,7 +298,7 @@ def test_the_cnn_baseline_ran_the_cpu_recipe_with_another_network_and_its_weight
     probs, labels = book.predict(model.eval(), datamodule.test_dataloader())
     # Measured: 8 of the 10,000 predictions differ from the run's own validation (the ViTs agree
     # within 3); the cause is not yet pinned down, so the bound is 10 images, not 3.
-    assert float((probs.argmax(dim=1) == labels).float().mean()) == pytest.approx(record["metrics"]["top1"], abs=1e-3)
+    assert float((probs.argmax(dim=1) == labels).float().mean()) == pytest.approx(record.metrics.top1, abs=1e-3)
 
 
 @pytest.mark.parametrize("study", list(ablation.STUDIES.values()), ids=lambda s: f"{s.epochs} epochs")
@@ -310,25 +308,51 @@ def test_the_recipe_study_records_ran_their_arms_and_agree_with_themselves(study
     its end, and its committed weights load (their SHA-256 checked); a run recorded before its end
     still has the checkpoint it resumes from."""
     folder = REPO / study.folder
-    runs = {r["name"]: r for r in ablation.load(folder)}
+    runs = {r.name: r for r in ablation.load(folder)}
     if not runs:
         pytest.skip(f"no run of the {study.epochs}-epoch recipe study is recorded in {study.folder}/")
     planned = {run.name: run for run in study.plan({}, study.epochs, "data-q75", study.logs)}
     assert set(runs) <= set(planned), f"records outside the study's plan: {set(runs) - set(planned)}"
     for name, record in runs.items():
-        assert record["command"] == shlex.join(planned[name].command), name
-        assert record["dataset"] == cifar.DATASET_Q75 and record["split"] == "val"
-        assert record["images"] == f"{ablation.VAL_SPLIT} training images held out (seed 0)" and record["metrics"]["samples"] == ablation.VAL_SPLIT
-        assert record["trainer"]["max_epochs"] == study.epochs
-        epochs = record["epochs"]
-        assert (epochs < study.epochs) == bool(record["stopped_early"]), name
+        assert record.command == planned[name].command, name
+        assert record.dataset is cifar.DatasetId.Q75 and record.split == "val"
+        assert record.images == f"{ablation.VAL_SPLIT} training images held out (seed 0)" and record.metrics.samples == ablation.VAL_SPLIT
+        assert record.trainer["max_epochs"] == study.epochs
+        epochs = record.epochs
+        assert (epochs < study.epochs) == bool(record.stopped_early), name
         recorded = records.load_record(name, folder, url=None)
         for key in ("val/top1", "train/top1", "lr"):
             assert [e for e, _ in recorded.history[key]] == list(range(epochs)), (name, key)
-        assert recorded.history["val/top1"][-1][1] == pytest.approx(record["metrics"]["top1"])
+        assert recorded.history["val/top1"][-1][1] == pytest.approx(record.metrics.top1)
         model = recorded.model()  # checks the weights' SHA-256
-        assert sum(p.numel() for p in model.parameters()) == record["size"]["parameters"]
-        if record["stopped_early"]:
+        assert sum(p.numel() for p in model.parameters()) == record.size["parameters"]
+        if record.stopped_early:
             checkpoint = run_folder.resume_point(REPO / planned[name].root)
             assert checkpoint is not None, f"{name} stopped before its end and has no checkpoint under {planned[name].root} to resume from"
             assert torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] >= epochs - 1
+
+
+COMMITTED_RECORDS = sorted(p for p in (REPO / "results").rglob("*.json") if "metrics" in json.loads(p.read_text()))
+
+
+@pytest.mark.parametrize("path", COMMITTED_RECORDS, ids=lambda p: str(p.relative_to(REPO / "results")))
+def test_every_committed_record_loads_through_record_and_writes_back_what_it_holds(path: Path) -> None:
+    """Each results file, whatever format wrote it, loads as a typed Record; written back in the
+    current format it keeps every value it had (and adds only the fields the old format lacked)."""
+    payload = json.loads(path.read_text())
+    record = records.Record.from_json(payload, path.name)
+    assert record.dataset.real and isinstance(record.metrics.top1, float) and record.name == path.stem
+    written = json.loads(json.dumps(record.to_json()))
+    assert {key: written[key] for key in payload if key != "schema"} == {k: v for k, v in payload.items() if k != "schema"}
+    assert written["schema"] == records.SCHEMA
+    assert records.Record.from_json(written) == record
+
+
+def test_a_record_with_an_unknown_field_or_a_newer_format_is_refused(make_record) -> None:
+    payload = make_record(name="r").to_json()
+    with pytest.raises(ValueError, match="r has unknown field\\(s\\) colour; .* add the field to Record"):
+        records.Record.from_json({**payload, "colour": "red"})
+    with pytest.raises(ValueError, match=f"format {records.SCHEMA + 1}; this vitlib reads up to {records.SCHEMA}"):
+        records.Record.from_json({**payload, "schema": records.SCHEMA + 1})
+    with pytest.raises(ValueError, match="lacks commit"):
+        records.Record.from_json({k: v for k, v in payload.items() if k != "commit"})

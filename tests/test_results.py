@@ -11,6 +11,7 @@ import torch
 from vitlib import ViT, ViTConfig
 from vitlib.lab import records, tables
 from vitlib.support import run_folder
+from vitlib.support.cifar import DatasetId
 from vitlib.support.checkpoints import CONFIG_KEY
 
 TINY = ViTConfig.from_preset("vit_tiny")
@@ -50,18 +51,19 @@ def _run_dir(tmp_path: Path, dataset: str = "CIFAR-100 (JPEG q75 copy)", **metri
 def test_record_run_writes_everything_needed_to_trust_and_repeat_it(tmp_path: Path) -> None:
     run = _run_dir(tmp_path, top1=0.6123)
     path = records.record_run(run, "conv-vit", tmp_path / "results", hardware="1 x Test GPU")
-    record = json.loads(path.read_text())
+    written = json.loads(path.read_text())
     assert path == tmp_path / "results" / "conv-vit.json"
-    assert set(records.REQUIRED) <= set(record)
-    assert record["metrics"]["top1"] == 0.6123 and record["metrics"]["samples"] == 10000
-    assert record["command"] == f"python -m vitlib fit --config {run / 'config.yaml'}"
-    assert record["hardware"] == "1 x Test GPU"
-    assert record["dataset"] == "CIFAR-100 (JPEG q75 copy)"
-    assert record["epochs"] == 100 and record["throughput"]["fit_wall_s"] == 3600.0
-    assert record["model"]["preset"] == "conv_vit" and record["trainer"]["max_epochs"] == 100
-    assert record["date"][:4].isdigit() and "T" in record["date"]
-    assert record["commit"]  # a commit hash, or a statement that there is no git checkout
-    assert [r["name"] for r in records.load_results(tmp_path / "results")] == ["conv-vit"]
+    assert set(records.REQUIRED) <= set(written) and written["schema"] == records.SCHEMA
+    record = records.Record.from_json(written)
+    assert record.metrics.top1 == 0.6123 and record.metrics.samples == 10000
+    assert record.command == f"python -m vitlib fit --config {run / 'config.yaml'}"
+    assert record.hardware == "1 x Test GPU"
+    assert record.dataset is DatasetId.Q75
+    assert record.epochs == 100 and record.throughput["fit_wall_s"] == 3600.0
+    assert record.model["preset"] == "conv_vit" and record.planned_epochs == 100
+    assert record.date[:4].isdigit() and "T" in record.date
+    assert record.commit  # a commit hash, or a statement that there is no git checkout
+    assert records.load_results(tmp_path / "results") == [record]
 
 
 def test_quick_mode_runs_are_not_results(tmp_path: Path) -> None:
@@ -114,8 +116,8 @@ def test_accuracy_table_shows_recorded_runs(tmp_path: Path) -> None:
         (None, "", "?"),
     ],
 )
-def test_the_split_says_which_images_were_measured(split: str | None, images: str, said: str) -> None:
-    assert tables.split_name({"split": split, "images": images}) == said
+def test_the_split_says_which_images_were_measured(split: str | None, images: str, said: str, make_record) -> None:
+    assert tables.split_name(make_record(split=split, images=images)) == said
 
 
 def test_history_has_every_epoch_and_the_lr_at_its_end(tmp_path: Path) -> None:
@@ -130,10 +132,10 @@ def test_recorded_weights_load_back_exactly(tmp_path: Path) -> None:
     records.record_run(run, "tiny", tmp_path / "results", hardware="CPU")
     recorded = records.load_record("tiny", tmp_path / "results", url=None)
     assert recorded is not None and recorded.history["val/top1"][-1] == (1, 0.17)
-    assert len(recorded.record["weights"]["sha256"]) == 64
+    assert len(recorded.record.weights["sha256"]) == 64
     # The model's size, from the exported model: the tiny preset's parameters, FLOPs of a forward.
-    assert recorded.record["size"]["parameters"] == sum(p.numel() for p in ViT(TINY).parameters())
-    assert recorded.record["size"]["flops_per_image"] > 2 * recorded.record["size"]["parameters"]
+    assert recorded.record.size["parameters"] == sum(p.numel() for p in ViT(TINY).parameters())
+    assert recorded.record.size["flops_per_image"] > 2 * recorded.record.size["parameters"]
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     loaded = recorded.model().state_dict()
     assert loaded.keys() == {k.removeprefix("model.") for k in saved}

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from vitlib.schedule import ScheduleConfig, build_scheduler, lr_range_test, lr_trace
+from vitlib.schedule import SCHEDULES, ScheduleConfig, build_scheduler, lr_range_test, lr_trace
 
 STEPS_PER_EPOCH = 5
 
@@ -170,3 +170,19 @@ def test_lr_range_test_losses_are_unbiased_from_the_first_step():
         _ConstantLoss(), _TinyData(), num_steps=10, early_stop_threshold=None, accelerator="cpu", devices=1
     )
     assert losses == pytest.approx([2.5] * 10, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_every_schedule_describes_itself_and_fits_other_lengths_ending_at_its_lowest_rate(name: str) -> None:
+    """What the tables, time budgets and studies ask of a schedule: its description names its
+    numbers, and fitted over any number of epochs in whole cycles it ends at its lowest rate."""
+    cfg = ScheduleConfig(name, base_lr=2e-4, max_lr=3e-3, half_cycle_epochs=12.5, warmup_epochs=2, min_lr=1e-5)
+    assert "0.003" in cfg.describe() and cfg.describe() not in {ScheduleConfig(other).describe() for other in SCHEDULES if other != name}
+    for epochs, cycles in ((30, 2), (7, 1), (12, 3)):
+        fitted = cfg.fitted(epochs, cycles)
+        assert fitted.cycles(epochs) == (cycles if name == "cyclic" else 1)
+        assert dict(fitted.options()).get("model.schedule.half_cycle_epochs", fitted.half_cycle_epochs) == fitted.half_cycle_epochs
+        trace = lr_trace(fitted, steps_per_epoch=100, max_epochs=epochs)
+        later = trace[len(trace) // 2 :]  # after any warm-up (which starts from ~0)
+        assert trace[-1] <= min(later) + 0.02 * (max(trace) - min(later)), (epochs, cycles)
+    assert (cfg.cycle_epochs is None) == (name != "cyclic")

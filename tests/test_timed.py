@@ -9,7 +9,8 @@ import torch
 from vitlib.data import CIFAR100DataModule
 from vitlib.module import ViTModule
 from vitlib.support.callbacks import ThroughputMonitor
-from vitlib.support.timed import MARGIN, PAD_S, Deadline, WarmUp, cycle_epochs, plan_epochs, read_warm_up, recipe_cycles, stop_reason
+from vitlib.schedule import ScheduleConfig
+from vitlib.support.timed import MARGIN, PAD_S, Deadline, WarmUp, plan_epochs, read_warm_up, recipe_schedule, stop_reason
 
 
 def test_stop_reason_projects_the_next_epoch_and_keeps_whole_cycles():
@@ -24,20 +25,35 @@ def test_stop_reason_projects_the_next_epoch_and_keeps_whole_cycles():
     assert stop_reason(0, 30, 0, [], 20) is None
 
 
+def _plan(seconds: float, epoch_s: float | None, max_epochs: int, cycles: int) -> tuple[int, float]:
+    epochs, schedule = plan_epochs(seconds, epoch_s, max_epochs, CYCLIC, cycles)
+    return epochs, schedule.half_cycle_epochs
+
+
+CYCLIC = ScheduleConfig("cyclic", half_cycle_epochs=25)
+
+
 def test_plan_epochs_scales_the_recipes_cycles_over_what_fits_with_a_margin():
-    assert plan_epochs(300, 1.5, 100, 2) == (100, 25.0)  # everything fits: the recipe's 100, two cycles of 50
+    assert _plan(300, 1.5, 100, 2) == (100, 25.0)  # everything fits: the recipe's 100, two cycles of 50
     fits = int(100 // (1.5 * MARGIN + PAD_S))  # 55 with the margin (66 without)
-    assert plan_epochs(100, 1.5, 100, 2) == (fits - fits % 2, (fits - fits % 2) / 4)  # two cycles over what fits
-    assert plan_epochs(100, 1.5, 100, 5) == (55, 5.5)  # five cycles of 11
-    assert plan_epochs(1, 5.0, 100, 2) == (1, 0.5)  # never zero epochs: one cycle over one
-    assert plan_epochs(10, None, 100, 2) == (100, 25.0)  # no estimate: the Deadline callback decides
-    assert plan_epochs(60, 1.0, 2, 5) == (2, 0.5)  # the tiny mode's cap: as many cycles as epochs
+    assert _plan(100, 1.5, 100, 2) == (fits - fits % 2, (fits - fits % 2) / 4)  # two cycles over what fits
+    assert _plan(100, 1.5, 100, 5) == (55, 5.5)  # five cycles of 11
+    assert _plan(1, 5.0, 100, 2) == (1, 0.5)  # never zero epochs: one cycle over one
+    assert _plan(10, None, 100, 2) == (100, 25.0)  # no estimate: the Deadline callback decides
+    assert _plan(60, 1.0, 2, 5) == (2, 0.5)  # the tiny mode's cap: as many cycles as epochs
+    # A schedule without cycles spans whatever fits, as it is.
+    cosine = ScheduleConfig("cosine", warmup_epochs=1)
+    assert plan_epochs(100, 1.5, 100, cosine, 1) == (fits, cosine)
 
 
-def test_recipe_cycles_counts_the_whole_cycles_of_a_config():
-    assert recipe_cycles({"model": {"schedule": {"name": "cyclic", "half_cycle_epochs": 25}}, "trainer": {"max_epochs": 100}}) == 2
-    assert recipe_cycles({"model": {"schedule": {"name": "cyclic", "half_cycle_epochs": 10}}, "trainer": {"max_epochs": 100}}) == 5
-    assert recipe_cycles({"model": {"schedule": {"name": "cosine"}}, "trainer": {"max_epochs": 20}}) == 1
+def test_recipe_schedule_counts_the_whole_cycles_of_a_config():
+    def cycles(schedule: dict, epochs: int) -> int:
+        return recipe_schedule({"model": {"schedule": schedule}, "trainer": {"max_epochs": epochs}})[1]
+
+    assert cycles({"name": "cyclic", "half_cycle_epochs": 25}, 100) == 2
+    assert cycles({"name": "cyclic", "half_cycle_epochs": 10}, 100) == 5
+    assert cycles({"name": "cosine"}, 20) == 1
+    assert recipe_schedule({"model": {"schedule": {"name": "cosine"}}, "trainer": {"max_epochs": 20}})[0].name == "cosine"
 
 
 @pytest.mark.parametrize("slower", [1.0, 1.02, 1.05])
@@ -46,8 +62,8 @@ def test_a_run_slower_than_its_warm_up_still_uses_its_budget_and_ends_at_the_low
     longer. Every planned epoch runs (so the schedule ends at its lowest rate, on a cycle boundary)
     and at least 90 % of the budget is used."""
     budget, warm_epoch = 900.0, 8.0
-    epochs, half_cycle = plan_epochs(budget, warm_epoch, 1000, 2)
-    cycle = cycle_epochs(half_cycle)
+    epochs, schedule = plan_epochs(budget, warm_epoch, 1000, CYCLIC, 2)
+    cycle = schedule.cycle_epochs
     durations: list[float] = []
     now = 0.0
     for done in range(1, epochs + 1):
@@ -60,8 +76,8 @@ def test_a_run_slower_than_its_warm_up_still_uses_its_budget_and_ends_at_the_low
 
 
 def test_cycle_epochs_is_a_whole_rise_and_fall():
-    assert cycle_epochs(25) == 50
-    assert cycle_epochs(7.5) == 15
+    assert ScheduleConfig(half_cycle_epochs=25).cycle_epochs == 50
+    assert ScheduleConfig(half_cycle_epochs=7.5).cycle_epochs == 15
 
 
 def _fit(tmp_path, callbacks, **limits):

@@ -45,6 +45,13 @@ class AugmentConfig:
             self.randaugment_magnitude,
         )
 
+    def describe(self) -> str:
+        """What it applies, for a table: ``"crop (pad 4), flip, RandAugment N=2 M=9"``. Every field
+        shows when it differs (a test checks each), so a new one cannot go unsaid."""
+        steps = [f"crop (pad {self.crop_padding})"] * bool(self.crop_padding) + ["flip"] * self.flip
+        steps += [f"RandAugment N={self.randaugment_ops} M={self.randaugment_magnitude}"] * self.randaugment
+        return ", ".join(steps) or "none"
+
 
 @dataclass
 class MixConfig:
@@ -58,6 +65,11 @@ class MixConfig:
 
     def __post_init__(self) -> None:
         _check_mix(self)
+
+    def describe(self) -> str:
+        """``"CutMix/MixUp p=1 (CutMix in 0.5 of them, alpha 1; MixUp alpha 0.8)"``: every field shows."""
+        return (f"CutMix/MixUp p={self.prob:g} (CutMix in {self.cutmix_prob:g} of them, alpha {self.cutmix_alpha:g}; "
+                f"MixUp alpha {self.mixup_alpha:g})")  # fmt: skip
 
 
 def _check_mix(cfg: MixConfig) -> None:

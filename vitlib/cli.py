@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import yaml
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -254,6 +255,13 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 def packaged_configs() -> list[str]:
     """The names ``--config`` takes for the configs that ship with the package (``cpu``, ...)."""
     return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+
+
+def recipe_config(name: str = "cpu_long") -> dict[str, Any] | None:
+    """The training configuration ``<name>.yaml`` that ships with the package (``configs/`` in a
+    checkout) as a dict; ``None`` when there is none of that name."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
 def _named_configs(argv: list[str]) -> list[str]:

@@ -40,6 +40,7 @@ from .support.cifar import (
     FOLDER,
     NUM_CLASSES,
     SYNTHETIC_VERSION,
+    DatasetId,
     default_data_dir,
     ensure_cifar100,
     identify_cifar100,
@@ -239,7 +240,7 @@ class CIFAR100DataModule(L.LightningDataModule):
     def describe(self, split: str) -> dict[str, str]:
         """Which data a split's metrics come from, for results files and figure captions."""
         # Never the data folder's path: results files and the book are read on other machines.
-        dataset = "synthetic data in the CIFAR-100 layout (quick mode)" if self.quick else identify_cifar100(self.data_dir)
+        dataset = (DatasetId.SYNTHETIC if self.quick else identify_cifar100(self.data_dir)).label
         if split == "train":
             images = "training set" if self.hparams.val_split == 0 else "training set minus the held-out images"
         elif split == "val" and self.hparams.val_split > 0:

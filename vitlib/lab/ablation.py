@@ -36,28 +36,28 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
 
-from ..cli import CONFIG_DIR
+from ..cli import recipe_config
+from ..support.timed import recipe_schedule
 from . import comparison
 from .comparison import PlannedRun, SeedGroup, gap_sentence, leads, provenance
-from .records import load_results
+from .launch import Data, RunSpec
+from .records import Record, load_results
 from .tables import markdown_table
 
 RECIPE = "configs/cpu_long.yaml"
 VAL_SPLIT = 5000
 
 # name: (how the book writes it, the overrides of the recipe's command line)
-ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
+ARMS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     "recipe": ("the recipe", ()),
-    "no-randaugment": ("without RandAugment", ("--data.augment.randaugment", "false")),
-    "no-mix": ("without CutMix / MixUp", ("--data.mix", "null")),
+    "no-randaugment": ("without RandAugment", (("data.augment.randaugment", False),)),
+    "no-mix": ("without CutMix / MixUp", (("data.mix", None),)),
     # The CPU recipe's schedule (configs/cpu.yaml): warm-up over one epoch to the same peak.
     "cosine": (
         "warm-up + cosine instead of triangular",
-        ("--model.schedule.name", "cosine", "--model.schedule.warmup_epochs", "1", "--model.schedule.min_lr", "1e-5"),
+        (("model.schedule.name", "cosine"), ("model.schedule.warmup_epochs", 1), ("model.schedule.min_lr", "1e-5")),
     ),
 }
 # What each comparison varies: (the arm with it, the arm without it).
@@ -84,9 +84,9 @@ class Study:
     folder: str
     logs: str
 
-    def plan(self, records: dict[str, dict[str, Any]], epochs: int, data_dir: str, root: str) -> list[PlannedRun]:
+    def plan(self, records: dict[str, Record], epochs: int, data_dir: str, root: str) -> list[PlannedRun]:
         return [
-            PlannedRun(run_name(*run), tuple(fit_command(*run, epochs, data_dir, root)), Path(root) / run_name(*run))
+            PlannedRun(run_name(*run), run_spec(*run, epochs, data_dir, root))
             for run in self.runs
         ]
 
@@ -119,21 +119,18 @@ def recipe_for(epochs: int) -> str:
     return BUDGET_RECIPES["short" if epochs <= SHORT_BUDGET_EPOCHS else "long"]
 
 
-def fit_command(arm: str, seed: int, epochs: int, data_dir: str, root: str) -> list[str]:
-    """The ``python -m vitlib fit`` command line of one run, writing under ``root``. The
-    triangular schedule keeps the recipe's shape, two whole cycles, at any number of epochs."""
+def run_spec(arm: str, seed: int, epochs: int, data_dir: str, root: str) -> RunSpec:
+    """The ``python -m vitlib fit`` run of one arm, writing under ``root``. The triangular
+    schedule keeps the recipe's shape, two whole cycles, at any number of epochs."""
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; the arms are {', '.join(ARMS)}")
-    return [
-        "python", "-m", "vitlib", "fit", "--config", RECIPE,
-        "--trainer.max_epochs", str(epochs), "--model.schedule.half_cycle_epochs", f"{epochs / 4:g}",
-        "--data.val_split", str(VAL_SPLIT), "--seed_everything", str(seed), *ARMS[arm][1],
-        "--data.data_dir", data_dir, "--data.verify_md5", "false", "--data.download", "false",
-        "--trainer.default_root_dir", str(Path(root) / run_name(arm, seed)),
-    ]  # fmt: skip
+    schedule, cycles = recipe_schedule(recipe_config(BUDGET_RECIPES["long"]))
+    options = (("trainer.max_epochs", epochs), *schedule.fitted(epochs, cycles).options(),
+               ("data.val_split", VAL_SPLIT), ("seed_everything", seed), *ARMS[arm][1])  # fmt: skip
+    return RunSpec(RECIPE, options, Data(data_dir), Path(root) / run_name(arm, seed))
 
 
-def load(folder: str | Path = SHORT.folder) -> list[dict[str, Any]]:
+def load(folder: str | Path = SHORT.folder) -> list[Record]:
     """The study's results files in ``folder`` (none when it does not exist)."""
     return load_results(folder)
 
@@ -143,38 +140,38 @@ class Arm(SeedGroup):
     """One arm of the study: its runs' results (one per seed)."""
 
     arm: str
-    runs: tuple[dict[str, Any], ...]
+    runs: tuple[Record, ...]
 
     @property
     def label(self) -> str:
         return ARMS[self.arm][0]
 
 
-def arms(records: Sequence[dict[str, Any]]) -> dict[str, Arm]:
+def arms(records: Sequence[Record]) -> dict[str, Arm]:
     """The recorded arms, in the study's order, each with its runs (seed order)."""
     found = {}
     for arm in ARMS:
-        runs = sorted((r for r in records if r["name"].startswith(f"{arm}-seed")), key=lambda r: r["name"])
+        runs = sorted((r for r in records if r.name.startswith(f"{arm}-seed")), key=lambda r: r.name)
         if runs:
             found[arm] = Arm(arm, tuple(runs))
     return found
 
 
-def _stopped(run: dict[str, Any]) -> bool:
-    return bool(run.get("stopped_early"))
+def _stopped(run: Record) -> bool:
+    return bool(run.stopped_early)
 
 
-def _epochs(run: dict[str, Any]) -> str:
+def _epochs(run: Record) -> str:
     """``"100"``, or ``"44 of 100"`` for a run recorded before its end."""
-    planned = (run.get("trainer") or {}).get("max_epochs")
-    return f"{run.get('epochs')} of {planned}" if _stopped(run) else str(run.get("epochs"))
+    planned = run.planned_epochs
+    return f"{run.epochs} of {planned}" if _stopped(run) else str(run.epochs)
 
 
-def _history(run: dict[str, Any], key: str) -> list[tuple[int, float]]:
-    return [(int(e), float(v)) for e, v in run.get("history", {}).get(key, [])]
+def _history(run: Record, key: str) -> list[tuple[int, float]]:
+    return run.history.get(key, [])
 
 
-def table(records: Sequence[dict[str, Any]]) -> str:
+def table(records: Sequence[Record]) -> str:
     """Markdown: one row per recorded arm, with its held-out top-1 (mean ± sample standard
     deviation over seeds, and each seed), top-5, loss, the training top-1 of its last epoch (on
     augmented, mixed batches) and its time."""
@@ -184,13 +181,13 @@ def table(records: Sequence[dict[str, Any]]) -> str:
     rows = []
     for arm in found.values():
         runs = arm.runs
-        fit_s = [(r.get("throughput") or {}).get("fit_wall_s") for r in runs]
+        fit_s = [(r.throughput or {}).get("fit_wall_s") for r in runs]
         rows.append({
             "arm": arm.label,
             "held-out top-1": arm.describe(),
             "per seed": ", ".join(f"{v:.1f}" for v in arm.top1),
-            "top-5": f"{statistics.fmean(100 * r['metrics']['top5'] for r in runs):.1f} %",
-            "loss": f"{statistics.fmean(r['metrics']['loss'] for r in runs):.3f}",
+            "top-5": f"{statistics.fmean(100 * r.metrics.top5 for r in runs):.1f} %",
+            "loss": f"{statistics.fmean(r.metrics.loss for r in runs):.3f}",
             "train top-1, last epoch": f"{statistics.fmean(100 * _history(r, 'train/top1')[-1][1] for r in runs):.1f} %",
             "epochs": "; ".join(sorted({_epochs(r) + " (not finished)" * _stopped(r) for r in runs})),
             "fit (min)": f"{statistics.fmean(fit_s) / 60:.0f}" if all(fit_s) else "?",
@@ -198,7 +195,7 @@ def table(records: Sequence[dict[str, Any]]) -> str:
     return markdown_table(rows)
 
 
-def compare(records: Sequence[dict[str, Any]], name: str) -> str | None:
+def compare(records: Sequence[Record], name: str) -> str | None:
     """The gap sentence of comparison ``name`` (a key of ``COMPARISONS``); ``None`` until both
     of its arms are recorded to their last epoch (:func:`so_far` tells of runs in progress)."""
     found = arms(records)
@@ -208,7 +205,7 @@ def compare(records: Sequence[dict[str, Any]], name: str) -> str | None:
     return gap_sentence(found[with_it], found[without])
 
 
-def verdict(records: Sequence[dict[str, Any]], name: str) -> str | None:
+def verdict(records: Sequence[Record], name: str) -> str | None:
     """What comparison ``name`` says of the long run's choice (it trained with every part of the
     recipe before the study ran): supported when the recipe ends ahead, contradicted when the arm
     without the part does, with the noise it was measured against; ``None`` until both arms are
@@ -225,7 +222,7 @@ def verdict(records: Sequence[dict[str, Any]], name: str) -> str | None:
         noise = f"more than twice the seed-to-seed standard deviation ({max(spreads):.1f})"
     else:
         noise = f"within twice the seed-to-seed standard deviation ({max(spreads):.1f}), so not settled"
-    epochs = with_it.runs[0].get("epochs")
+    epochs = with_it.runs[0].epochs
     if gap >= 0:
         return (f"after {epochs} epochs the study supports the long run's choice of {name}: "
                 f"with it {with_it.mean:.1f} %, {without.label} {without.mean:.1f} % held-out top-1 ({noise})")
@@ -233,14 +230,14 @@ def verdict(records: Sequence[dict[str, Any]], name: str) -> str | None:
             f"{without.label} reaches {without.mean:.1f} % held-out top-1, the recipe {with_it.mean:.1f} % ({noise})")
 
 
-def seed_noise(records: Sequence[dict[str, Any]]) -> float | None:
+def seed_noise(records: Sequence[Record]) -> float | None:
     """The largest seed-to-seed standard deviation of held-out top-1 (points) among the arms run
     with more than one seed; ``None`` when none was."""
     spreads = [arm.spread for arm in arms(records).values() if arm.spread is not None]
     return max(spreads) if spreads else None
 
 
-def effect(records: Sequence[dict[str, Any]], name: str, noise: float | None = None) -> str | None:
+def effect(records: Sequence[Record], name: str, noise: float | None = None) -> str | None:
     """What comparison ``name`` means for a run of the study's length, in one sentence for a
     reader deciding whether to switch the part on: it helps, it hurts, or no clear difference (a
     gap within twice the seed-to-seed standard deviation), each part taken away alone from the
@@ -252,7 +249,7 @@ def effect(records: Sequence[dict[str, Any]], name: str, noise: float | None = N
     with_it, without = (found.get(arm) for arm in COMPARISONS[name])
     if with_it is None or without is None:
         return None
-    planned = (with_it.runs[0].get("trainer") or {}).get("max_epochs") or with_it.runs[0].get("epochs")
+    planned = with_it.runs[0].planned_epochs or with_it.runs[0].epochs
     if any(map(_stopped, with_it.runs + without.runs)):
         return f"{planned} epochs, {name}: not measured yet, the runs are {so_far(records, name)}"
     gap = with_it.mean - without.mean
@@ -274,7 +271,7 @@ def budget_recipes() -> str:
     configs themselves."""
 
     def parts(name: str) -> str:
-        config = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+        config = recipe_config(name)
         augment, mix = config["data"].get("augment") or {}, config["data"].get("mix")
         on = ["RandAugment" if augment.get("randaugment") else "", "CutMix / MixUp" if mix else ""]
         off = ["RandAugment" if not augment.get("randaugment") else "", "CutMix / MixUp" if not mix else ""]
@@ -287,9 +284,9 @@ def budget_recipes() -> str:
     )
 
 
-def _pair(records: Sequence[dict[str, Any]], name: str, seed: int) -> tuple[dict[int, float], dict[int, float]] | None:
+def _pair(records: Sequence[Record], name: str, seed: int) -> tuple[dict[int, float], dict[int, float]] | None:
     """The held-out top-1 curves (points) of comparison ``name``'s two runs with ``seed``."""
-    by_name = {r["name"]: r for r in records}
+    by_name = {r.name: r for r in records}
     pair = [by_name.get(run_name(arm, seed)) for arm in COMPARISONS[name]]
     if None in pair:
         return None
@@ -297,7 +294,7 @@ def _pair(records: Sequence[dict[str, Any]], name: str, seed: int) -> tuple[dict
     return a, b
 
 
-def crossing(records: Sequence[dict[str, Any]], name: str, seed: int = SEEDS[0]) -> str | None:
+def crossing(records: Sequence[Record], name: str, seed: int = SEEDS[0]) -> str | None:
     """Who leads in which epochs on the held-out curves of comparison ``name`` (seed ``seed``),
     every crossing named (:func:`vitlib.lab.comparison.leads`); ``None`` until both runs are
     recorded."""
@@ -308,11 +305,11 @@ def crossing(records: Sequence[dict[str, Any]], name: str, seed: int = SEEDS[0])
     return f"{leads(labels[0], pair[0], labels[1], pair[1])} (seed {seed})"
 
 
-def so_far(records: Sequence[dict[str, Any]], name: str, seed: int = SEEDS[0]) -> str | None:
+def so_far(records: Sequence[Record], name: str, seed: int = SEEDS[0]) -> str | None:
     """For a comparison whose runs (seed ``seed``) are recorded before their end: how far each
     got, and both held-out top-1 at the last epoch both reached; ``None`` when both finished (see
     :func:`compare`) or either is not recorded."""
-    by_name = {r["name"]: r for r in records}
+    by_name = {r.name: r for r in records}
     runs = [by_name.get(run_name(arm, seed)) for arm in COMPARISONS[name]]
     pair = _pair(records, name, seed)
     if pair is None or not any(map(_stopped, runs)):
@@ -326,18 +323,18 @@ def so_far(records: Sequence[dict[str, Any]], name: str, seed: int = SEEDS[0]) -
     )
 
 
-def curves(records: Sequence[dict[str, Any]], name: str) -> dict[str, list[dict[str, list[tuple[int, float]]]]]:
+def curves(records: Sequence[Record], name: str) -> dict[str, list[dict[str, list[tuple[int, float]]]]]:
     """The histories of comparison ``name``'s two arms, ``{label: [history per seed]}``, for
     :func:`vitlib.lab.figures.plot_run_curves`."""
     found = arms(records)
     return {
-        found[arm].label: [{k: _history(r, k) for k in r.get("history", {})} for r in found[arm].runs]
+        found[arm].label: [{k: _history(r, k) for k in r.history} for r in found[arm].runs]
         for arm in COMPARISONS[name]
         if arm in found
     }
 
 
-def describe(records: Sequence[dict[str, Any]]) -> str:
+def describe(records: Sequence[Record]) -> str:
     """One line of provenance for a caption."""
     return provenance(records, "recipe-study run", "python -m vitlib.lab.ablation")
 

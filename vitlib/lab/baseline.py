@@ -30,6 +30,7 @@ from ..support.checkpoints import load_checkpoint, network_state
 from ..support.pretrained import save_weights
 from ..support.run_folder import last_checkpoint
 from . import records
+from .records import Record
 
 WIDTHS = (16, 32, 64)
 
@@ -108,32 +109,32 @@ RECIPE_DATA = ("batch_size", "val_split", "seed", "augment", "mix", "pipeline") 
 RECIPE_MODEL = ("optimizer", "schedule", "label_smoothing")
 
 
-def same_recipe(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def same_recipe(a: Record, b: Record) -> bool:
     """Two records trained with the same recipe: epochs, data pipeline, optimizer, schedule, loss
     (where the data were read from, and whether they were downloaded, do not count)."""
     return (
-        a.get("epochs") == b.get("epochs")
-        and all(a.get("data", {}).get(k) == b.get("data", {}).get(k) for k in RECIPE_DATA)
-        and all(a.get("model", {}).get(k) == b.get("model", {}).get(k) for k in RECIPE_MODEL)
+        a.epochs == b.epochs
+        and all(a.data.get(k) == b.data.get(k) for k in RECIPE_DATA)
+        and all(a.model.get(k) == b.model.get(k) for k in RECIPE_MODEL)
     )
 
 
-def finding(vit: dict[str, Any] | None, cnn: dict[str, Any] | None) -> str | None:
+def finding(vit: Record | None, cnn: Record | None) -> str | None:
     """The comparison of the CPU recipe's ViT record with the CNN baseline's, in one sentence read
     from the two records; ``None`` until both are recorded."""
     if not (vit and cnn):
         return None
-    v, c = vit["metrics"]["top1"], cnn["metrics"]["top1"]
+    v, c = vit.metrics.top1, cnn.metrics.top1
 
-    def size(record: dict[str, Any]) -> str:
-        s = record.get("size") or {}
+    def size(record: Record) -> str:
+        s = record.size or {}
         return f"{s.get('parameters', 0) / 1e6:.2f} M parameters, {s.get('flops_per_image', 0) / 1e6:.0f} MFLOPs per image"
 
-    budget = f"the same recipe ({vit.get('epochs')} epochs, data pipeline, optimizer and schedule)" if same_recipe(vit, cnn) else "their own recipes (not the same budget)"
+    budget = f"the same recipe ({vit.epochs} epochs, data pipeline, optimizer and schedule)" if same_recipe(vit, cnn) else "their own recipes (not the same budget)"
     verdict = f"the CNN is ahead by {100 * (c - v):.1f} points" if c > v else f"the ViT is ahead by {100 * (v - c):.1f} points"
     return (
-        f"Under {budget}, ResNet-{cnn['model']['depth']} ({size(cnn)}) reaches {c:.1%} top-1 and the convolutional-stem "
-        f"ViT ({size(vit)}) {v:.1%}: {verdict} (test split, last epoch, {cnn['dataset']})."
+        f"Under {budget}, ResNet-{cnn.model['depth']} ({size(cnn)}) reaches {c:.1%} top-1 and the convolutional-stem "
+        f"ViT ({size(vit)}) {v:.1%}: {verdict} (test split, last epoch, {cnn.dataset.label})."
     )
 
 

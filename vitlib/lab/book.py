@@ -30,19 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from ..cli import CONFIG_DIR
+from ..cli import recipe_config  # noqa: F401 - the chapters call it as book.recipe_config
 from ..data import CIFAR100DataModule
 from ..model import evaluating
 from ..schedule import ScheduleConfig
 from ..support.cifar import (
     COARSE_LABELS,
-    DATASET_OFFICIAL,
-    DATASET_Q75,
     FINE_LABELS,
     FINE_TO_COARSE,
+    DatasetId,
     DatasetNotFoundError,
     default_data_dir,
     ensure_cifar100,
@@ -51,35 +49,30 @@ from ..support.cifar import (
 )
 from ..support.provenance import gpu_name, repository_root
 from . import ablation, chapter_costs, grid, records
-from .records import RecordedRun, load_record
-
-# cifar100: the official release (md5-verified); cifar100-q75: the complete JPEG quality-75 copy;
-# subset: other real files in the layout (unverified); synthetic: quick mode's stripes.
-KINDS = ("cifar100", "cifar100-q75", "subset", "synthetic")
-
+from .records import Record, RecordedRun, load_record
 
 @dataclass(frozen=True)
 class DataSource:
     """Where the notebooks' images come from; ``caption`` goes under every figure made from them."""
 
-    kind: str  # one of KINDS
+    dataset: DatasetId
     root: Path | None
     caption: str
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"DataSource.kind must be one of {', '.join(map(repr, KINDS))}; got {self.kind!r}")
-        if self.kind != "synthetic" and self.root is None:
-            raise ValueError(f"DataSource.root is required for kind={self.kind!r}")
+        if not isinstance(self.dataset, DatasetId):
+            raise ValueError(f"DataSource.dataset must be a vitlib.support.cifar.DatasetId; got {self.dataset!r}")
+        if self.dataset.real and self.root is None:
+            raise ValueError(f"DataSource.root is required for {self.dataset.label}")
 
     @property
     def quick(self) -> bool:
-        return self.kind == "synthetic"
+        return not self.dataset.real
 
     @property
     def real(self) -> bool:
-        """Real CIFAR-100 images (any kind but synthetic)."""
-        return not self.quick
+        """Real CIFAR-100 images (anything but quick mode's stripes)."""
+        return self.dataset.real
 
     @property
     def class_names(self) -> list[str]:
@@ -93,7 +86,7 @@ class DataSource:
         defaults: dict[str, Any] = {
             "data_dir": str(self.root) if self.root else None,
             "download": False,  # data_source() already fetched what could be fetched
-            "verify_md5": self.kind == "cifar100",
+            "verify_md5": self.dataset is DatasetId.OFFICIAL,
             "quick": self.quick,
             "num_workers": 0,
         }
@@ -104,16 +97,15 @@ def data_source(root: str | Path | None = None, download: bool = True) -> DataSo
     """Choose the notebooks' data (see the module docstring), downloading CIFAR-100 into ``root``
     (default :func:`vitlib.support.cifar.default_data_dir`) when it is missing and ``download`` is on."""
     if quick_mode():
-        return DataSource("synthetic", None, "synthetic data (quick mode): class-coloured stripes, not real images")
+        return DataSource(DatasetId.SYNTHETIC, None, "synthetic data (quick mode): class-coloured stripes, not real images")
     root = Path(root or default_data_dir()).expanduser().resolve()
     try:
         ensure_cifar100(root, download=download)
     except DatasetNotFoundError:
         caption = "synthetic data (quick mode: no CIFAR-100 found or downloadable): class-coloured stripes, not real images"
-        return DataSource("synthetic", None, caption)
-    label = identify_cifar100(root)
-    kind = {DATASET_OFFICIAL: "cifar100", DATASET_Q75: "cifar100-q75"}.get(label, "subset")
-    return DataSource(kind, root, label)
+        return DataSource(DatasetId.SYNTHETIC, None, caption)
+    dataset = identify_cifar100(root)
+    return DataSource(dataset, root, dataset.label)
 
 
 @dataclass(frozen=True)
@@ -219,37 +211,30 @@ def grid_run(stem: str, attention: str, seed: int = 0) -> RecordedRun | None:
     return _load(grid.run_name(stem, attention, seed), grid.FOLDER)
 
 
-def _comparison_records(folder: str, planned: Callable[[dict[str, dict[str, Any]]], list[str]]) -> list[dict[str, Any]]:
+def _comparison_records(folder: str, planned: Callable[[dict[str, Record]], list[str]]) -> list[Record]:
     """Every recorded run of a comparison: this checkout's ``folder``, else fetched run by run
     from the repository (Colab), as far as ``planned(records so far)`` names them; empty when
     neither has them."""
     root = repository_root()
     if root is not None:
         return records.load_results(root / folder)
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Record] = {}
     while True:  # a plan may name more runs once the first are in (the grid's best cell)
         fetched = [run for run in (_load(n, folder) for n in planned(found) if n not in found) if run is not None]
         if not fetched:
-            return sorted(found.values(), key=lambda r: str(r["date"]))
+            return sorted(found.values(), key=lambda r: r.date)
         found.update({run.name: run.record for run in fetched})
 
 
-def grid_records() -> list[dict[str, Any]]:
+def grid_records() -> list[Record]:
     """Every recorded run of the grid (:mod:`vitlib.lab.grid`), from the checkout or the repository."""
     return _comparison_records(grid.FOLDER, lambda found: [grid.run_name(*run) for run in grid.planned_runs(found)])
 
 
-def ablation_records(study: ablation.Study = ablation.SHORT) -> list[dict[str, Any]]:
+def ablation_records(study: ablation.Study = ablation.SHORT) -> list[Record]:
     """Every recorded run of the recipe study at ``study``'s length (:mod:`vitlib.lab.ablation`),
     from the checkout or the repository."""
     return _comparison_records(study.folder, lambda _: [ablation.run_name(*run) for run in study.runs])
-
-
-def recipe_config(name: str = "cpu_long") -> dict[str, Any] | None:
-    """The training configuration ``<name>.yaml`` that ships with the package (``configs/`` in a
-    checkout) as a dict; ``None`` when there is none of that name."""
-    path = CONFIG_DIR / f"{name}.yaml"
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
 def duration(seconds: float) -> str:

@@ -13,27 +13,25 @@ from __future__ import annotations
 import argparse
 import shlex
 import statistics
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..support.run_folder import METRICS_JSON, final_metrics, finished_parts, resume_point, stopped_parts
-from .records import load_results, record_run
+from .launch import RunSpec
+from .records import Record, load_results, record_run
 
 
 class SeedGroup:
     """Runs that differ only in their seed (``runs``, results records), shown as ``label``."""
 
     label: str
-    runs: tuple[dict[str, Any], ...]
+    runs: tuple[Record, ...]
 
     @property
     def top1(self) -> list[float]:
         """Each run's final top-1, in points."""
-        return [100 * run["metrics"]["top1"] for run in self.runs]
+        return [100 * run.metrics.top1 for run in self.runs]
 
     @property
     def mean(self) -> float:
@@ -98,17 +96,17 @@ def leads(a_label: str, a: dict[int, float], b_label: str, b: dict[int, float]) 
     return "; ".join(filter(None, [", ".join(said), tie]))
 
 
-def provenance(records: Sequence[dict[str, Any]], what: str, command: str) -> str:
+def provenance(records: Sequence[Record], what: str, command: str) -> str:
     """One line for a caption: ``"10 recorded grid runs (python -m vitlib.lab.grid), 4 epochs each on
     <hardware>, <dataset>, commits a, b"``."""
     if not records:
         return f"no recorded {what}"
-    commits = sorted({str(r["commit"])[:7] for r in records})
-    epochs = sorted({r.get("epochs") or 0 for r in records})
+    commits = sorted({r.commit[:7] for r in records})
+    epochs = sorted({r.epochs or 0 for r in records})
     each = f"{epochs[0]} epochs each" if len(epochs) == 1 else f"{epochs[0]} to {epochs[-1]} epochs"
     return (
         f"{len(records)} recorded {what}s ({command}), {each} on "
-        f"{records[0]['hardware']}, {records[0]['dataset']}, commit{'s' * (len(commits) > 1)} {', '.join(commits)}"
+        f"{records[0].hardware}, {records[0].dataset.label}, commit{'s' * (len(commits) > 1)} {', '.join(commits)}"
     )
 
 
@@ -117,12 +115,20 @@ def provenance(records: Sequence[dict[str, Any]], what: str, command: str) -> st
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One run of a comparison: its record's name and its ``python -m vitlib fit`` command, which
-    writes under ``root`` (its ``--trainer.default_root_dir``)."""
+    """One run of a comparison: its record's name and what it runs (``spec``, which writes under
+    its ``root``)."""
 
     name: str
-    command: tuple[str, ...]
-    root: Path
+    spec: RunSpec
+
+    @property
+    def root(self) -> Path:
+        return Path(self.spec.root)
+
+    @property
+    def command(self) -> str:
+        """The command line it runs, as its record keeps it."""
+        return shlex.join(self.spec.command())
 
 
 def train_and_record(run: PlannedRun, out: str | Path, note: str | None = None) -> Path:
@@ -131,14 +137,13 @@ def train_and_record(run: PlannedRun, out: str | Path, note: str | None = None) 
     all its parts as one run. Raises ``RuntimeError`` when the training command fails."""
     if finished_parts(run.root) is None:
         ckpt = resume_point(run.root)
-        command = [sys.executable, *run.command[1:], *(["--ckpt_path", str(ckpt)] if ckpt else [])]
-        if subprocess.run(command).returncode:
+        if (run.spec.with_options(("ckpt_path", str(ckpt))) if ckpt else run.spec).run_child().returncode:
             raise RuntimeError(f"{run.name} failed (its output is above); run the same command again to resume it")
     parts = finished_parts(run.root)
     if parts is None:
         raise RuntimeError(f"{run.name} ended before its last epoch, without writing {METRICS_JSON} under {run.root}")
     unfinished = final_metrics(parts[-1]) is None
-    return record_run(parts, run.name, out, command=shlex.join(run.command), note=note, unfinished=unfinished)
+    return record_run(parts, run.name, out, command=run.command, note=note, unfinished=unfinished)
 
 
 def record_stopped(run: PlannedRun, out: str | Path, note: str | None = None) -> Path | None:
@@ -148,12 +153,12 @@ def record_stopped(run: PlannedRun, out: str | Path, note: str | None = None) ->
     parts = stopped_parts(run.root)
     if parts is None:
         return None
-    return record_run(parts, run.name, out, command=shlex.join(run.command), note=note, unfinished=True)
+    return record_run(parts, run.name, out, command=run.command, note=note, unfinished=True)
 
 
-def _done(record: dict[str, Any] | None) -> bool:
+def _done(record: Record | None) -> bool:
     """Whether a record ends its run: it exists and ran all its epochs."""
-    return record is not None and not record.get("stopped_early")
+    return record is not None and not record.stopped_early
 
 
 def main(
@@ -164,7 +169,7 @@ def main(
     epochs: int,
     out: str,
     runs: str,
-    plan: Callable[[dict[str, dict[str, Any]], int, str, str], list[PlannedRun]],
+    plan: Callable[[dict[str, Record], int, str, str], list[PlannedRun]],
 ) -> None:
     """The command line of a comparison: trains and records every run that ``plan(records,
     epochs, data_dir, runs_root)`` still lists (it sees the records so far, so a plan can depend
@@ -188,7 +193,7 @@ def main(
         parser.exit(2, f"{prog}: error: run from the repository root (needs {recipe}) with an existing --data-dir; "
                        f"got data dir {args.data_dir!r}\n")  # fmt: skip
     while True:
-        records = {record["name"]: record for record in load_results(args.out)}
+        records = {record.name: record for record in load_results(args.out)}
         planned = plan(records, args.epochs, args.data_dir, args.runs)
         if args.only is not None and args.only not in {run.name for run in planned}:
             parser.exit(2, f"{prog}: error: no planned run is named {args.only!r}; the runs: {', '.join(r.name for r in planned)}\n")
@@ -200,7 +205,7 @@ def main(
             return
         if args.dry_run or not todo:
             for run in todo:
-                print(shlex.join(run.command))
+                print(run.command)
             return
         print(f"{prog}: {todo[0].name} ({len(todo)} run{'s' if len(todo) > 1 else ''} left)", flush=True)
         try:

@@ -21,11 +21,11 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from . import comparison
 from .comparison import PlannedRun, SeedGroup, gap_sentence, provenance
-from .records import load_results
+from .launch import Data, RunSpec
+from .records import Record, load_results
 from .tables import markdown_table
 
 # The six recorded cells, written out rather than derived from config's names: a stem or attention
@@ -55,26 +55,22 @@ def cell_label(stem: str, attention: str) -> str:
     return f"{NAMES[stem]} + {NAMES[attention]}"
 
 
-def fit_command(stem: str, attention: str, seed: int, epochs: int, data_dir: str, root: str) -> list[str]:
-    """The ``python -m vitlib fit`` command line of one grid run, writing under ``root``."""
-    return [
-        "python", "-m", "vitlib", "fit", "--config", RECIPE,
-        "--model.overrides.stem", stem, "--model.overrides.attention", attention,
-        "--seed_everything", str(seed), "--trainer.max_epochs", str(epochs),
-        "--data.data_dir", data_dir, "--data.verify_md5", "false", "--data.download", "false",
-        "--trainer.default_root_dir", str(Path(root) / run_name(stem, attention, seed)),
-    ]  # fmt: skip
+def run_spec(stem: str, attention: str, seed: int, epochs: int, data_dir: str, root: str) -> RunSpec:
+    """The ``python -m vitlib fit`` run of one grid cell and seed, writing under ``root``."""
+    options = (("model.overrides.stem", stem), ("model.overrides.attention", attention), ("seed_everything", seed),
+               ("trainer.max_epochs", epochs))  # fmt: skip
+    return RunSpec(RECIPE, options, Data(data_dir), Path(root) / run_name(stem, attention, seed))
 
 
-def best_cell(records: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
+def best_cell(records: dict[str, Record]) -> tuple[str, str] | None:
     """The cell whose seed-0 run has the highest top-1; ``None`` until all six are recorded."""
     firsts = {cell: records.get(run_name(*cell, 0)) for cell in CELLS}
     if any(record is None for record in firsts.values()):
         return None
-    return max(CELLS, key=lambda cell: firsts[cell]["metrics"]["top1"])
+    return max(CELLS, key=lambda cell: firsts[cell].metrics.top1)
 
 
-def planned_runs(records: dict[str, dict[str, Any]]) -> list[tuple[str, str, int]]:
+def planned_runs(records: dict[str, Record]) -> list[tuple[str, str, int]]:
     """Every run of the grid as far as ``records`` decide it: the six cells with seed 0, the
     baseline's repeats, then, once the six are in, the best cell's repeats."""
     runs = [(*cell, 0) for cell in CELLS] + [(*BASELINE, seed) for seed in SEEDS[1:]]
@@ -84,13 +80,13 @@ def planned_runs(records: dict[str, dict[str, Any]]) -> list[tuple[str, str, int
     return runs
 
 
-def load(folder: str | Path = FOLDER) -> list[dict[str, Any]]:
+def load(folder: str | Path = FOLDER) -> list[Record]:
     """The grid's results files in ``folder`` (none when it does not exist)."""
     return load_results(folder)
 
 
-def _records(folder: str | Path) -> dict[str, dict[str, Any]]:
-    return {record["name"]: record for record in load(folder)}
+def _records(folder: str | Path) -> dict[str, Record]:
+    return {record.name: record for record in load(folder)}
 
 
 @dataclass(frozen=True)
@@ -99,29 +95,29 @@ class Cell(SeedGroup):
 
     stem: str
     attention: str
-    runs: tuple[dict[str, Any], ...]
+    runs: tuple[Record, ...]
 
     @property
     def label(self) -> str:
         return cell_label(self.stem, self.attention)
 
 
-def cells(records: Sequence[dict[str, Any]]) -> list[Cell]:
+def cells(records: Sequence[Record]) -> list[Cell]:
     """The recorded cells in the grid's order (stems, then attentions), each with its runs."""
     found = []
     for stem, attention in CELLS:
-        runs = [r for r in records if r["name"].startswith(f"{stem}-{attention}-seed")]
+        runs = [r for r in records if r.name.startswith(f"{stem}-{attention}-seed")]
         if runs:
-            found.append(Cell(stem, attention, tuple(sorted(runs, key=lambda r: r["name"]))))
+            found.append(Cell(stem, attention, tuple(sorted(runs, key=lambda r: r.name))))
     return found
 
 
-def _mean_of(runs: Sequence[dict[str, Any]], key: str) -> float | None:
-    values = [run["throughput"][key] for run in runs if (run.get("throughput") or {}).get(key)]
+def _mean_of(runs: Sequence[Record], key: str) -> float | None:
+    values = [run.throughput[key] for run in runs if (run.throughput or {}).get(key)]
     return statistics.fmean(values) if values else None
 
 
-def grid_table(records: Sequence[dict[str, Any]]) -> str:
+def grid_table(records: Sequence[Record]) -> str:
     """Markdown: one row per recorded cell with test top-1 (mean ± sample standard deviation over
     seeds, and each seed), top-5, parameters, FLOPs per image, wall time and images/s."""
     found = cells(records)
@@ -130,16 +126,16 @@ def grid_table(records: Sequence[dict[str, Any]]) -> str:
     rows = []
     for cell in found:
         first = cell.runs[0]
-        size = first.get("size") or {}
+        size = first.size or {}
         fit_s, fit_rate, bare = (_mean_of(cell.runs, k) for k in ("fit_wall_s", "fit_images_per_s", "bare_step_images_per_s"))
         rows.append({
             "stem + attention": cell.label,
             "test top-1": cell.describe(),
             "per seed": ", ".join(f"{v:.1f}" for v in cell.top1),
-            "top-5": f"{statistics.fmean(100 * r['metrics']['top5'] for r in cell.runs):.1f} %",
+            "top-5": f"{statistics.fmean(100 * r.metrics.top5 for r in cell.runs):.1f} %",
             "parameters (M)": f"{size['parameters'] / 1e6:.3f}" if size else "?",
             "MFLOPs / image": f"{size['flops_per_image'] / 1e6:.1f}" if size else "?",
-            "epochs": first.get("epochs"),
+            "epochs": first.epochs,
             "fit (min)": f"{fit_s / 60:.1f}" if fit_s else "?",
             "fit images/s": f"{fit_rate:.0f}" if fit_rate else "?",
             "bare step images/s": f"{bare:.0f}" if bare else "?",
@@ -147,7 +143,7 @@ def grid_table(records: Sequence[dict[str, Any]]) -> str:
     return markdown_table(rows)
 
 
-def matrix_table(records: Sequence[dict[str, Any]]) -> str:
+def matrix_table(records: Sequence[Record]) -> str:
     """Markdown: test top-1 with one row per stem and one column per attention."""
     found = {(c.stem, c.attention): c.describe() for c in cells(records)}
     return markdown_table([
@@ -156,7 +152,7 @@ def matrix_table(records: Sequence[dict[str, Any]]) -> str:
     ])  # fmt: skip
 
 
-def compare(records: Sequence[dict[str, Any]], cell: tuple[str, str], other: tuple[str, str]) -> str | None:
+def compare(records: Sequence[Record], cell: tuple[str, str], other: tuple[str, str]) -> str | None:
     """``"conv stem + MHSA: 35.1 ± 0.4 % (3 seeds) against patch + MHSA: 31.0 ± 0.5 % (3 seeds),
     +4.1 points, ..."``: the gap in test top-1 and how it compares with the seed-to-seed spread
     (the larger sample standard deviation of the two; with one seed there is none to compare
@@ -167,7 +163,7 @@ def compare(records: Sequence[dict[str, Any]], cell: tuple[str, str], other: tup
     return gap_sentence(found[cell], found[other])
 
 
-def finding(records: Sequence[dict[str, Any]]) -> str | None:
+def finding(records: Sequence[Record]) -> str | None:
     """One sentence: the best repeated cell against the baseline, with their seed spread;
     ``None`` until both have repeats."""
     found = {(c.stem, c.attention): c for c in cells(records)}
@@ -177,20 +173,20 @@ def finding(records: Sequence[dict[str, Any]]) -> str | None:
         return None
     best = max(repeated, key=lambda c: c.mean)
     return (
-        f"Trained side by side for {best.runs[0].get('epochs')} epochs under one CPU recipe, on CIFAR-100 (test "
+        f"Trained side by side for {best.runs[0].epochs} epochs under one CPU recipe, on CIFAR-100 (test "
         f"top-1): {compare(records, (best.stem, best.attention), BASELINE)}."
     )
 
 
-def describe(records: Sequence[dict[str, Any]]) -> str:
+def describe(records: Sequence[Record]) -> str:
     """One line of provenance for a caption: how many grid runs, epochs, hardware, data, commits."""
     return provenance(records, "grid run", "python -m vitlib.lab.grid")
 
 
-def plan(records: dict[str, dict[str, Any]], epochs: int, data_dir: str, root: str) -> list[PlannedRun]:
+def plan(records: dict[str, Record], epochs: int, data_dir: str, root: str) -> list[PlannedRun]:
     """The grid's runs as far as ``records`` decide them, with their commands."""
     return [
-        PlannedRun(run_name(*run), tuple(fit_command(*run, epochs, data_dir, root)), Path(root) / run_name(*run))
+        PlannedRun(run_name(*run), run_spec(*run, epochs, data_dir, root))
         for run in planned_runs(records)
     ]
 

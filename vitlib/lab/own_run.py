@@ -24,17 +24,19 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from .. import cli
+from ..schedule import ScheduleConfig
 from ..support import hardware, timed
+from ..support.cifar import DatasetId
 from ..support.provenance import gpu_name
-from ..support.run_folder import QUICK_DATASET, final_metrics, run_folders
+from ..support.run_folder import final_metrics, run_folders
 from . import ablation, records
 from .book import DataSource, quiet_lightning, recipe_config, runs_root
+from .launch import Data, RunSpec
 from .records import RecordedRun
 
 WARM_UP_CONFIG = ablation.BUDGET_RECIPES["long"]  # the recipe of the recorded long run (results/cpu-long.json)
@@ -83,15 +85,16 @@ class Plan:
     seconds: float
     stop_at: float  # time.time() at which training must have ended
     epochs: int
-    half_cycle_epochs: float
-    cycle_epochs: int
+    schedule: ScheduleConfig  # the recipe's, fitted over the epochs
     epoch_s: float
     startup_s: float
     fast_path: hardware.FastPath
 
     def describe(self) -> str:
-        cycles = self.epochs / self.cycle_epochs
-        cycle = f"{cycles:.0f} learning-rate cycles of {self.cycle_epochs} epochs" if cycles > 1 else f"one learning-rate cycle of {self.epochs} epochs"
+        cycles = self.schedule.cycles(self.epochs)
+        cycle = (f"{cycles} learning-rate cycles of {self.schedule.cycle_epochs} epochs" if cycles > 1
+                 else f"one learning-rate cycle of {self.epochs} epochs" if self.schedule.cycle_epochs
+                 else self.schedule.describe())  # fmt: skip
         short = self.config == ablation.BUDGET_RECIPES["short"]
         why = (f"up to {ablation.SHORT_BUDGET_EPOCHS} epochs the recipe study measured the recipe ahead without CutMix / MixUp"
                if short else f"beyond {ablation.SHORT_BUDGET_EPOCHS} epochs, the long run's whole recipe")  # fmt: skip
@@ -102,17 +105,13 @@ class Plan:
         )
 
 
-def _fit_args(config: str, source: DataSource, path: hardware.FastPath, root: Path) -> list[str]:
-    # The data are named explicitly (--data.quick true or false), so quick mode's epoch cap does not
-    # apply: the plan sets the epochs.
-    data = (
-        ["--data.quick", "true"] if source.root is None
-        else ["--data.quick", "false", "--data.data_dir", str(source.root), "--data.download", "false",
-              "--data.verify_md5", str(source.kind == "cifar100").lower()]
-    )  # fmt: skip
-    trainer = [f"--trainer.{key}={value}" for key, value in path.trainer_kwargs().items()]
-    return ["fit", "--config", config, *data, "--data.pipeline", path.pipeline, "--model.compile", str(path.compile).lower(),
-            *trainer, "--trainer.default_root_dir", str(root)]  # fmt: skip
+def run_spec(config: str, source: DataSource, path: hardware.FastPath, root: Path) -> RunSpec:
+    """The fit of ``config`` on ``source`` with the machine's fast path, writing under ``root``.
+    The data name quick mode's switch (on or off), so its epoch cap does not apply: the plan sets
+    the epochs."""
+    data = Data(source.root, verify_md5=source.dataset is DatasetId.OFFICIAL, quick=source.quick)
+    trainer = tuple((f"trainer.{key}", value) for key, value in path.trainer_kwargs().items())
+    return RunSpec(config, (("data.pipeline", path.pipeline), ("model.compile", path.compile), *trainer), data, root)
 
 
 def _callback(class_name: str, **init_args: object) -> str:
@@ -127,10 +126,11 @@ def plan(source: DataSource, seconds: float) -> Plan:
     with tempfile.TemporaryDirectory() as tmp, quiet_lightning():
         out = Path(tmp) / "warm_up.json"
         train, val = WARM_UP_BATCHES
-        cli.main([*_fit_args(WARM_UP_CONFIG, source, path, Path(tmp)), "--trainer.max_epochs", "2",
-                  "--trainer.limit_train_batches", str(train), "--trainer.limit_val_batches", str(val),
-                  "--trainer.enable_model_summary", "false",  # with the progress bar, as training shows it
-                  _callback("WarmUp", path=str(out))])  # fmt: skip
+        warm_up = run_spec(WARM_UP_CONFIG, source, path, Path(tmp)).with_options(
+            ("trainer.max_epochs", 2), ("trainer.limit_train_batches", train), ("trainer.limit_val_batches", val),
+            ("trainer.enable_model_summary", False),  # with the progress bar, as training shows it
+        )  # fmt: skip
+        warm_up.with_extra(_callback("WarmUp", path=str(out))).run_here()
         warm = timed.read_warm_up(out)
     stop_at = start + seconds
     left = stop_at - time.time() - warm["startup_s"]
@@ -139,13 +139,13 @@ def plan(source: DataSource, seconds: float) -> Plan:
     # Rounding to whole cycles may bring the epochs under the short recipe's limit: then the plan
     # is made again with that recipe (the epochs trained choose the recipe).
     most = recipe_config(WARM_UP_CONFIG)["trainer"]["max_epochs"]
-    config = ablation.recipe_for(timed.plan_epochs(left, warm["epoch_s"], most, 1)[0])
+    config = ablation.recipe_for(timed.epochs_that_fit(left, warm["epoch_s"], most))
     for _ in range(2):
-        epochs, half_cycle = timed.plan_epochs(left, warm["epoch_s"], most, timed.recipe_cycles(recipe_config(config)))
+        epochs, schedule = timed.plan_epochs(left, warm["epoch_s"], most, *timed.recipe_schedule(recipe_config(config)))
         if ablation.recipe_for(epochs) == config:
             break
         config = ablation.recipe_for(epochs)
-    return Plan(config, seconds, stop_at, epochs, half_cycle, timed.cycle_epochs(half_cycle), warm["epoch_s"], warm["startup_s"], path)
+    return Plan(config, seconds, stop_at, epochs, schedule, warm["epoch_s"], warm["startup_s"], path)
 
 
 def train(source: DataSource, planned: Plan) -> RecordedRun:
@@ -154,9 +154,11 @@ def train(source: DataSource, planned: Plan) -> RecordedRun:
     end before the budget runs out (:class:`vitlib.support.timed.Deadline`), and says so."""
     root = runs_root() / "recipe"
     with quiet_lightning():
-        cli.main([*_fit_args(planned.config, source, planned.fast_path, root), "--trainer.max_epochs", str(planned.epochs),
-                  "--model.schedule.half_cycle_epochs", str(planned.half_cycle_epochs), "--trainer.enable_model_summary", "false",
-                  _callback("Deadline", stop_at=planned.stop_at, cycle_epochs=planned.cycle_epochs, verbose=False)])  # fmt: skip
+        fit = run_spec(planned.config, source, planned.fast_path, root).with_options(
+            ("trainer.max_epochs", planned.epochs), *planned.schedule.options(), ("trainer.enable_model_summary", False),
+        )  # fmt: skip
+        deadline = _callback("Deadline", stop_at=planned.stop_at, cycle_epochs=planned.schedule.cycle_epochs or 0, verbose=False)
+        fit.with_extra(deadline).run_here()
     run = latest(root, real=False)
     if run is None:
         raise RuntimeError(f"training ended without a finished run under {root}: see the output above")
@@ -169,12 +171,10 @@ def latest(root: str | Path | None = None, real: bool = True) -> RecordedRun | N
     ``real``, runs on quick mode's synthetic data are passed over: they have nothing to show."""
     root = Path(root) if root is not None else runs_root() / "recipe"
     finished = [(folder, final_metrics(folder)) for folder in run_folders(root)]
-    finished = [folder for folder, metrics in finished if metrics and not (real and metrics.get("dataset") == QUICK_DATASET)]
+    finished = [folder for folder, metrics in finished if metrics and not (real and metrics.get("dataset") == DatasetId.SYNTHETIC.label)]
     if not finished:
         return None
     run_dir = finished[-1]
-    record = records.run_record(run_dir, NAME)
     folder = run_dir / "pretrained"
-    record["weights"], record["size"] = records.export_weights(run_dir, folder)
-    record["trained_here"] = True
-    return RecordedRun(record, str(folder))
+    exported, size = records.export_weights(run_dir, folder)
+    return RecordedRun(replace(records.run_record(run_dir, NAME), weights=exported, size=size, trained_here=True), str(folder))

@@ -7,7 +7,8 @@ date, dataset, metrics, history, weights)::
 
     python -m vitlib.lab.records runs/vitlib/version_3 --name vit-reference
 
-:mod:`vitlib.lab.tables` renders the records as the book's tables.
+Every record is read and written through :class:`Record`, the one definition of the file's
+format; :mod:`vitlib.lab.tables` renders the records as the book's tables.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from ..config import ViTConfig
 from ..measure import model_flops
 from ..model import ViT, count_parameters
 from ..support.checkpoints import CONFIG_KEY, load_checkpoint, network_state
+from ..support.cifar import DatasetId
 from ..support.files import write_json_atomic
 from ..support.pretrained import TIMEOUT_S, WEIGHTS_NAME, from_pretrained, save_pretrained, sha256_of
 from ..support.provenance import git_commit, this_machine
@@ -35,7 +37,7 @@ from ..support.run_folder import (
     CONFIG,
     METRICS_CSV,
     METRICS_JSON,
-    QUICK_DATASET,
+    History,
     check_parts,
     final_metrics,
     last_checkpoint,
@@ -45,6 +47,88 @@ from ..support.run_folder import (
 )
 
 REQUIRED = ("name", "command", "commit", "hardware", "date", "dataset", "metrics")
+
+
+# The results file's format. 1: the files written before it carried a number (``resumes`` and
+# ``ran`` may be missing); 2: ``schema`` written, every field present.
+SCHEMA = 2
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """A run's final numbers: top-1 and top-5 as fractions and the mean loss over ``samples``
+    images; ``epoch`` and ``global_step`` where the run ended."""
+
+    top1: float | None = None
+    top5: float | None = None
+    loss: float | None = None
+    samples: int | None = None
+    epoch: int | None = None
+    global_step: int | None = None
+
+
+@dataclass(frozen=True)
+class Record:
+    """A results file (``results/<name>.json``), typed: what ran, on what, with which result.
+
+    :meth:`from_json` reads every format written so far (:data:`SCHEMA`) and refuses a file with
+    a field it does not know, so that a new field is added here first; :meth:`to_json` writes the
+    current format. ``model``, ``data`` and ``trainer`` are the run's configuration as it ran,
+    ``throughput`` its timing (``ThroughputMonitor``), ``history`` its per-epoch curves."""
+
+    name: str
+    command: str
+    commit: str
+    hardware: str
+    date: str
+    dataset: DatasetId
+    metrics: Metrics
+    images: str = "unknown"
+    stage: str | None = None
+    split: str | None = None
+    epochs: int | None = None  # of a fit: the epochs it trained
+    model: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    ran: dict[str, Any] | None = None  # precision, compile, float32 matmul precision that really ran
+    data: dict[str, Any] = field(default_factory=dict)
+    throughput: dict[str, Any] | None = None
+    resumed_from: str | None = None
+    resumes: int = 0
+    stopped_early: str | None = None  # "stopped after 23 of 100 epochs"
+    note: str | None = None
+    history: History = field(default_factory=dict)
+    weights: dict[str, Any] | None = None  # the exported folder's name, sha256 and bytes
+    size: dict[str, Any] | None = None  # parameters, FLOPs per image
+    trained_here: bool = False  # the reader's own run, not a committed record
+    schema: int = field(default=SCHEMA, compare=False)  # the format it was read from
+    file: str | None = field(default=None, compare=False)  # the file it was read from
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any], file: str | None = None) -> Record:
+        where = file or payload.get("name", "a record")
+        missing = [key for key in REQUIRED if key not in payload]
+        unknown = sorted(set(payload) - {f.name for f in fields(cls)} - {"file"})
+        if missing or unknown:
+            said = [f"lacks {', '.join(missing)}"] * bool(missing) + [f"has unknown field(s) {', '.join(unknown)}"] * bool(unknown)
+            raise ValueError(f"{where} {' and '.join(said)}; rewrite it with the tool that made it, or add the field to Record")
+        schema = payload.get("schema", 1)
+        if schema > SCHEMA:
+            raise ValueError(f"{where} is a results file of format {schema}; this vitlib reads up to {SCHEMA}: update vitlib")
+        history = {key: [(int(e), float(v)) for e, v in points] for key, points in (payload.get("history") or {}).items()}
+        values = {**payload, "schema": schema, "file": file, "history": history}
+        values["dataset"] = DatasetId.of(payload["dataset"])
+        values["metrics"] = Metrics(**payload["metrics"])
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        payload = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "file"}
+        metrics = {key: value for key, value in asdict(self.metrics).items() if value is not None}
+        payload.update(schema=SCHEMA, dataset=self.dataset.label, metrics=metrics)
+        return payload
+
+    @property
+    def planned_epochs(self) -> int | None:
+        return self.trainer.get("max_epochs")
 
 
 BENCH_REQUIRED = ("gpu", "torch", "commit", "date", "rows")
@@ -114,30 +198,31 @@ def record_run(
     """
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ValueError(f"name must be a plain file name without slashes; got {name!r}")
-    payload = run_record(run_dir, name, command, hardware, unfinished, note)
+    record = run_record(run_dir, name, command, hardware, unfinished, note)
     last = check_parts(run_dir)[-1]
-    if payload["dataset"] == QUICK_DATASET:
-        raise ValueError(f"{last} trained on {payload['dataset']}: a quick-mode run is not a result. {HOW_TO_RUN}")
+    if not record.dataset.real:
+        raise ValueError(f"{last} trained on {record.dataset.label}: a quick-mode run is not a result. {HOW_TO_RUN}")
     if weights:
-        _check_weights_are_the_last_epochs(last, payload)
+        _check_weights_are_the_last_epochs(last, record)
         # A model other than the ViT (the CNN baseline) brings its own exporter.
-        payload["weights"], payload["size"] = (exporter or export_weights)(last, Path(out_dir) / name)
+        exported, size = (exporter or export_weights)(last, Path(out_dir) / name)
+        record = replace(record, weights=exported, size=size)
     path = Path(out_dir) / f"{name}.json"
-    write_json_atomic(path, payload)
+    write_json_atomic(path, record.to_json())
     return path
 
 
-def _check_weights_are_the_last_epochs(run_dir: Path, payload: dict[str, Any]) -> None:
+def _check_weights_are_the_last_epochs(run_dir: Path, record: Record) -> None:
     """A fit's record pairs the metrics of its last epoch with the weights of ``last.ckpt``: refuse
     to write one whose checkpoint holds another epoch (written before ``last.ckpt`` was saved at
     every epoch's end, it may lag behind ``metrics.csv``)."""
     ckpt = last_checkpoint(run_dir)
-    if payload.get("stage") != "fit" or not payload.get("epochs") or not ckpt.is_file():
+    if record.stage != "fit" or not record.epochs or not ckpt.is_file():
         return
     saved = load_checkpoint(ckpt).get("epoch")
-    if saved is not None and saved + 1 != payload["epochs"]:
+    if saved is not None and saved + 1 != record.epochs:
         raise ValueError(
-            f"{ckpt} holds the weights after epoch {saved + 1} of the fit, its metrics go to epoch {payload['epochs']}: "
+            f"{ckpt} holds the weights after epoch {saved + 1} of the fit, its metrics go to epoch {record.epochs}: "
             "they would not be the weights of the recorded metrics. Resume the fit from that checkpoint, so that it "
             "trains the epochs again and writes last.ckpt at each epoch's end, then record it"
         )
@@ -150,7 +235,7 @@ def run_record(
     hardware: str | None = None,
     unfinished: bool = False,
     note: str | None = None,
-) -> dict[str, Any]:
+) -> Record:
     """What :func:`record_run` writes, without the weights: provenance, metrics, config, timing
     and history of the run in ``run_dir`` (one folder, or the parts of a resumed fit)."""
     parts = check_parts(run_dir)
@@ -165,7 +250,6 @@ def run_record(
     if run is None:
         run = stopped_summary(run_dir)
         metrics_file = run_dir / METRICS_CSV
-    dataset = run.get("dataset", "unknown")
     finished = datetime.fromtimestamp(metrics_file.stat().st_mtime, tz=timezone.utc)
     config = run.get("config", {})
     history = merged_history(parts)
@@ -178,7 +262,7 @@ def run_record(
         "commit": git_commit(Path.cwd()),
         "hardware": hardware or this_machine(),
         "date": finished.isoformat(timespec="seconds"),
-        "dataset": dataset,
+        "dataset": run.get("dataset", DatasetId.UNVERIFIED.label),
         "images": run.get("images", "unknown"),
         "stage": run.get("stage"),
         "split": run.get("split"),
@@ -200,7 +284,7 @@ def run_record(
         "note": note,
         "history": history,
     }
-    return payload
+    return Record.from_json(payload)
 
 
 # The book's repository (the same as _config.yml's repository.url, which the launch buttons use;
@@ -227,76 +311,76 @@ def records_url() -> str | None:
 class RecordedRun:
     """A recorded run: its results file and where its weights are (a folder or a URL)."""
 
-    record: dict[str, Any]
+    record: Record
     weights_location: str
 
     @property
     def name(self) -> str:
-        return self.record["name"]
+        return self.record.name
 
     @property
-    def metrics(self) -> dict[str, Any]:
-        return self.record["metrics"]
+    def metrics(self) -> Metrics:
+        return self.record.metrics
 
     @property
-    def history(self) -> dict[str, list[tuple[int, float]]]:
-        return {key: [(int(e), float(v)) for e, v in points] for key, points in self.record.get("history", {}).items()}
+    def history(self) -> History:
+        return self.record.history
 
     def model(self) -> ViT:
         """The recorded weights as a :class:`~vitlib.ViT` in eval mode (sha256-checked)."""
-        sha256 = self.record.get("weights", {}).get("sha256")
+        sha256 = (self.record.weights or {}).get("sha256")
         return from_pretrained(self.weights_location, sha256=sha256).eval()
 
     def describe(self) -> str:
         """One line of provenance for a caption: run, epochs, hardware, data, commit, date."""
         r = self.record
-        what = "your run (trained in this runtime)" if r.get("trained_here") else f"recorded run '{r['name']}'"
-        return (
-            f"{what}: {r.get('epochs') or '?'} epochs on {r['hardware']}, {r['dataset']}, "
-            f"commit {str(r['commit'])[:10]}, {str(r['date'])[:10]}"
-        )
+        what = "your run (trained in this runtime)" if r.trained_here else f"recorded run '{r.name}'"
+        return f"{what}: {r.epochs or '?'} epochs on {r.hardware}, {r.dataset.label}, commit {r.commit[:10]}, {r.date[:10]}"
 
 
 def load_record(name: str, folder: str | Path | None = "results", url: str | None = RECORDS_URL) -> RecordedRun | None:
     """The recorded run ``name``: ``folder/<name>.json`` with its weights in ``folder/<name>/``,
     else the same files under ``url`` (e.g. on Colab, without a checkout); ``None`` when neither
     has it."""
-    if folder is not None and (Path(folder) / f"{name}.json").is_file():
-        record = json.loads((Path(folder) / f"{name}.json").read_text())
-        return RecordedRun(record, str(Path(folder) / name))
+    file = Path(folder) / f"{name}.json" if folder is not None else None
+    if file is not None and file.is_file():
+        return RecordedRun(Record.from_json(json.loads(file.read_text()), file.name), str(Path(folder) / name))
     if url is None:
         return None
     try:
         with urllib.request.urlopen(f"{url}{name}.json", timeout=TIMEOUT_S) as response:
-            record = json.loads(response.read())
+            payload = json.loads(response.read())
     except (urllib.error.URLError, OSError, http.client.HTTPException, json.JSONDecodeError):
         return None
-    return RecordedRun(record, f"{url}{name}/")
+    return RecordedRun(Record.from_json(payload, f"{name}.json"), f"{url}{name}/")
 
 
-def _load_folder(folder: str | Path, required: Sequence[str]) -> list[dict[str, Any]]:
+def _load_folder(folder: str | Path, required: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``(file name, contents)`` of every JSON file in ``folder``, checked for ``required`` keys."""
     files = sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []
-    records = []
+    loaded = []
     for file in files:
         try:
-            record = json.loads(file.read_text())
+            payload = json.loads(file.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{file} is not valid JSON ({err}); fix or delete it") from err
-        missing = [key for key in required if key not in record]
+        missing = [key for key in required if key not in payload]
         if missing:
             raise ValueError(f"{file} lacks {', '.join(missing)}; rewrite it with the tool that made it")
-        records.append({**record, "file": file.name})
-    return sorted(records, key=lambda r: str(r["date"]))
+        loaded.append((file.name, payload))
+    return loaded
 
 
-def load_results(folder: str | Path = "results") -> list[dict[str, Any]]:
+def load_results(folder: str | Path = "results") -> list[Record]:
     """Every results file in ``folder``, oldest first (none when the folder does not exist)."""
-    return _load_folder(folder, REQUIRED)
+    records = [Record.from_json(payload, name) for name, payload in _load_folder(folder, REQUIRED)]
+    return sorted(records, key=lambda r: r.date)
 
 
 def load_benchmarks(folder: str | Path = "benchmarks/results") -> list[dict[str, Any]]:
     """Every benchmark file of ``python -m benchmarks.bench`` in ``folder``, oldest first."""
-    return _load_folder(folder, BENCH_REQUIRED)
+    benches = [{**payload, "file": name} for name, payload in _load_folder(folder, BENCH_REQUIRED)]
+    return sorted(benches, key=lambda b: str(b["date"]))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from ..model import ViT, count_parameters
 from ..support.callbacks import bare_step_images_per_s
 from ..support.files import write_json_atomic
 from ..support.provenance import git_commit, this_machine
+from ..support.run_folder import final_metrics, history, version_folder
 
 
 def compare_bare_steps(models: dict[str, dict[str, Any]], batch_size: int = 128, steps: int = 10) -> list[dict[str, Any]]:
@@ -55,18 +55,14 @@ def fit_speed(configs: dict[str, str], data_dir: str | None = None, batches: int
 
     The ratio is the share of the machine the model gets with that config's data loop: what the
     augmentation, the mixing and the logging cost on top of the training step itself."""
-    from ..support.run_folder import final_metrics, history, version_folder
+    from .launch import Data, RunSpec  # the CLI and Lightning: only this tool needs them
 
     rows = []
     for name, config in configs.items():
         with tempfile.TemporaryDirectory() as root:
-            command = [
-                sys.executable, "-m", "vitlib", "fit", "--config", config, "--trainer.max_epochs", "2",
-                "--trainer.limit_train_batches", str(batches), "--trainer.limit_val_batches", "1",
-                "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-                "--trainer.default_root_dir", root, *(["--data.data_dir", data_dir] if data_dir else []), *extra,
-            ]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True)
+            options = (("trainer.max_epochs", 2), ("trainer.limit_train_batches", batches), ("trainer.limit_val_batches", 1),
+                       ("trainer.enable_progress_bar", False), ("trainer.enable_model_summary", False))  # fmt: skip
+            done = RunSpec(config, options, Data(data_dir) if data_dir else None, root, extra=tuple(extra)).run_child(capture=True)
             if done.returncode:
                 raise RuntimeError(f"the fit of {name} ({config}) failed:\n{done.stderr[-2000:]}")
             run = version_folder(root, 0)

@@ -9,28 +9,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..augment import AugmentConfig, MixConfig
 from ..config import PRESETS
-from .records import HOW_TO_RUN, load_benchmarks, load_results
+from ..schedule import ScheduleConfig
+from .records import HOW_TO_RUN, Record, load_benchmarks, load_results
 
 
-def recipe_row(record: dict[str, Any]) -> dict[str, Any]:
+def recipe_row(record: Record) -> dict[str, Any]:
     """The recipe of a recorded run as one table row: model, optimizer, schedule, batch, epochs,
     augmentation, read from the config it ran with."""
-    model, data = record.get("model", {}), record.get("data", {})
+    model, data = record.model, record.data
     if "depth" in model and "preset" not in model:  # the CNN baseline (vitlib.lab.baseline.ResNetModule)
         arch = {"heads": "-", "mlp_ratio": "-", "drop_path": "-"}
         description = f"ResNet-{model['depth']} (CNN)"
     else:
         arch = {**dataclasses.asdict(PRESETS[model.get("preset", "vit")]), **(model.get("overrides") or {})}
         description = f"{arch['stem']} stem, {arch['attention']}, {arch['dim']} x {arch['depth']}, patch {arch['patch_size']}, {arch['pool']} pool"
-    schedule, optimizer = model.get("schedule") or {}, model.get("optimizer") or {}
-    augment, mix = data.get("augment"), data.get("mix")
-    if schedule.get("name") == "cyclic":
-        shape = f"triangular cyclic {schedule.get('base_lr')} to {schedule.get('max_lr')}, half cycle {schedule.get('half_cycle_epochs')} epochs"
-    else:
-        shape = f"{schedule.get('name')}: warm-up {schedule.get('warmup_epochs')} epochs to {schedule.get('max_lr')}, down to {schedule.get('min_lr')}"
+    optimizer = model.get("optimizer") or {}
     return {
-        "run": record["name"],
+        "run": record.name,
         "model": description,
         "heads": arch["heads"],
         "MLP ratio": arch["mlp_ratio"],
@@ -38,9 +35,9 @@ def recipe_row(record: dict[str, Any]) -> dict[str, Any]:
         "label smoothing": model.get("label_smoothing"),
         "stochastic depth": arch["drop_path"],
         "batch": data.get("batch_size"),
-        "epochs": record.get("epochs"),
-        "schedule": shape,
-        "augmentation": _augmentation(augment, mix),
+        "epochs": record.epochs,
+        "schedule": ScheduleConfig(**(model.get("schedule") or {})).describe(),
+        "augmentation": _augmentation(data.get("augment"), data.get("mix")),
     }
 
 
@@ -64,11 +61,11 @@ def _percent(value: Any) -> str:
     return f"{100 * value:.2f} %" if isinstance(value, (int, float)) else "n/a"
 
 
-def split_name(record: dict[str, Any]) -> str:
+def split_name(record: Record) -> str:
     """Which images a record's metrics were measured on, as a reader needs it: a ``fit`` validates
     on the split ``split`` says, which for the book's runs is the test set (as in the reference
     project) or training images held out from training."""
-    split, images = record.get("split"), str(record.get("images", ""))
+    split, images = record.split, record.images
     if split == "val" and "test set" in images:
         return "test (used as validation)"
     if split == "val" and "held out" in images:
@@ -84,21 +81,21 @@ def accuracy_table(folder: str | Path = "results") -> str:
         return f"**No full training run is recorded yet**, so this book reports no accuracy. {HOW_TO_RUN}"
     rows = [
         {
-            "run": r["name"],
-            "model": recipe_row(r)["model"] if r.get("model") else "?",
+            "run": r.name,
+            "model": recipe_row(r)["model"] if r.model else "?",
             "split": split_name(r),
-            "top-1": _percent(r["metrics"].get("top1")),
-            "top-5": _percent(r["metrics"].get("top5")),
-            "loss": r["metrics"].get("loss"),
-            "epochs": r.get("epochs") or "?",
-            "dataset": r["dataset"],
-            "hardware": r["hardware"],
-            "date": str(r["date"])[:10],
-            "commit": str(r["commit"])[:10],
+            "top-1": _percent(r.metrics.top1),
+            "top-5": _percent(r.metrics.top5),
+            "loss": r.metrics.loss,
+            "epochs": r.epochs or "?",
+            "dataset": r.dataset.label,
+            "hardware": r.hardware,
+            "date": r.date[:10],
+            "commit": r.commit[:10],
         }
         for r in results
     ]
-    commands = [f"- **{r['name']}**: `{r['command']}`" for r in results]
+    commands = [f"- **{r.name}**: `{r.command}`" for r in results]
     return markdown_table(rows) + "\n\n" + details("The command that re-creates each run", commands)
 
 
@@ -120,12 +117,12 @@ def throughput_table(folder: str | Path = "results") -> str:
     ``fit``, its training epochs, and the bare step of the same model in the same process)."""
     rows = []
     for r in load_results(folder):
-        t = r.get("throughput") or {}
+        t = r.throughput or {}
         if not t.get("fit_wall_s"):
             continue
         rows.append({
-            "run": r["name"],
-            "hardware": r["hardware"],
+            "run": r.name,
+            "hardware": r.hardware,
             "fit wall time (min)": f"{t['fit_wall_s'] / 60:.1f}",
             "images/s, whole fit": f"{t['fit_images_per_s']:.0f}",
             "images/s, training epochs": f"{t['train_images_per_s']:.0f}",
@@ -137,7 +134,7 @@ def throughput_table(folder: str | Path = "results") -> str:
     if not rows:
         return "**No recorded run measured its speed.**"
     # What a record says about its own numbers (an overrun, a disturbed machine) goes with them.
-    notes = [f"- {r['name']}: {r['note']}" for r in load_results(folder) if r.get("note") and (r.get("throughput") or {}).get("fit_wall_s")]
+    notes = [f"- {r.name}: {r.note}" for r in load_results(folder) if r.note and (r.throughput or {}).get("fit_wall_s")]
     return markdown_table(rows) + ("\n\n" + details("Notes recorded with the runs", notes) if notes else "")
 
 
@@ -172,12 +169,9 @@ def _speed_files(folder: str | Path, fit: bool) -> list[tuple[Path, dict[str, An
 
 
 def _augmentation(augment: dict[str, Any] | None, mix: dict[str, Any] | None) -> str:
-    steps = [] if not augment else [f"crop (pad {augment.get('crop_padding')})"] * bool(augment.get("crop_padding"))
-    steps += ["flip"] * bool(augment and augment.get("flip"))
-    if augment and augment.get("randaugment"):
-        steps.append(f"RandAugment N={augment.get('randaugment_ops')} M={augment.get('randaugment_magnitude')}")
-    if mix:
-        steps.append(f"CutMix/MixUp p={mix.get('prob')}")
+    """A config's augmentation and mixing in words, as the configs describe themselves."""
+    steps = [AugmentConfig(**augment).describe()] if augment else []
+    steps = [step for step in steps if step != "none"] + ([MixConfig(**mix).describe()] if mix else [])
     return ", ".join(steps) or "none"
 
 
@@ -212,15 +206,14 @@ def tuning_table(folder: str | Path = "results/tuning") -> str:
         return "**No tuning run is recorded.**"
     rows = []
     for r in runs:
-        arch = {**dataclasses.asdict(PRESETS[r["model"].get("preset", "vit")]), **(r["model"].get("overrides") or {})}
-        history = {k: [(int(e), float(v)) for e, v in pts] for k, pts in r.get("history", {}).items()}
+        arch = {**dataclasses.asdict(PRESETS[r.model.get("preset", "vit")]), **(r.model.get("overrides") or {})}
         rows.append({
-            "run": r["name"],
+            "run": r.name,
             "model": f"{arch['stem']} stem, {arch['dim']} x {arch['depth']}, {arch['heads']} heads",
-            "schedule": f"{(r['model'].get('schedule') or {}).get('name')}, {r['trainer'].get('max_epochs')} epochs, max LR {(r['model'].get('schedule') or {}).get('max_lr')}",
-            "held-out top-1 by epoch": " → ".join(f"{100 * v:.1f} %" for _, v in history.get("val/top1", [])),
-            "note": r.get("stopped_early") or "",
-            "split": r.get("images", "?"),
+            "schedule": f"{(r.model.get('schedule') or {}).get('name')}, {r.planned_epochs} epochs, max LR {(r.model.get('schedule') or {}).get('max_lr')}",
+            "held-out top-1 by epoch": " → ".join(f"{100 * v:.1f} %" for _, v in r.history.get("val/top1", [])),
+            "note": r.stopped_early or "",
+            "split": r.images,
         })  # fmt: skip
     return markdown_table(rows)
 

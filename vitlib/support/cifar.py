@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -275,14 +276,31 @@ def ensure_cifar100(root: str | Path, download: bool = True, verify_md5: bool = 
     raise DatasetNotFoundError(f"CIFAR-100 not found in {root} ({reason}). {_how_to_fix(root)}")
 
 
-# What a results file or caption calls each dataset (identify_cifar100).
-DATASET_OFFICIAL = "CIFAR-100 (official release, md5-verified)"
+class DatasetId(Enum):
+    """The data a run used, one name for it everywhere: each member's value is the label that
+    results files and captions carry (:func:`identify_cifar100` tells the real ones apart)."""
 
+    OFFICIAL = "CIFAR-100 (official release, md5-verified)"
+    Q75 = "CIFAR-100 (JPEG q75 copy)"
+    UNVERIFIED = "CIFAR-100 layout, unverified files (neither the official release nor the JPEG q75 copy)"
+    SYNTHETIC = "synthetic data in the CIFAR-100 layout (quick mode)"
 
-DATASET_Q75 = "CIFAR-100 (JPEG q75 copy)"
+    @property
+    def label(self) -> str:
+        return self.value
 
+    @property
+    def real(self) -> bool:
+        """Real CIFAR-100 images (anything but quick mode's synthetic stripes)."""
+        return self is not DatasetId.SYNTHETIC
 
-DATASET_UNVERIFIED = "CIFAR-100 layout, unverified files (neither the official release nor the JPEG q75 copy)"
+    @classmethod
+    def of(cls, label: str) -> DatasetId:
+        """The dataset a results file's label names."""
+        try:
+            return cls(label)
+        except ValueError:
+            raise ValueError(f"unknown dataset {label!r}: one of {', '.join(repr(d.value) for d in cls)}") from None
 
 
 # sha256 of each split's pixel array (N x 3072 uint8 planes, as stored in its pickle) in the
@@ -310,17 +328,17 @@ def _pixels_sha256(file: Path) -> str | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _identify(folder: Path, stamp: tuple[float, ...]) -> str:
+def _identify(folder: Path, stamp: tuple[float, ...]) -> DatasetId:
     if official_md5(folder.parent):
-        return DATASET_OFFICIAL
+        return DatasetId.OFFICIAL
     if all(_pixels_sha256(folder / split) == digest for split, digest in Q75_PIXELS_SHA256.items()):
-        return DATASET_Q75
-    return DATASET_UNVERIFIED
+        return DatasetId.Q75
+    return DatasetId.UNVERIFIED
 
 
-def identify_cifar100(root: str | Path) -> str:
-    """Which CIFAR-100 lies under ``root/cifar-100-python``: ``DATASET_OFFICIAL``, ``DATASET_Q75``
-    or ``DATASET_UNVERIFIED``; the label every results file and caption carries. About a second
+def identify_cifar100(root: str | Path) -> DatasetId:
+    """Which CIFAR-100 lies under ``root/cifar-100-python``: ``DatasetId.OFFICIAL``, ``DatasetId.Q75``
+    or ``DatasetId.UNVERIFIED``, whose label every results file and caption carries. About a second
     (md5 and pixel hashes); cached until the files change."""
     folder = Path(root).expanduser().absolute() / FOLDER
     stamp = tuple(p.stat().st_mtime if p.exists() else -1.0 for p in (folder / name for name in FILES))

@@ -17,14 +17,14 @@ run (records, comparisons, speed measurements, benchmarks) reads through the fun
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .cifar import default_data_dir, identify_cifar100, quick_mode
+from .cifar import DatasetId, default_data_dir, identify_cifar100, quick_mode
+from .files import read_json
 
 LOGGER_NAME = "vitlib"  # <root>/vitlib/version_N: the loggers' name
 VERSION_PREFIX = "version_"
@@ -36,7 +36,6 @@ LAST_CKPT = "last.ckpt"
 # LearningRateMonitor names its columns "lr-<optimizer>" or, with several parameter groups,
 # "lr-<optimizer>/pg1", "/pg2", ...: the first group's is the learning rate of the schedule.
 LR_PREFIX = "lr-"
-QUICK_DATASET = "synthetic data in the CIFAR-100 layout (quick mode)"
 
 History = dict[str, list[tuple[int, float]]]
 
@@ -59,8 +58,7 @@ def config_of(folder: str | Path) -> dict[str, Any]:
 
 def final_metrics(folder: str | Path) -> dict[str, Any] | None:
     """The run's ``metrics.json``; ``None`` when it did not finish (or is no run folder)."""
-    file = Path(folder) / METRICS_JSON
-    return json.loads(file.read_text()) if file.is_file() else None
+    return read_json(Path(folder) / METRICS_JSON)
 
 
 def read_history(metrics_csv: str | Path) -> History:
@@ -272,7 +270,7 @@ def stopped_summary(folder: Path) -> dict[str, Any]:
     quick = data.get("quick") or (data.get("quick") is None and quick_mode())
     return {
         "stage": "fit", "split": "val",
-        "dataset": QUICK_DATASET if quick else identify_cifar100(data.get("data_dir") or default_data_dir()),
+        "dataset": (DatasetId.SYNTHETIC if quick else identify_cifar100(data.get("data_dir") or default_data_dir())).label,
         "images": f"{data.get('val_split')} training images held out (seed {data.get('seed')})" if data.get("val_split") else "test set (used as the validation set)",
         "loss": last.get("val/loss"), "top1": last.get("val/top1"), "top5": last.get("val/top5"), "samples": int(last.get("val/count", 0)),
         "epoch": epochs,

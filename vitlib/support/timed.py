@@ -12,7 +12,6 @@ recipe to a budget with them, and the GPU run command to its deadline.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import lightning as L
 from torch.optim.lr_scheduler import CyclicLR
 
+from ..schedule import ScheduleConfig
 from .callbacks import ThroughputMonitor
 from .files import write_json_atomic
 
@@ -112,29 +112,31 @@ MARGIN = 1.06
 PAD_S = 0.2
 
 
-def plan_epochs(seconds: float, epoch_s: float | None, max_epochs: int, cycles: int) -> tuple[int, float]:
-    """(epochs, ``half_cycle_epochs``) for ``seconds`` of epochs of ``epoch_s`` each (timed by a
-    warm-up; planned with :data:`MARGIN` and :data:`PAD_S` on top), at most ``max_epochs``.
-
-    The recipe's ``cycles`` whole triangular cycles are scaled over the epochs that fit (fewer when
-    fewer epochs fit), and the epochs rounded down to a whole number of them, so that the run uses
-    its budget and ends at the cycle's low rate whatever the budget. Without an estimate:
-    ``max_epochs``, and :class:`Deadline` decides.
-    """
+def epochs_that_fit(seconds: float, epoch_s: float | None, max_epochs: int) -> int:
+    """Epochs of ``epoch_s`` each (timed by a warm-up; planned with :data:`MARGIN` and
+    :data:`PAD_S` on top) that fit in ``seconds``, at least one and at most ``max_epochs``; without
+    an estimate, ``max_epochs`` (and :class:`Deadline` decides)."""
     fits = max_epochs if epoch_s is None else min(max_epochs, int(seconds // (epoch_s * MARGIN + PAD_S)))
-    fits = max(1, fits)
+    return max(1, fits)
+
+
+def plan_epochs(seconds: float, epoch_s: float | None, max_epochs: int, schedule: ScheduleConfig, cycles: int) -> tuple[int, ScheduleConfig]:
+    """(epochs, ``schedule`` fitted over them) for the :func:`epochs_that_fit` in ``seconds``.
+
+    The recipe's ``cycles`` whole cycles are scaled over the epochs that fit (fewer when fewer
+    epochs fit), and the epochs rounded down to a whole number of them, so that the run uses its
+    budget and ends at the schedule's lowest rate whatever the budget.
+    """
+    fits = epochs_that_fit(seconds, epoch_s, max_epochs)
     cycles = max(1, min(cycles, fits))
     epochs = fits - fits % cycles
-    return epochs, epochs / (2 * cycles)
+    return epochs, schedule.fitted(epochs, cycles)
 
 
-def recipe_cycles(config: dict[str, Any]) -> int:
-    """How many whole triangular cycles a training config's schedule runs over its epochs (1 for
-    another schedule)."""
-    schedule, epochs = config["model"].get("schedule") or {}, config["trainer"]["max_epochs"]
-    if schedule.get("name") != "cyclic":
-        return 1
-    return max(1, round(epochs / cycle_epochs(schedule["half_cycle_epochs"])))
+def recipe_schedule(config: dict[str, Any]) -> tuple[ScheduleConfig, int]:
+    """A training config's schedule and how many whole cycles it runs over the config's epochs."""
+    schedule = ScheduleConfig(**(config["model"].get("schedule") or {}))
+    return schedule, schedule.cycles(config["trainer"]["max_epochs"])
 
 
 class WarmUp(L.Callback):
@@ -195,8 +197,3 @@ class WarmUp(L.Callback):
 def read_warm_up(path: str | Path) -> dict[str, Any]:
     """What :class:`WarmUp` wrote to ``path``."""
     return json.loads(Path(path).read_text())
-
-
-def cycle_epochs(half_cycle_epochs: float) -> int:
-    """Epochs of one whole triangular cycle (up and down again)."""
-    return math.ceil(2 * half_cycle_epochs)
