@@ -319,3 +319,17 @@ def test_the_budget_recipes_are_described_from_the_configs() -> None:
         f"up to {ablation.SHORT_BUDGET_EPOCHS} epochs, `configs/short_budget.yaml` (with RandAugment, without CutMix / MixUp); "
         "beyond, `configs/cpu_long.yaml` (with RandAugment and CutMix / MixUp) (`vitlib.lab.ablation.recipe_for`)"
     )
+
+
+def test_one_rule_judges_every_gap_against_twice_the_seed_noise(make_record) -> None:
+    def arm(name: str, *top1: float) -> ablation.Arm:
+        return ablation.Arm(name, tuple(make_record(name=f"{name}-seed{i}", metrics={"top1": t}) for i, t in enumerate(top1)))
+
+    steady, shaky, single = arm("recipe", 0.50, 0.51), arm("no-mix", 0.40, 0.46), arm("no-mix", 0.47)
+    clear = comparison.gap(steady, arm("no-mix", 0.45, 0.46))  # 5 points against a spread of 0.7
+    assert clear.points == pytest.approx(5.0) and clear.clear and not clear.borrowed
+    assert comparison.gap(steady, shaky).clear is False  # 7.5 points, but a spread of 4.2
+    assert comparison.gap(steady, single).clear is True  # the one group with seeds gives the noise
+    alone = comparison.gap(arm("recipe", 0.50), single)
+    assert alone.clear is None and comparison.gap(arm("recipe", 0.50), single, noise=1.0).borrowed
+    assert comparison.gap(arm("recipe", 0.50), single, noise=2.0).clear is False

@@ -28,7 +28,7 @@ from vitlib.support.batched_augment import (
     RANDAUGMENT_OPS,
     SIGNED_OPS,
     BatchAugment,
-    GPUBatchLoader,
+    BatchLoader,
     batch_augment,
     crop_flip,
     randaugment_magnitudes,
@@ -309,17 +309,17 @@ def test_crop_offsets_and_flip_rate_match_torchvision(flip_p: float, same: bool)
     assert p > 1e-4 if same else p < 1e-6, p
 
 
-# --- GPUBatchLoader -----------------------------------------------------------------------------
+# --- BatchLoader --------------------------------------------------------------------------------
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
 
-def make_loader(n: int = 50, augment: AugmentConfig | None = None, **kwargs) -> GPUBatchLoader:
+def make_loader(n: int = 50, augment: AugmentConfig | None = None, **kwargs) -> BatchLoader:
     # label i marks sample i, so batches say which samples they hold
-    return GPUBatchLoader(synthetic_images(n, seed=9), torch.arange(n), 16, augment, MEAN, STD, **kwargs)
+    return BatchLoader(synthetic_images(n, seed=9), torch.arange(n), 16, augment, MEAN, STD, **kwargs)
 
 
-def epoch_labels(loader: GPUBatchLoader) -> torch.Tensor:
+def epoch_labels(loader: BatchLoader) -> torch.Tensor:
     return torch.cat([labels for _, labels in loader])
 
 
@@ -374,4 +374,4 @@ def test_loader_augments_in_uint8_then_normalises() -> None:
 
 def test_loader_rejects_mismatched_labels() -> None:
     with pytest.raises(ValueError, match="labels"):
-        GPUBatchLoader(synthetic_images(4), torch.arange(3), 2, None, MEAN, STD)
+        BatchLoader(synthetic_images(4), torch.arange(3), 2, None, MEAN, STD)

@@ -18,7 +18,7 @@ from vitlib.augment import CIFAR100_MEAN, CIFAR100_STD
 from vitlib.cli import main
 from vitlib.data import CIFAR100DataModule
 from vitlib.module import ViTModule
-from vitlib.support.batched_augment import GPUBatchLoader
+from vitlib.support.batched_augment import BatchLoader
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"dim": 32, "depth": 1, "heads": 2}
@@ -38,7 +38,7 @@ def test_unaugmented_batches_equal_the_torchvision_ones(cifar_root):
     plain = datamodule(cifar_root, "torchvision", batch_size=32, augment=None, mix=None)
     for dm in (batched, plain):
         dm.setup("fit")
-    assert isinstance(batched.train_dataloader(), GPUBatchLoader)
+    assert isinstance(batched.train_dataloader(), BatchLoader)
     # Evaluation: the same images in the same order, normalised the same way.
     for (a, labels_a), (b, labels_b) in zip(batched.val_dataloader(), plain.val_dataloader(), strict=True):
         assert a.dtype == b.dtype == torch.float32 and a.shape == b.shape
@@ -106,7 +106,7 @@ def test_gpu_is_the_older_name_of_the_batched_pipeline(cifar_root, name):
     dm = datamodule(cifar_root, name, batch_size=32, augment=None, mix=None)
     assert dm.hparams.pipeline == dm.active_pipeline == "batched"
     dm.setup("fit")
-    assert isinstance(dm.train_dataloader(), GPUBatchLoader) and isinstance(dm.val_dataloader(), GPUBatchLoader)
+    assert isinstance(dm.train_dataloader(), BatchLoader) and isinstance(dm.val_dataloader(), BatchLoader)
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (32, 3, 32, 32) and labels.shape == (32,)
     dm.trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(root_device=torch.device("cuda")))
@@ -203,7 +203,7 @@ def test_the_long_recipe_trains_with_every_augmentation_firing(tmp_path, monkeyp
     assert (distance > 1e-4).all()
 
     # RandAugment fires: the same first batch of epoch 0 with crop + flip alone.
-    crop_flip = GPUBatchLoader(originals.images, originals.labels, 128, AugmentConfig(randaugment=False),
+    crop_flip = BatchLoader(originals.images, originals.labels, 128, AugmentConfig(randaugment=False),
                                CIFAR100_MEAN, CIFAR100_STD, shuffle=True, seed=0)  # fmt: skip
     without = next(iter(crop_flip))[0]
     changed = (before - without).abs().flatten(1).amax(dim=1) > 1e-4

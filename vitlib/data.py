@@ -50,7 +50,7 @@ from .support.cifar import (
     quick_mode,
     with_transform,
 )
-from .support.batched_augment import GPUBatchLoader
+from .support.batched_augment import BatchLoader
 from .support.seeding import EpochSampler, SeededSamples, rng_state, set_rng_state
 
 
@@ -117,14 +117,14 @@ def _uint8_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class _TrainerEpochs:
-    """Iterates a ``GPUBatchLoader`` at the trainer's current epoch.
+    """Iterates a ``BatchLoader`` at the trainer's current epoch.
 
     Lightning calls ``set_epoch`` only on a DataLoader's sampler; this sets the loader's epoch from
     the trainer at the start of every pass, so epoch ``e`` draws the same order and augmentations
     in a run resumed from a checkpoint as in an uninterrupted one.
     """
 
-    def __init__(self, loader: GPUBatchLoader, trainer: L.Trainer) -> None:
+    def __init__(self, loader: BatchLoader, trainer: L.Trainer) -> None:
         self.loader, self.trainer = loader, trainer
 
     def __len__(self) -> int:
@@ -295,12 +295,12 @@ class CIFAR100DataModule(L.LightningDataModule):
             return "batched" if on_one_gpu else "torchvision"
         return self.hparams.pipeline
 
-    def _device_loader(self, dataset: Dataset, batch_size: int, train: bool) -> GPUBatchLoader | _TrainerEpochs:
+    def _device_loader(self, dataset: Dataset, batch_size: int, train: bool) -> BatchLoader | _TrainerEpochs:
         """The split on the training device: shuffled, augmented, full batches for training; in
         order, unaugmented, every sample for evaluation."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         images, labels = _uint8_tensors(dataset)
-        loader = GPUBatchLoader(
+        loader = BatchLoader(
             images.to(device),
             labels.to(device),
             batch_size,
@@ -326,7 +326,7 @@ class CIFAR100DataModule(L.LightningDataModule):
             **kwargs,
         )
 
-    def train_dataloader(self) -> DataLoader | GPUBatchLoader | _TrainerEpochs:
+    def train_dataloader(self) -> DataLoader | BatchLoader | _TrainerEpochs:
         if self.active_pipeline == "batched":
             return self._device_loader(self.train_set, self.batch_size, train=True)
         # Order and augmentation are functions of (seed, epoch), so a resumed run sees the same
@@ -335,7 +335,7 @@ class CIFAR100DataModule(L.LightningDataModule):
         sampler = EpochSampler(len(self.train_set), self.hparams.seed, epoch)
         return self._loader(SeededSamples(self.train_set), self.batch_size, sampler=sampler, drop_last=True)
 
-    def _eval_loader(self, dataset: Dataset) -> DataLoader | GPUBatchLoader:
+    def _eval_loader(self, dataset: Dataset) -> DataLoader | BatchLoader:
         if self.active_pipeline == "batched":
             return self._device_loader(dataset, self.eval_batch_size, train=False)
         # Under DDP, Lightning's default sampler pads the last batch with repeated samples, which
@@ -345,10 +345,10 @@ class CIFAR100DataModule(L.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False, **self.trainer.distributed_sampler_kwargs)
         return self._loader(dataset, self.eval_batch_size, shuffle=False, sampler=sampler)
 
-    def val_dataloader(self) -> DataLoader | GPUBatchLoader:
+    def val_dataloader(self) -> DataLoader | BatchLoader:
         return self._eval_loader(self.val_set)
 
-    def test_dataloader(self) -> DataLoader | GPUBatchLoader:
+    def test_dataloader(self) -> DataLoader | BatchLoader:
         return self._eval_loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:

@@ -41,7 +41,7 @@ from pathlib import Path
 from ..cli import recipe_config
 from ..support.timed import recipe_schedule
 from . import comparison
-from .comparison import PlannedRun, SeedGroup, gap_sentence, leads, provenance
+from .comparison import PlannedRun, SeedGroup, gap, gap_sentence, leads, plan_runs, provenance
 from .launch import Data, RunSpec
 from .records import Record, load_results
 from .tables import markdown_table
@@ -85,10 +85,7 @@ class Study:
     logs: str
 
     def plan(self, records: dict[str, Record], epochs: int, data_dir: str, root: str) -> list[PlannedRun]:
-        return [
-            PlannedRun(run_name(*run), run_spec(*run, epochs, data_dir, root))
-            for run in self.runs
-        ]
+        return plan_runs(self.runs, run_name, run_spec, epochs, data_dir, root)
 
 
 # About 50 minutes a run on two CPU cores (45,000 images an epoch at about 460 images/s): every
@@ -214,16 +211,15 @@ def verdict(records: Sequence[Record], name: str) -> str | None:
     with_it, without = (found.get(arm) for arm in COMPARISONS[name])
     if with_it is None or without is None or any(map(_stopped, with_it.runs + without.runs)):
         return None
-    gap = with_it.mean - without.mean
-    spreads = [s for s in (with_it.spread, without.spread) if s is not None]
-    if not spreads:
+    g = gap(with_it, without)
+    if g.clear is None:
         noise = "one seed each, so the gap is not yet set against the seed-to-seed noise"
-    elif abs(gap) > 2 * max(spreads):
-        noise = f"more than twice the seed-to-seed standard deviation ({max(spreads):.1f})"
+    elif g.clear:
+        noise = f"more than twice the seed-to-seed standard deviation ({g.noise:.1f})"
     else:
-        noise = f"within twice the seed-to-seed standard deviation ({max(spreads):.1f}), so not settled"
+        noise = f"within twice the seed-to-seed standard deviation ({g.noise:.1f}), so not settled"
     epochs = with_it.runs[0].epochs
-    if gap >= 0:
+    if g.points >= 0:
         return (f"after {epochs} epochs the study supports the long run's choice of {name}: "
                 f"with it {with_it.mean:.1f} %, {without.label} {without.mean:.1f} % held-out top-1 ({noise})")
     return (f"after {epochs} epochs the study contradicts the long run's choice of {name}: "
@@ -252,17 +248,15 @@ def effect(records: Sequence[Record], name: str, noise: float | None = None) -> 
     planned = with_it.runs[0].planned_epochs or with_it.runs[0].epochs
     if any(map(_stopped, with_it.runs + without.runs)):
         return f"{planned} epochs, {name}: not measured yet, the runs are {so_far(records, name)}"
-    gap = with_it.mean - without.mean
-    own = [s for s in (with_it.spread, without.spread) if s is not None]
-    spread = max(own) if own else noise
-    if spread is None:
+    g = gap(with_it, without, noise)
+    if g.clear is None:
         said, noise_said = "not settled (one seed each, no seed spread to set the gap against)", "noise unknown"
     else:
-        noise_said = "seed-to-seed standard deviation" + ("" if own else " of the 30-epoch study") + f" {spread:.1f}"
-        said = ("helps" if gap > 0 else "hurts") if abs(gap) > 2 * spread else "makes no clear difference"
+        noise_said = "seed-to-seed standard deviation" + (" of the 30-epoch study" if g.borrowed else "") + f" {g.noise:.1f}"
+        said = ("helps" if g.points > 0 else "hurts") if g.clear else "makes no clear difference"
     return (
         f"{planned} epochs, {name} {said}: {with_it.label} {with_it.describe()}, {without.label} {without.describe()} "
-        f"held-out top-1, {gap:+.1f} points for {name} ({noise_said})"
+        f"held-out top-1, {g.points:+.1f} points for {name} ({noise_said})"
     )
 
 

@@ -49,19 +49,41 @@ class SeedGroup:
         return f"{self.mean:.1f} ± {self.spread:.1f} % ({len(self.runs)} seeds)"
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Group ``a``'s mean top-1 minus group ``b``'s, in points, and the seed-to-seed standard
+    deviation it is judged against (``noise``: the groups' own larger spread, else one borrowed
+    from elsewhere, ``None`` when none is known). The one rule every comparison applies: a gap is
+    clear when it is more than twice the noise."""
+
+    points: float
+    noise: float | None
+    borrowed: bool = False
+
+    @property
+    def clear(self) -> bool | None:
+        """More than twice the noise; ``None`` when the noise is not known."""
+        return None if self.noise is None else abs(self.points) > 2 * self.noise
+
+
+def gap(a: SeedGroup, b: SeedGroup, noise: float | None = None) -> Gap:
+    """:class:`Gap` of ``a`` over ``b``, judged against their own seed spread, else ``noise``."""
+    own = [s for s in (a.spread, b.spread) if s is not None]
+    return Gap(a.mean - b.mean, max(own) if own else noise, borrowed=not own and noise is not None)
+
+
 def gap_sentence(a: SeedGroup, b: SeedGroup) -> str:
     """``"conv stem + MHSA: 35.1 ± 0.4 % (3 seeds) against patch + MHSA: 31.0 ± 0.5 % (3 seeds),
     +4.1 points, 8 times the larger seed-to-seed standard deviation (0.5)"``: with one seed each
     there is no spread to compare the gap with, and the sentence says so."""
-    gap = a.mean - b.mean
-    spreads = [s for s in (a.spread, b.spread) if s is not None]
-    if not spreads:
+    g = gap(a, b)
+    if g.clear is None:
         verdict = "one seed each, so the seed-to-seed spread is not known"
-    elif abs(gap) > 2 * max(spreads):
-        verdict = f"{abs(gap) / max(spreads):.0f} times the larger seed-to-seed standard deviation ({max(spreads):.1f})"
+    elif g.clear:
+        verdict = f"{abs(g.points) / g.noise:.0f} times the larger seed-to-seed standard deviation ({g.noise:.1f})"
     else:
-        verdict = f"not clearly larger than the seed-to-seed standard deviation ({max(spreads):.1f})"
-    return f"{a.label}: {a.describe()} against {b.label}: {b.describe()}, {gap:+.1f} points, {verdict}"
+        verdict = f"not clearly larger than the seed-to-seed standard deviation ({g.noise:.1f})"
+    return f"{a.label}: {a.describe()} against {b.label}: {b.describe()}, {g.points:+.1f} points, {verdict}"
 
 
 def _spans(epochs: Sequence[int]) -> str:
@@ -129,6 +151,12 @@ class PlannedRun:
     def command(self) -> str:
         """The command line it runs, as its record keeps it."""
         return shlex.join(self.spec.command())
+
+
+def plan_runs(runs: Sequence[tuple], name: Callable[..., str], spec: Callable[..., RunSpec], epochs: int, data_dir: str, root: str) -> list[PlannedRun]:
+    """``runs`` (each the arguments of ``name`` and ``spec``, e.g. ``(arm, seed)``) as planned
+    runs of ``epochs`` on ``data_dir``, each writing under ``root/<its name>``."""
+    return [PlannedRun(name(*run), spec(*run, epochs, data_dir, root)) for run in runs]
 
 
 def train_and_record(run: PlannedRun, out: str | Path, note: str | None = None) -> Path:

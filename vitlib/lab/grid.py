@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import comparison
-from .comparison import PlannedRun, SeedGroup, gap_sentence, provenance
+from .comparison import PlannedRun, SeedGroup, gap_sentence, plan_runs, provenance
 from .launch import Data, RunSpec
 from .records import Record, load_results
 from .tables import markdown_table
@@ -185,10 +185,7 @@ def describe(records: Sequence[Record]) -> str:
 
 def plan(records: dict[str, Record], epochs: int, data_dir: str, root: str) -> list[PlannedRun]:
     """The grid's runs as far as ``records`` decide them, with their commands."""
-    return [
-        PlannedRun(run_name(*run), run_spec(*run, epochs, data_dir, root))
-        for run in planned_runs(records)
-    ]
+    return plan_runs(planned_runs(records), run_name, run_spec, epochs, data_dir, root)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -38,7 +38,7 @@ __all__ = [
     "SIGNED_OPS",
     "AugmentDraws",
     "BatchAugment",
-    "GPUBatchLoader",
+    "BatchLoader",
     "batch_augment",
     "crop_flip",
     "randaugment_magnitudes",
@@ -387,7 +387,7 @@ def batch_augment(images: Tensor, cfg: AugmentConfig, generator: torch.Generator
     return BatchAugment(cfg, images.shape[2], images.shape[3])(images, generator)
 
 
-class GPUBatchLoader:
+class BatchLoader:
     """Batches from a dataset held on one device: uint8 images [N, 3, H, W] and int64 labels [N].
 
     Each epoch draws a permutation (and all augmentation randomness) from a generator seeded by
