@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 
 from vitlib import ViT, ViTConfig, count_parameters, measure, rollout  # noqa: E402
 from vitlib.augment import AugmentConfig, MixConfig, firing_rates  # noqa: E402
-from vitlib.lab import ablation, book, figures, records
+from vitlib.lab import ablation, book, evaluation, figures, recorded, records
 from vitlib.support import cifar
 from vitlib.patching import PatchEmbedding  # noqa: E402
 from vitlib.stems import ConvStem, ShiftedPatchTokenization  # noqa: E402
@@ -89,13 +89,13 @@ def test_predict_runs_batches_on_the_chosen_device_without_autograd(monkeypatch:
 
     model = Probe(12, 100).train()
     batches = [(torch.randn(4, 3, 2, 2), torch.arange(4)), (torch.randn(2, 3, 2, 2), torch.arange(2))]
-    monkeypatch.setattr(book, "device", lambda: torch.device("cpu"))
-    probs, labels = book.predict(model, batches)
+    monkeypatch.setattr(evaluation, "device", lambda: torch.device("cpu"))
+    probs, labels = evaluation.predict(model, batches)
     assert seen == [("cpu", True)] * 2 and model.training and not probs.is_inference()
     assert probs.shape == (6, 100) and probs.device.type == "cpu" and labels.tolist() == [0, 1, 2, 3, 0, 1]
     asked: list[torch.device] = []
-    monkeypatch.setattr(book, "device", lambda: asked.append(torch.device("cpu")) or torch.device("cpu"))
-    book.predict(model, batches)
+    monkeypatch.setattr(evaluation, "device", lambda: asked.append(torch.device("cpu")) or torch.device("cpu"))
+    evaluation.predict(model, batches)
     assert len(asked) == 1  # the default device is asked for, not assumed
 
 
@@ -104,7 +104,7 @@ def test_superclass_confusion_counts_coarse_pairs() -> None:
 
     labels = torch.tensor([0, 1, 2])  # apple, aquarium_fish, baby
     predicted = torch.tensor([57, 1, 3])  # pear (same superclass as apple), right, bear (wrong superclass)
-    matrix = book.superclass_confusion(torch.nn.functional.one_hot(predicted, 100).float(), labels)
+    matrix = evaluation.superclass_confusion(torch.nn.functional.one_hot(predicted, 100).float(), labels)
     assert matrix.sum() == 3
     assert matrix[FINE_TO_COARSE[0], FINE_TO_COARSE[57]] == 1 and FINE_TO_COARSE[0] == FINE_TO_COARSE[57]
     assert matrix[FINE_TO_COARSE[2], FINE_TO_COARSE[3]] == 1
@@ -137,12 +137,12 @@ def test_recorded_run_is_found_from_a_notebook_folder_of_the_checkout(
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")  # where a chapter runs
     monkeypatch.setattr(records, "RECORDS_URL", None)  # no download in a test
-    assert book.recorded_run("tiny") is None
+    assert recorded.run("tiny") is None
     model = ViT(ViTConfig.from_preset("vit_tiny"))
     folder = save_pretrained(model, tmp_path / "results" / "tiny")
     record = make_record(name="tiny", metrics={"top1": 0.5}, weights={"sha256": sha256_of(folder / WEIGHTS_NAME)})
     (tmp_path / "results" / "tiny.json").write_text(json.dumps(record.to_json()))
-    found = book.recorded_run("tiny")
+    found = recorded.run("tiny")
     assert found is not None and found.metrics.top1 == 0.5
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in found.model().state_dict().items())
 
@@ -279,22 +279,22 @@ def test_run_curves_give_each_model_one_colour_and_each_seed_one_line() -> None:
 
 
 def test_grid_runs_come_from_the_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(book, "repository_root", lambda: tmp_path)
-    assert book.grid_records() == [] and book.grid_run("conv", "lsa") is None
+    monkeypatch.setattr(recorded, "repository_root", lambda: tmp_path)
+    assert recorded.grid_runs() == [] and recorded.grid_run("conv", "lsa") is None
     folder = tmp_path / "results" / "grid"
     folder.mkdir(parents=True)
     record = {"name": "conv-lsa-seed0", "command": "c", "commit": "x", "hardware": "CPU", "date": "2026-12-02",
               "dataset": "CIFAR-100 (JPEG q75 copy)", "metrics": {"top1": 0.3}}  # fmt: skip
     (folder / "conv-lsa-seed0.json").write_text(json.dumps(record))
-    assert [r.name for r in book.grid_records()] == ["conv-lsa-seed0"]
-    run = book.grid_run("conv", "lsa")
+    assert [r.name for r in recorded.grid_runs()] == ["conv-lsa-seed0"]
+    run = recorded.grid_run("conv", "lsa")
     assert run is not None and run.metrics.top1 == 0.3 and run.weights_location == str(folder / "conv-lsa-seed0")
 
 
 def test_without_a_checkout_comparison_records_are_fetched_run_by_run(monkeypatch: pytest.MonkeyPatch, make_record) -> None:
     """Outside a checkout (Colab) the study's runs are fetched by name from the repository's URL;
     the grid's plan grows once its first six are in (the best cell's repeats)."""
-    monkeypatch.setattr(book, "repository_root", lambda: None)
+    monkeypatch.setattr(recorded, "repository_root", lambda: None)
     asked: list[str] = []
 
     def fetch(name: str, folder: object, url: str) -> records.RecordedRun | None:
@@ -303,12 +303,12 @@ def test_without_a_checkout_comparison_records_are_fetched_run_by_run(monkeypatc
         record = make_record(name=name, date=name, metrics={"top1": top1})
         return None if name.startswith("no-mix") else records.RecordedRun(record, f"{url}{name}/")
 
-    monkeypatch.setattr(book, "load_record", fetch)
-    study = book.ablation_records()
+    monkeypatch.setattr(recorded, "load_record", fetch)
+    study = recorded.study_runs()
     assert sorted(r.name for r in study) == sorted(ablation.run_name(*run) for run in ablation.SHORT.runs if run[0] != "no-mix")
     assert all(a.startswith(f"{records.records_url()}ablation/") for a in asked)
     asked.clear()
-    names = {r.name for r in book.grid_records()}
+    names = {r.name for r in recorded.grid_runs()}
     assert {"spt-lsa-seed1", "spt-lsa-seed2", "patch-mhsa-seed2"} <= names and len(names) == 10
     assert all(a.startswith(f"{records.records_url()}grid/") for a in asked)
 
@@ -357,28 +357,28 @@ def test_the_records_url_can_point_at_a_copy_and_a_missing_run_says_where_it_loo
     assert records.records_url() == records.RECORDS_URL
     monkeypatch.setenv(records.RECORDS_ENV, "http://127.0.0.1:9/results")
     assert records.records_url() == "http://127.0.0.1:9/results/"
-    monkeypatch.setattr(book, "repository_root", lambda: None)
-    message = book.missing_run("cpu-long")
+    monkeypatch.setattr(recorded, "repository_root", lambda: None)
+    message = recorded.missing("cpu-long")
     assert "no checkout" in message and "http://127.0.0.1:9/results/cpu-long.json" in message
     assert records.RECORDS_ENV in message and records.REPOSITORY_URL in message
-    assert book.recorded_run("cpu-long") is None  # nothing listens on port 9: None, no traceback
-    assert "http://127.0.0.1:9/results/grid/patch-mhsa-seed0.json" in book.missing_run("patch-mhsa-seed0", "results/grid")
+    assert recorded.run("cpu-long") is None  # nothing listens on port 9: None, no traceback
+    assert "http://127.0.0.1:9/results/grid/patch-mhsa-seed0.json" in recorded.missing("patch-mhsa-seed0", "results/grid")
 
 
 def test_what_the_prediction_panels_and_the_confusion_show_is_read_from_them() -> None:
     from vitlib.support.cifar import COARSE_LABELS, FINE_LABELS
 
     woman, girl, bus = (FINE_LABELS.index(name) for name in ("woman", "girl", "bus"))
-    assert book.read_predictions([woman, girl, bus], [woman, woman, girl]) == (
+    assert evaluation.read_predictions([woman, girl, bus], [woman, woman, girl]) == (
         "1 of the 3 test images are named right at the first guess; a `woman` is taken for a `girl` (the same superclass, people); "
         "a `girl` is taken for a `bus` (another superclass, people against vehicles_1)."
     )
-    assert book.read_predictions([bus], [bus]) == "1 of the 1 test images are named right at the first guess."
+    assert evaluation.read_predictions([bus], [bus]) == "1 of the 1 test images are named right at the first guess."
     confusion = torch.zeros(len(COARSE_LABELS), len(COARSE_LABELS), dtype=torch.long)
     confusion.fill_diagonal_(10)
     confusion[3, 3], confusion[3, 7] = 4, 6  # class 3: worst, and most often taken for class 7
     confusion[5, 5], confusion[5, 1] = 8, 2
-    said = book.read_confusion(confusion, COARSE_LABELS, most=2)
+    said = evaluation.read_confusion(confusion, COARSE_LABELS, most=2)
     assert f"worst: {COARSE_LABELS[3]} (40%) and {COARSE_LABELS[5]} (80%)" in said
     assert f"The largest confusions: {COARSE_LABELS[3]} taken for {COARSE_LABELS[7]} (60%); {COARSE_LABELS[5]} taken for {COARSE_LABELS[1]} (20%)" in said
 

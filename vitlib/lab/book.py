@@ -1,7 +1,7 @@
-"""What the book's notebooks run on: which data, how much training, which trained model.
+"""What the book's notebooks run on: which data, how much training, which machine.
 
 The same notebooks run in very different places (pytest on a CPU with no dataset, the book build,
-Colab with a GPU), so three choices are made here once, from the environment, and every figure
+Colab with a GPU), so these choices are made here once, from the environment, and every figure
 caption states the outcome:
 
 * the **data** (:func:`data_source`): synthetic stripes in quick mode (``VITLIB_QUICK=1``, which
@@ -11,8 +11,10 @@ caption states the outcome:
   subset; and when there is no dataset at all, synthetic data again, saying why.
 * the **demonstration budget** (:func:`training_budget`): runs of seconds, for the chapters that
   train while they run (chapter 6's own training to a time budget is :mod:`vitlib.lab.own_run`).
-* the **trained model** (:func:`recorded_run`): the recorded run committed in ``results/`` (or
-  fetched from the repository by URL), else ``None``, and the notebook says what it cannot show.
+* the **machine and the chapter's cost** (:func:`show_setup`), printed first.
+
+The trained models the chapters show are in :mod:`vitlib.lab.recorded`; what a model does on the
+test split is read by :mod:`vitlib.lab.evaluation`.
 """
 
 from __future__ import annotations
@@ -24,22 +26,18 @@ import os
 import platform
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from ..cli import recipe_config  # noqa: F401 - the chapters call it as book.recipe_config
 from ..data import CIFAR100DataModule
-from ..model import evaluating
 from ..schedule import ScheduleConfig
 from ..support.cifar import (
-    COARSE_LABELS,
     FINE_LABELS,
-    FINE_TO_COARSE,
     DatasetId,
     DatasetNotFoundError,
     default_data_dir,
@@ -48,8 +46,7 @@ from ..support.cifar import (
     quick_mode,
 )
 from ..support.provenance import gpu_name, repository_root
-from . import ablation, chapter_costs, grid, records
-from .records import Record, RecordedRun, load_record
+from . import chapter_costs
 
 @dataclass(frozen=True)
 class DataSource:
@@ -171,72 +168,6 @@ def quiet_lightning() -> Iterator[None]:
         logger.setLevel(level)
 
 
-# The book's recipe trained long on the CPU (configs/cpu_long.yaml): the model chapters 1, 2, 6
-# and 7 show. The short CPU run (configs/cpu.yaml) is on the results page.
-BOOK_RUN = "cpu-long"
-CPU_RUN = "cpu-recipe"
-
-
-def recorded_run(name: str = BOOK_RUN) -> RecordedRun | None:
-    """The recorded run ``name`` from this checkout's ``results/``, else from the repository on
-    GitHub (Colab); ``None`` when neither has it. Never trains."""
-    return _load(name, "results")
-
-
-def _records_url(folder: str) -> str | None:
-    """Where the records of ``folder`` (``results`` or a folder inside it) are served."""
-    url = records.records_url()
-    return None if url is None else url if folder == "results" else f"{url}{Path(folder).name}/"
-
-
-def _load(name: str, folder: str) -> RecordedRun | None:
-    root = repository_root()
-    return load_record(name, folder=root / folder if root else None, url=_records_url(folder))
-
-
-def missing_run(name: str = BOOK_RUN, folder: str = "results") -> str:
-    """Why :func:`recorded_run` found nothing, and what to do: one sentence for the chapter."""
-    root = repository_root()
-    url = _records_url(folder)
-    here = f"not in {root / folder}" if root else "no checkout of the book here"
-    there = f"not at {url}{name}.json either (offline, or not published there)" if url else "no records URL set"
-    return (
-        f"No recorded run '{name}' ({here}; {there}). Open the chapter in a clone of {records.REPOSITORY_URL}, "
-        f"or set {records.RECORDS_ENV} to a copy of its results/ folder."
-    )
-
-
-def grid_run(stem: str, attention: str, seed: int = 0) -> RecordedRun | None:
-    """One run of the stem x attention grid (:mod:`vitlib.lab.grid`), like :func:`recorded_run`."""
-    return _load(grid.run_name(stem, attention, seed), grid.FOLDER)
-
-
-def _comparison_records(folder: str, planned: Callable[[dict[str, Record]], list[str]]) -> list[Record]:
-    """Every recorded run of a comparison: this checkout's ``folder``, else fetched run by run
-    from the repository (Colab), as far as ``planned(records so far)`` names them; empty when
-    neither has them."""
-    root = repository_root()
-    if root is not None:
-        return records.load_results(root / folder)
-    found: dict[str, Record] = {}
-    while True:  # a plan may name more runs once the first are in (the grid's best cell)
-        fetched = [run for run in (_load(n, folder) for n in planned(found) if n not in found) if run is not None]
-        if not fetched:
-            return sorted(found.values(), key=lambda r: r.date)
-        found.update({run.name: run.record for run in fetched})
-
-
-def grid_records() -> list[Record]:
-    """Every recorded run of the grid (:mod:`vitlib.lab.grid`), from the checkout or the repository."""
-    return _comparison_records(grid.FOLDER, lambda found: [grid.run_name(*run) for run in grid.planned_runs(found)])
-
-
-def ablation_records(study: ablation.Study = ablation.SHORT) -> list[Record]:
-    """Every recorded run of the recipe study at ``study``'s length (:mod:`vitlib.lab.ablation`),
-    from the checkout or the repository."""
-    return _comparison_records(study.folder, lambda _: [ablation.run_name(*run) for run in study.runs])
-
-
 def duration(seconds: float) -> str:
     """``seconds`` as a reader reads a run's length: "48 s", "12.5 min", "3.9 h"."""
     if seconds < 60:
@@ -287,59 +218,3 @@ def examples(source: DataSource, count: int = 8, train: bool = False) -> tuple[t
     chosen = (first_of_class + [i for i in range(len(labels)) if i not in set(first_of_class)])[:count]
     images = torch.from_numpy(dataset.data[chosen]).permute(0, 3, 1, 2).float() / 255
     return images, labels[chosen]
-
-
-def predict(model: torch.nn.Module, loader: Any, on: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(probabilities [N, K], labels [N])`` of ``model`` over a ``(images, labels)`` loader, on
-    the CPU. Runs on the device ``on`` (default :func:`device`: the GPU when there is one), batch by
-    batch, in eval mode under ``torch.inference_mode``; the model's mode and device are restored."""
-    on = torch.device(on) if on is not None else device()
-    home = next(model.parameters()).device
-    probs, labels = [], []
-    try:
-        with evaluating(model.to(on), inference=True):
-            for images, targets in loader:
-                probs.append(model(images.to(on, non_blocking=True)).float().softmax(dim=-1).cpu())
-                labels.append(targets.cpu())
-    finally:
-        model.to(home)
-    return torch.cat(probs), torch.cat(labels)
-
-
-def superclass_confusion(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``[20, 20]`` counts: true CIFAR-100 superclass (rows) against the superclass of the predicted
-    fine class (columns)."""
-    to_coarse = torch.tensor(FINE_TO_COARSE)
-    return multiclass_confusion_matrix(to_coarse[probs.argmax(dim=1)], to_coarse[labels], len(COARSE_LABELS))
-
-
-def read_predictions(guesses: Sequence[int], truths: Sequence[int]) -> str:
-    """What the prediction panels show, as a sentence: how many of the test images the model
-    names right at its first guess, and for each wrong one what it took it for and whether the
-    guess is in the true class's superclass."""
-    wrong = [(int(g), int(t)) for g, t in zip(guesses, truths) if int(g) != int(t)]
-    said = f"{len(truths) - len(wrong)} of the {len(truths)} test images are named right at the first guess"
-
-    def mistake(guess: int, truth: int) -> str:
-        true_group, guessed_group = (COARSE_LABELS[FINE_TO_COARSE[c]] for c in (truth, guess))
-        where = f"the same superclass, {true_group}" if true_group == guessed_group else f"another superclass, {true_group} against {guessed_group}"
-        return f"a `{FINE_LABELS[truth]}` is taken for a `{FINE_LABELS[guess]}` ({where})"
-
-    return said + "".join(f"; {mistake(g, t)}" for g, t in wrong) + "."
-
-
-def read_confusion(confusion: torch.Tensor, labels: Sequence[str], most: int = 3) -> str:
-    """What to see in a confusion matrix (counts, true class in rows), as a sentence: the classes
-    recognised best and worst (share of their row on the diagonal), and the ``most`` largest
-    off-diagonal cells (share of the true class's images)."""
-    counts = confusion.double()
-    recall = counts.diagonal() / counts.sum(dim=1).clamp_min(1)
-    order = recall.argsort(descending=True).tolist()
-    share = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
-    share.fill_diagonal_(-1)
-    cells = share.flatten().argsort(descending=True)[:most].tolist()
-    n = len(labels)
-    said = lambda i: f"{labels[i]} ({recall[i]:.0%})"  # noqa: E731
-    mixed = "; ".join(f"{labels[c // n]} taken for {labels[c % n]} ({share[c // n, c % n]:.0%})" for c in cells)
-    return (f"Best recognised: {said(order[0])} and {said(order[1])}; worst: {said(order[-1])} and {said(order[-2])} "
-            f"(share of each row on the diagonal). The largest confusions: {mixed} (share of the true class's images).")
