@@ -180,14 +180,14 @@ def recipe_runs(data_root: Path, official: bool, runs: Path, tiny: bool, epochs:
     (md5-checked when ``official``: only the official files have the md5s), logging under ``runs``:
     the fit (``epochs`` with the recipe's ``schedule`` fitted over them, stopped at an epoch end
     before ``stop_at``) and the test of its last checkpoint."""
-    from vitlib.lab.launch import Data, RunSpec  # imports the CLI: only once the bundle's wheels are installed
+    from vitlib.lab.launch import Data, RunSpec, callback  # imports the CLI: only once the bundle's wheels are installed
 
     data = Data(data_root, verify_md5=official)
-    deadline = {"class_path": "vitlib.support.timed.Deadline", "init_args": {"stop_at": stop_at, "cycle_epochs": schedule.cycle_epochs or 0}}
+    deadline = callback("vitlib.support.timed.Deadline", stop_at=stop_at, cycle_epochs=schedule.cycle_epochs or 0)
     fit = RunSpec(RECIPE.relative_to(REPO), (
         ("trainer.max_epochs", epochs), ("trainer.enable_progress_bar", False), ("trainer.logger", loggers(runs, "fit")),
         *schedule.options(), *(TINY_FIT if tiny else ()),
-    ), data, extra=(f"--trainer.callbacks+={json.dumps(deadline)}",))  # fmt: skip
+    ), data, extra=(deadline,))  # fmt: skip
     test = RunSpec(RECIPE.relative_to(REPO), (
         ("ckpt_path", last_checkpoint(version_folder(runs, 0, "fit"))), ("trainer.enable_progress_bar", False),
         ("trainer.logger", loggers(runs, "test")), *(TINY_DATA if tiny else ()),

@@ -25,6 +25,9 @@ def test_the_command_line_keeps_the_options_order_and_writes_values_as_the_cli_r
     ]  # fmt: skip
     assert spec.command()[:3] == ["python", "-m", "vitlib"]
     assert spec.with_options(("ckpt_path", "a.ckpt")).argv()[9:11] == ["--ckpt_path", "a.ckpt"]
+    # A float stays one: limit_train_batches 1.0 is every batch, 1 would be one batch.
+    assert launch.RunSpec("c.yaml", (("trainer.limit_train_batches", 1.0),)).argv()[-1] == "1.0"
+    assert launch.callback("a.B", x=1) == '--trainer.callbacks+={"class_path": "a.B", "init_args": {"x": 1}}'
     assert launch.Data(None).argv() == ["--data.quick", "true"]
     assert launch.Data("d", verify_md5=True, quick=False).argv()[:2] == ["--data.quick", "false"]
     with pytest.raises(ValueError, match="quick mode's synthetic data"):

@@ -355,5 +355,7 @@ def test_a_record_with_an_unknown_field_or_a_newer_format_is_refused(make_record
         records.Record.from_json({**payload, "colour": "red"})
     with pytest.raises(ValueError, match=f"format {records.SCHEMA + 1}; this vitlib reads up to {records.SCHEMA}"):
         records.Record.from_json({**payload, "schema": records.SCHEMA + 1})
+    with pytest.raises(ValueError, match="metrics have unknown field\\(s\\) top10"):
+        records.Record.from_json({**payload, "metrics": {"top1": 0.5, "top10": 0.9}})
     with pytest.raises(ValueError, match="lacks commit"):
         records.Record.from_json({k: v for k, v in payload.items() if k != "commit"})

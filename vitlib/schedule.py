@@ -97,7 +97,10 @@ class ScheduleConfig:
 
     def options(self) -> tuple[tuple[str, object], ...]:
         """The command-line options that give a run this schedule's shape (what :meth:`fitted` changes)."""
-        return (("model.schedule.half_cycle_epochs", self.half_cycle_epochs),) if self.name == "cyclic" else ()
+        if self.name != "cyclic":
+            return ()
+        half = self.half_cycle_epochs  # a whole number as one: 25, not 25.0
+        return (("model.schedule.half_cycle_epochs", int(half) if float(half).is_integer() else half),)
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

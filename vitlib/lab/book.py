@@ -48,6 +48,7 @@ from ..support.cifar import (
 from ..support.provenance import gpu_name, repository_root
 from . import chapter_costs
 
+
 @dataclass(frozen=True)
 class DataSource:
     """Where the notebooks' images come from; ``caption`` goes under every figure made from them."""

@@ -522,7 +522,7 @@ def plot_lr_range_test(lrs: Sequence[float], losses: Sequence[float], suggestion
 
 def plot_training_curves(history: dict[str, list[tuple[int, float]]]) -> Figure:
     """Loss and top-1 per epoch for train and validation; ``history["train/loss"]`` is a list of
-    ``(epoch, value)`` (see ``vitlib.lab.records.read_history``)."""
+    ``(epoch, value)`` (see ``vitlib.support.run_folder.read_history``)."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.2), layout="constrained")
     for ax, metric in ((loss_ax, "loss"), (acc_ax, "top1")):
         for split in ("train", "val"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -84,13 +85,16 @@ class RunSpec:
 
 
 def _yaml_scalar(value: object) -> str:
-    """How the command line writes a value: ``true`` / ``false`` / ``null``, a whole float as an
-    integer (``25``, not ``25.0``), other numbers as Python does."""
+    """How the command line writes a value: ``true`` / ``false`` / ``null``, numbers as Python
+    does (a float stays one: ``limit_train_batches`` 1.0 is all batches, 1 is one batch)."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def callback(class_path: str, **init_args: object) -> str:
+    """The argument that adds a callback to a run's trainer (for :attr:`RunSpec.extra`)."""
+    return "--trainer.callbacks+=" + json.dumps({"class_path": class_path, "init_args": init_args})
 
 
 def check(spec: RunSpec) -> None:

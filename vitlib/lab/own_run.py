@@ -4,7 +4,7 @@ found again by chapter 7.
 On a GPU with the real data, chapter 6 trains for ``TRAIN_MINUTES``: :func:`plan` times a warm-up
 (:class:`vitlib.support.timed.WarmUp`: two epochs of a few batches of ``configs/cpu_long.yaml``, the
 recipe of the recorded long run, whose mixing makes it the slower of the two), counts the epochs
-that fit (with a margin: :func:`vitlib.support.timed.plan_epochs`), and takes the recipe the recipe
+that fit (with a margin: :func:`vitlib.support.timed.epochs_that_fit`), and takes the recipe the recipe
 study advises for that many epochs (:func:`vitlib.lab.ablation.recipe_for`: ``short_budget`` without
 CutMix / MixUp for a short run, ``cpu_long`` for a long one), its two learning-rate cycles scaled
 over them so that the schedule ends, at its lowest rate, when the budget does; :func:`train` runs exactly what ``python -m
@@ -20,7 +20,6 @@ mode's synthetic data), so that the cells a GPU runs are executed by ``pytest --
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -36,7 +35,7 @@ from ..support.provenance import gpu_name
 from ..support.run_folder import final_metrics, run_folders
 from . import ablation, records
 from .book import DataSource, quiet_lightning, recipe_config, runs_root
-from .launch import Data, RunSpec
+from .launch import Data, RunSpec, callback
 from .records import RecordedRun
 
 WARM_UP_CONFIG = ablation.BUDGET_RECIPES["long"]  # the recipe of the recorded long run (results/cpu-long.json)
@@ -114,10 +113,6 @@ def run_spec(config: str, source: DataSource, path: hardware.FastPath, root: Pat
     return RunSpec(config, (("data.pipeline", path.pipeline), ("model.compile", path.compile), *trainer), data, root)
 
 
-def _callback(class_name: str, **init_args: object) -> str:
-    return "--trainer.callbacks+=" + json.dumps({"class_path": f"vitlib.support.timed.{class_name}", "init_args": init_args})
-
-
 def plan(source: DataSource, seconds: float) -> Plan:
     """Time a warm-up on ``source``, choose the recipe for the epochs that fit in ``seconds``
     (counted from now: the warm-up is part of the budget) and plan its epochs and cycles."""
@@ -130,7 +125,7 @@ def plan(source: DataSource, seconds: float) -> Plan:
             ("trainer.max_epochs", 2), ("trainer.limit_train_batches", train), ("trainer.limit_val_batches", val),
             ("trainer.enable_model_summary", False),  # with the progress bar, as training shows it
         )  # fmt: skip
-        warm_up.with_extra(_callback("WarmUp", path=str(out))).run_here()
+        warm_up.with_extra(callback("vitlib.support.timed.WarmUp", path=str(out))).run_here()
         warm = timed.read_warm_up(out)
     stop_at = start + seconds
     left = stop_at - time.time() - warm["startup_s"]
@@ -157,7 +152,7 @@ def train(source: DataSource, planned: Plan) -> RecordedRun:
         fit = run_spec(planned.config, source, planned.fast_path, root).with_options(
             ("trainer.max_epochs", planned.epochs), *planned.schedule.options(), ("trainer.enable_model_summary", False),
         )  # fmt: skip
-        deadline = _callback("Deadline", stop_at=planned.stop_at, cycle_epochs=planned.schedule.cycle_epochs or 0, verbose=False)
+        deadline = callback("vitlib.support.timed.Deadline", stop_at=planned.stop_at, cycle_epochs=planned.schedule.cycle_epochs or 0, verbose=False)
         fit.with_extra(deadline).run_here()
     run = latest(root, real=False)
     if run is None:

@@ -117,6 +117,9 @@ class Record:
         history = {key: [(int(e), float(v)) for e, v in points] for key, points in (payload.get("history") or {}).items()}
         values = {**payload, "schema": schema, "file": file, "history": history}
         values["dataset"] = DatasetId.of(payload["dataset"])
+        unknown = sorted(set(payload["metrics"]) - {f.name for f in fields(Metrics)})
+        if unknown:
+            raise ValueError(f"{where}'s metrics have unknown field(s) {', '.join(unknown)}; add them to Metrics")
         values["metrics"] = Metrics(**payload["metrics"])
         return cls(**values)
 

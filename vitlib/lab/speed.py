@@ -55,14 +55,15 @@ def fit_speed(configs: dict[str, str], data_dir: str | None = None, batches: int
 
     The ratio is the share of the machine the model gets with that config's data loop: what the
     augmentation, the mixing and the logging cost on top of the training step itself."""
-    from .launch import Data, RunSpec  # the CLI and Lightning: only this tool needs them
+    from .launch import RunSpec  # the CLI: only this tool needs it
 
     rows = []
     for name, config in configs.items():
         with tempfile.TemporaryDirectory() as root:
             options = (("trainer.max_epochs", 2), ("trainer.limit_train_batches", batches), ("trainer.limit_val_batches", 1),
                        ("trainer.enable_progress_bar", False), ("trainer.enable_model_summary", False))  # fmt: skip
-            done = RunSpec(config, options, Data(data_dir) if data_dir else None, root, extra=tuple(extra)).run_child(capture=True)
+            folder = (("data.data_dir", data_dir),) if data_dir else ()  # checked and downloaded as the config says
+            done = RunSpec(config, options + folder, root=root, extra=tuple(extra)).run_child(capture=True)
             if done.returncode:
                 raise RuntimeError(f"the fit of {name} ({config}) failed:\n{done.stderr[-2000:]}")
             run = version_folder(root, 0)
