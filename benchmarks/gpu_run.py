@@ -411,9 +411,6 @@ class Run:
             }
         return bench
 
-    def recipe_runs(self, epochs: int, schedule: Any, stop_at: float) -> tuple[Any, Any]:
-        return recipe_runs(self.data_root, self.data.kind == "official", self.runs, self.mode.tiny, epochs, schedule, stop_at)
-
     def train(self, bench: dict[str, Any] | None) -> None:
         """Fit as many epochs as fit, record the run, test its last checkpoint."""
         st = self.stage("train")
@@ -425,7 +422,7 @@ class Run:
         estimate = "no estimate" if epoch_s is None else f"about {epoch_s:.1f} s each"
         left = stop_at - time.time()
         self.log(f"plan: {epochs} epochs ({estimate}; {schedule.describe()}), stop within {left:.0f} s")
-        fit_spec, test_spec = self.recipe_runs(epochs, schedule, stop_at)
+        fit_spec, test_spec = recipe_runs(self.data_root, self.data.kind == "official", self.runs, self.mode.tiny, epochs, schedule, stop_at)
         fit = fit_spec.command(sys.executable)
         # Grace past stop_at for an epoch end the estimate missed; the test keeps half its share.
         rc, st.seconds = run_child(fit, stop_at + self.mode.after_train_s / 2 - time.time(), self.log, self.env)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .checks import same_names
 from .config import ATTENTIONS, ViTConfig
 
 
@@ -81,11 +82,7 @@ ATTENTION_BUILDERS: dict[str, Callable[[int, int, float], nn.Module]] = {
     "mhsa": Attention,
     "lsa": functools.partial(Attention, locality=True),
 }
-if set(ATTENTION_BUILDERS) != set(ATTENTIONS):
-    raise RuntimeError(
-        f"vitlib.config.ATTENTIONS {ATTENTIONS} and vitlib.attention.ATTENTION_BUILDERS {tuple(ATTENTION_BUILDERS)} "
-        f"name different attentions ({sorted(set(ATTENTIONS) ^ set(ATTENTION_BUILDERS))}): add or remove an attention in both"
-    )
+same_names("vitlib.attention.ATTENTION_BUILDERS", ATTENTION_BUILDERS, "vitlib.config.ATTENTIONS", ATTENTIONS, "attentions")
 
 
 def build_attention(cfg: ViTConfig) -> nn.Module:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .checks import same_names
 from .config import STEMS, ViTConfig
 from .patching import PatchEmbedding, patchify
 
@@ -94,11 +95,7 @@ STEM_BUILDERS: dict[str, Callable[[int, int, int], nn.Module]] = {
     "conv": ConvStem,
     "spt": ShiftedPatchTokenization,
 }
-if set(STEM_BUILDERS) != set(STEMS):
-    raise RuntimeError(
-        f"vitlib.config.STEMS {STEMS} and vitlib.stems.STEM_BUILDERS {tuple(STEM_BUILDERS)} name different stems "
-        f"({sorted(set(STEMS) ^ set(STEM_BUILDERS))}): add or remove a stem in both"
-    )
+same_names("vitlib.stems.STEM_BUILDERS", STEM_BUILDERS, "vitlib.config.STEMS", STEMS, "stems")
 
 
 def build_stem(cfg: ViTConfig) -> nn.Module:

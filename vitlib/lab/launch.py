@@ -38,8 +38,8 @@ class Data:
     def argv(self) -> list[str]:
         if self.dir is None:
             return ["--data.quick", "true"]
-        quick = [] if self.quick is None else ["--data.quick", str(self.quick).lower()]
-        return [*quick, "--data.data_dir", str(self.dir), "--data.verify_md5", str(self.verify_md5).lower(), "--data.download", "false"]
+        quick = [] if self.quick is None else ["--data.quick", _yaml_scalar(self.quick)]
+        return [*quick, "--data.data_dir", str(self.dir), "--data.verify_md5", _yaml_scalar(self.verify_md5), "--data.download", "false"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class RunSpec:
         """The arguments after ``python -m vitlib``."""
         args = [self.stage, "--config", str(self.config)]
         for key, value in self.options:
-            args += [f"--{key}", value if isinstance(value, str) else _yaml_scalar(value)]
+            args += [f"--{key}", _yaml_scalar(value)]
         args += self.data.argv() if self.data is not None else []
         args += self.extra
         return args + (["--trainer.default_root_dir", str(self.root)] if self.root is not None else [])

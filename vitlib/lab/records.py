@@ -49,8 +49,8 @@ from ..support.run_folder import (
 REQUIRED = ("name", "command", "commit", "hardware", "date", "dataset", "metrics")
 
 
-# The results file's format. 1: the files written before it carried a number (``resumes`` and
-# ``ran`` may be missing); 2: ``schema`` written, every field present.
+# The results file's format: 1, a file without a ``schema`` field (``resumes`` and ``ran`` may be
+# missing); 2, ``schema`` and every field present.
 SCHEMA = 2
 
 

@@ -264,8 +264,8 @@ def stopped_summary(folder: Path) -> dict[str, Any]:
     if not logged.get("val/top1"):
         raise ValueError(f"{folder} finished no validation: nothing to record")
     last = {key: points[-1][1] for key, points in logged.items() if key.startswith("val/")}
-    epochs = validated_epochs(folder)
-    planned = planned_epochs(folder)
+    epochs = logged["val/top1"][-1][0] + 1
+    planned = (config.get("trainer") or {}).get("max_epochs")
     data = config.get("data", {})
     quick = data.get("quick") or (data.get("quick") is None and quick_mode())
     return {
