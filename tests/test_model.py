@@ -1,17 +1,23 @@
-"""The model: shapes, presets, stems, SPT, LSA and the SDPA fast path."""
+"""The model: shapes, presets, stems, SPT, LSA, CCT's tokenizer and sequence pooling, and the SDPA fast path."""
 
 import importlib.util
+import json
 import math
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vitlib import PRESETS, ViT, ViTConfig, attention, checks, config, count_parameters, stems
+from vitlib import PRESETS, ViT, ViTConfig, attention, checks, config, count_parameters, measure, stems
 from vitlib.attention import Attention
 from vitlib.model import evaluating
 from vitlib.patching import PatchEmbedding, patchify, unpatchify
-from vitlib.stems import ConvStem, ShiftedPatchTokenization
+from vitlib.stems import CCTTokenizer, ConvStem, ShiftedPatchTokenization
+from vitlib.support.pretrained import from_pretrained, save_pretrained
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -137,6 +143,92 @@ def test_mean_pool_has_no_class_token():
     assert maps[0].shape[-1] == 64
 
 
+def test_seq_pool_weighs_the_normalised_tokens_by_a_softmax_over_learned_scores():
+    torch.manual_seed(0)
+    model = ViT(PRESETS["vit_tiny"].replace(pool="seq")).eval()
+    assert model.cls_token is None and model.pool_score.weight.shape == (1, 64) and model.pool_score.bias is None
+    with torch.no_grad():
+        model.pool_score.weight.normal_()  # away from its near-uniform start
+    images = torch.randn(2, 3, 32, 32)
+    logits, maps = model(images, return_attention=True)
+    assert logits.shape == (2, 100) and maps[0].shape[-1] == 64
+    x = model.tokens(images)
+    for block in model.blocks:
+        x, _ = block(x)
+    tokens = model.norm(x)  # CCT pools after the final LayerNorm
+    weights = torch.softmax(tokens @ model.pool_score.weight[0], dim=1)  # [B, N]
+    assert torch.allclose(logits, model.head(torch.einsum("bn,bnd->bd", weights, tokens)), atol=1e-5)
+    assert not torch.allclose(weights, torch.full_like(weights, 1 / 64))  # not the mean pool
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_the_old_pools_still_normalise_the_pooled_token(pool):
+    """As before sequence pooling: ``head(norm(pool(x)))`` (for "mean" the order changes the logits)."""
+    model = ViT(PRESETS["vit_tiny"].replace(pool=pool)).eval()
+    images = torch.randn(2, 3, 32, 32)
+    x = model.tokens(images)
+    for block in model.blocks:
+        x, _ = block(x)
+    pooled = x[:, 0] if pool == "cls" else x.mean(dim=1)
+    assert model.pool_score is None
+    assert torch.equal(model(images), model.head(model.norm(pooled)))
+
+
+@pytest.mark.parametrize("patch, grid", [(2, 16), (4, 8)])
+def test_cct_stem_yields_the_patch_grid_with_a_conv_and_max_pool_per_halving(patch, grid):
+    stem = CCTTokenizer(3, 32, patch)
+    assert stem(torch.randn(2, 3, 32, 32)).shape == (2, grid * grid, 32)
+    convs = [m for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    pools = [m for m in stem.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(convs) == len(pools) == config.cct_layers(patch) == int(math.log2(patch))
+    assert [c.out_channels for c in convs] == [64] * (len(convs) - 1) + [32]
+    assert all(c.kernel_size == (3, 3) and c.stride == (1, 1) and c.bias is None for c in convs)
+    assert all((p.kernel_size, p.stride, p.padding) == (3, 2, 1) for p in pools)
+    assert measure.receptive_field(stem) == {2: 5, 4: 13}[patch]  # 3x3 conv: +2; 3x3/2 pool: +2; then x2
+
+
+def test_cct_patch_sizes_are_checked_with_one_message_naming_them():
+    with pytest.raises(ValueError, match=r"^ViTConfig\.patch_size must be 2 or 4 with stem='cct' .*; got 8$"):
+        ViTConfig(stem="cct", patch_size=8)
+    with pytest.raises(ValueError, match="must be 2 or 4 with stem='cct'"):
+        CCTTokenizer(3, 32, 16)  # built directly, the same check
+    assert ViTConfig(stem="cct", patch_size=2).num_patches == 256
+
+
+@pytest.mark.parametrize(
+    "changes", [{"pool": "seq"}, {"stem": "cct"}, {"stem": "cct", "patch_size": 2, "pool": "seq", "attention": "lsa"}]
+)
+def test_the_cct_options_train_every_parameter_and_round_trip_through_save_pretrained(changes, tmp_path):
+    torch.manual_seed(0)
+    model = ViT(ViTConfig.from_preset("vit_tiny", depth=1, num_classes=10, **changes))
+    images = torch.randn(2, 3, 32, 32)
+    logits = model(images)
+    assert logits.shape == (2, 10)
+    logits.square().sum().backward()
+    silent = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not silent, f"no gradient reaches {silent}"
+    assert sum(measure.parameter_breakdown(model).values()) == count_parameters(model)
+    loaded = from_pretrained(save_pretrained(model, tmp_path / "model"))
+    assert loaded.cfg == model.cfg
+    with evaluating(model), evaluating(loaded):
+        assert torch.equal(loaded(images), model(images))
+
+
+def test_the_defaults_and_presets_keep_their_parameters():
+    """CCT's options are off by default: no preset has the pooling scores or the CCT stem, and every
+    ViT weight file committed in results/ loads (same names and shapes) into the model its config builds."""
+    assert (ViTConfig().stem, ViTConfig().pool) == ("patch", "cls")
+    for name, cfg in PRESETS.items():
+        names = ViT(cfg).state_dict()
+        assert cfg.stem != "cct" and cfg.pool != "seq" and not any(n.startswith("pool_score") for n in names), name
+    committed = subprocess.run(["git", "ls-files", "results/**model.safetensors"], cwd=REPO, capture_output=True, text=True)
+    folders = [(REPO / f).parent for f in committed.stdout.split()]
+    vits = [f for f in folders if set(json.loads((f / "config.json").read_text())) == set(ViTConfig().to_dict())]
+    assert vits or not folders, "no committed ViT weights found"  # results/ also holds a CNN baseline's
+    for folder in vits:
+        from_pretrained(folder)  # raises on any missing, extra or reshaped tensor
+
+
 def test_no_weight_decay_covers_norms_biases_embeddings():
     model = ViT(PRESETS["slvit"])
     names = model.no_weight_decay()
@@ -159,6 +251,9 @@ def test_no_weight_decay_covers_norms_biases_embeddings():
         ({"mlp_ratio": 0}, "mlp_ratio"),
         ({"mlp_ratio": float("inf")}, "mlp_ratio"),
         ({"stem": "conv", "patch_size": 6, "image_size": 24}, "patch_size"),
+        ({"stem": "cct", "patch_size": 8}, "patch_size"),
+        ({"stem": "cct", "patch_size": 1}, "patch_size"),
+        ({"pool": "attention"}, "pool"),
         ({"image_size": 36, "patch_size": 12, "stem": "conv"}, "patch_size"),
         ({"depth": 2.5}, "depth"),
         ({"colour": 3}, "colour"),
@@ -230,8 +325,10 @@ def test_an_attention_named_in_the_config_but_not_registered_fails_at_import(mon
 
 
 def test_invalid_choice_lists_the_allowed_values():
-    with pytest.raises(ValueError, match="'patch', 'conv', 'spt'"):
+    with pytest.raises(ValueError, match="'patch', 'conv', 'spt', 'cct'"):
         ViTConfig(stem="linear")
+    with pytest.raises(ValueError, match="'cls', 'mean', 'seq'"):
+        ViTConfig(pool="max")
 
 
 def test_unknown_preset_lists_the_presets():

@@ -14,14 +14,26 @@ from typing import Any
 
 from .checks import positive_int
 
-STEMS = ("patch", "conv", "spt")
+STEMS = ("patch", "conv", "spt", "cct")
 ATTENTIONS = ("mhsa", "lsa")
-POOLS = ("cls", "mean")
+POOLS = ("cls", "mean", "seq")
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"ViTConfig.{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+
+def cct_layers(patch_size: int) -> int:
+    """Convolution + max-pool layers of the ``"cct"`` stem for ``patch_size``: each halves the image,
+    and Hassani et al. use one or two (CCT-7/3x1, CCT-7/3x2), so patch sizes 2 and 4."""
+    layers = {2: 1, 4: 2}.get(patch_size)
+    if layers is None:
+        raise ValueError(
+            f"ViTConfig.patch_size must be 2 or 4 with stem='cct' (1 or 2 convolution + stride-2 max-pool "
+            f"layers, each halving the image); got {patch_size!r}"
+        )
+    return layers
 
 
 def _probability(name: str, value: Any) -> None:
@@ -34,10 +46,12 @@ class ViTConfig:
     """Everything that defines a Vision Transformer's architecture.
 
     ``stem`` turns the image into tokens: ``"patch"`` (linear patch embedding, Dosovitskiy et al.),
-    ``"conv"`` (stacked stride-2 3x3 convolutions, Xiao et al. 2021) or ``"spt"`` (Shifted Patch
-    Tokenization, Lee et al. 2021). ``attention`` is plain multi-head self-attention (``"mhsa"``)
-    or Locality Self-Attention (``"lsa"``). ``pool="cls"`` adds a class token and classifies it;
-    ``pool="mean"`` averages the patch tokens and has no class token.
+    ``"conv"`` (stacked stride-2 3x3 convolutions, Xiao et al. 2021), ``"spt"`` (Shifted Patch
+    Tokenization, Lee et al. 2021) or ``"cct"`` (Compact Convolutional Transformers' convolution +
+    max-pool tokenizer, Hassani et al. 2021). ``attention`` is plain multi-head self-attention
+    (``"mhsa"``) or Locality Self-Attention (``"lsa"``). ``pool="cls"`` adds a class token and
+    classifies it; ``pool="mean"`` averages the patch tokens and ``pool="seq"`` (CCT's sequence
+    pooling) weighs them by a learned softmax score, both without a class token.
     """
 
     image_size: int = 32
@@ -77,7 +91,7 @@ class ViTConfig:
         if self.attention == "lsa" and self.num_tokens < 2:
             raise ValueError(
                 "ViTConfig.attention='lsa' masks each token's attention to itself, so it needs at least 2 tokens; "
-                f"this config has {self.num_tokens} (image_size == patch_size with pool='mean'): use a smaller "
+                f"this config has {self.num_tokens} (image_size == patch_size with pool={self.pool!r}): use a smaller "
                 "patch_size, pool='cls' or attention='mhsa'"
             )
         if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
@@ -85,6 +99,8 @@ class ViTConfig:
                 f"ViTConfig.patch_size must be a power of two with stem='conv' (one stride-2 convolution "
                 f"per halving); got {self.patch_size}"
             )
+        if self.stem == "cct":
+            cct_layers(self.patch_size)
 
     @property
     def grid_size(self) -> int:

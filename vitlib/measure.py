@@ -37,28 +37,35 @@ def model_flops(model: ViT) -> int:
 def receptive_field(stem: nn.Module) -> int:
     """Side, in pixels, of the image square that one output token of ``stem`` depends on.
 
-    For stacked convolutions the field grows by ``(k - 1) * jump`` per layer, where ``jump`` is
-    the product of the earlier strides. Shifted Patch Tokenization sees its patch plus half a patch
-    on every side (the shifted copies), so ``2p`` for an even patch size ``p``.
+    For stacked convolutions and max-pools the field grows by ``(k - 1) * jump`` per layer, where
+    ``jump`` is the product of the earlier strides. Shifted Patch Tokenization sees its patch plus
+    half a patch on every side (the shifted copies), so ``2p`` for an even patch size ``p``.
     """
     if isinstance(stem, ShiftedPatchTokenization):
         return stem.patch_size + 2 * (stem.patch_size // 2)
     field, jump = 1, 1
     for layer in stem.modules():
-        if isinstance(layer, nn.Conv2d):
-            field += (layer.kernel_size[0] - 1) * jump
-            jump *= layer.stride[0]
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+            field += (_side(layer.kernel_size) - 1) * jump
+            jump *= _side(layer.stride)
     return field
 
 
+def _side(size: int | tuple[int, ...]) -> int:
+    """A square window's side: ``Conv2d`` stores it as a pair, ``MaxPool2d`` as it was given."""
+    return size if isinstance(size, int) else size[0]
+
+
 def parameter_breakdown(model: ViT) -> dict[str, int]:
-    """Trainable parameters per part: stem, class token and position embeddings, blocks, head."""
+    """Trainable parameters per part: stem, class token and position embeddings, blocks, head (with
+    sequence pooling's scores)."""
     embeddings = model.pos_embed.numel() + (model.cls_token.numel() if model.cls_token is not None else 0)
+    pool_score = count_parameters(model.pool_score) if model.pool_score is not None else 0
     return {
         "stem": count_parameters(model.stem),
         "class token + positions": embeddings,
         "transformer blocks": count_parameters(model.blocks),
-        "norm + head": count_parameters(model.norm) + count_parameters(model.head),
+        "norm + head": count_parameters(model.norm) + count_parameters(model.head) + pool_score,
     }
 
 

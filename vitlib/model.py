@@ -47,6 +47,9 @@ class ViT(nn.Module):
         self.cfg = cfg
         self.stem = build_stem(cfg)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.pool == "cls" else None
+        # Sequence pooling (Hassani et al. 2021): one learned score per token. No bias: the softmax
+        # over the tokens ignores a shift shared by all scores, so a bias would never learn.
+        self.pool_score = nn.Linear(cfg.dim, 1, bias=False) if cfg.pool == "seq" else None
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, cfg.dim))
         self.pos_drop = nn.Dropout(cfg.dropout)
         # Stochastic depth grows linearly with depth (Huang et al. 2016; DeiT).
@@ -67,8 +70,14 @@ class ViT(nn.Module):
         return self.pos_drop(x + self.pos_embed)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, N, dim] -> [B, dim]``: the class token, or the mean of the patch tokens."""
-        return x[:, 0] if self.cls_token is not None else x.mean(dim=1)
+        """``[B, N, dim] -> [B, dim]``: the class token, the mean of the patch tokens, or (``"seq"``)
+        their sum weighted by the softmax over the tokens of their learned scores."""
+        if self.cls_token is not None:
+            return x[:, 0]
+        if self.pool_score is None:
+            return x.mean(dim=1)
+        weights = self.pool_score(x).softmax(dim=1)  # [B, N, 1], summing to 1 over the tokens
+        return (weights * x).sum(dim=1)
 
     def forward(
         self, images: torch.Tensor, return_attention: bool = False
@@ -78,8 +87,12 @@ class ViT(nn.Module):
         for block in self.blocks:
             x, weights = block(x, return_attention)
             maps.append(weights)
-        # The head is LayerNorm + Linear on the pooled token.
-        logits = self.head(self.norm(self.pool(x)))
+        # The head is LayerNorm + Linear on the pooled token. Sequence pooling, as in CCT, scores the
+        # tokens after the final LayerNorm: the pre-norm residual stream's scale grows with depth, and
+        # normalised tokens give the scores (and the convex mix the head reads) one scale. For "cls"
+        # the order does not matter (LayerNorm acts per token); "mean" was trained norm-after-pool.
+        pooled = self.pool(self.norm(x)) if self.pool_score is not None else self.norm(self.pool(x))
+        logits = self.head(pooled)
         return (logits, maps) if return_attention else logits
 
     def no_weight_decay(self) -> set[str]:

@@ -14,7 +14,7 @@ from einops import rearrange
 from torch import nn
 
 from .checks import same_names
-from .config import STEMS, ViTConfig
+from .config import STEMS, ViTConfig, cct_layers
 from .patching import PatchEmbedding, patchify
 
 
@@ -86,6 +86,36 @@ class ShiftedPatchTokenization(nn.Module):
         return self.proj(self.norm(patchify(self.shifted_stack(images), self.patch_size)))
 
 
+class CCTTokenizer(nn.Module):
+    """Compact Convolutional Transformers' tokenizer (Hassani et al. 2021, "Escaping the Big Data
+    Paradigm with Compact Transformers").
+
+    One or two layers of a 3x3 stride-1 convolution without bias, ReLU and a 3x3 stride-2 max-pool,
+    each halving the image (:func:`vitlib.config.cct_layers`): two give ``p = 4``'s 8x8 grid on a
+    32x32 image, one ``p = 2``'s 16x16. The last layer is ``dim`` wide and any before it 64, as in
+    the paper's CCT-7/3x2. The overlapping windows let a token see past its own cell: 5 px for one
+    layer, 13 px for two (:func:`vitlib.measure.receptive_field`).
+    """
+
+    HIDDEN_WIDTH = 64
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int) -> None:
+        super().__init__()
+        widths = [self.HIDDEN_WIDTH] * (cct_layers(patch_size) - 1) + [dim]
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for width in widths:
+            conv = nn.Conv2d(channels, width, kernel_size=3, stride=1, padding=1, bias=False)
+            # He initialisation, as CCT: no normalisation follows, so this keeps the ReLU layers' scale.
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            layers += [conv, nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2, padding=1)]
+            channels = width
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.layers(images), "b d h w -> b (h w) d")
+
+
 # The one registry of stems: ``ViTConfig.stem`` names a builder ``(in_channels, dim, patch_size) ->
 # module`` here. A new stem is a class in this file, an entry here and its name in ``config.STEMS``
 # (config validates names without importing torch, so it keeps its own tuple; the check below
@@ -94,6 +124,7 @@ STEM_BUILDERS: dict[str, Callable[[int, int, int], nn.Module]] = {
     "patch": PatchEmbedding,
     "conv": ConvStem,
     "spt": ShiftedPatchTokenization,
+    "cct": CCTTokenizer,
 }
 same_names("vitlib.stems.STEM_BUILDERS", STEM_BUILDERS, "vitlib.config.STEMS", STEMS, "stems")
 
