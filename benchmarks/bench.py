@@ -61,7 +61,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vitlib.augment import AugmentConfig, BatchMixer, MixConfig, soft_target_cross_entropy, train_transform
 from vitlib.cli import ViTCLI
 from vitlib.config import ViTConfig
-from vitlib.lab.launch import Data, RunSpec
+from vitlib.lab.results.launch import Data, RunSpec
 from vitlib.model import ViT, count_parameters
 from vitlib.schedule import ScheduleConfig, build_scheduler
 from vitlib.support.cifar import (
@@ -280,6 +280,8 @@ def build_timm(cfg: ViTConfig) -> nn.Module:
         img_size=cfg.image_size, patch_size=cfg.patch_size, in_chans=cfg.in_channels, num_classes=cfg.num_classes,
         embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
         drop_rate=cfg.dropout, drop_path_rate=cfg.drop_path, class_token=cfg.pool == "cls",
+        # timm has no sequence pooling ("seq"): its mean pooling costs the same but for one dot
+        # product per token, nothing beside the blocks' cost.
         global_pool="token" if cfg.pool == "cls" else "avg",
     )  # fmt: skip
 

@@ -27,7 +27,7 @@ bundling when the folder is larger. This module is the command line and the time
    machine's (:func:`vitlib.support.hardware.choose`: bf16 from compute capability 8.0, float16
    below it, torch.compile only where measured to win), as for every run; the log and
    ``summary.json`` name them, and what really ran (``fit.ran``);
-4. record: :func:`vitlib.lab.records.record_run` writes the record and the weights under
+4. record: :func:`vitlib.lab.results.records.record_run` writes the record and the weights under
    ``DIR/results``;
 5. test: ``python -m vitlib test`` evaluates the last checkpoint on the test split;
 
@@ -176,11 +176,11 @@ def child_env(site: Path | None) -> dict[str, str]:
 
 
 def recipe_runs(data_root: Path, official: bool, runs: Path, tiny: bool, epochs: int, schedule: Any, stop_at: float) -> tuple[Any, Any]:
-    """The two :class:`vitlib.lab.launch.RunSpec` of the recipe on the CIFAR-100 under ``data_root``
+    """The two :class:`vitlib.lab.results.launch.RunSpec` of the recipe on the CIFAR-100 under ``data_root``
     (md5-checked when ``official``: only the official files have the md5s), logging under ``runs``:
     the fit (``epochs`` with the recipe's ``schedule`` fitted over them, stopped at an epoch end
     before ``stop_at``) and the test of its last checkpoint."""
-    from vitlib.lab.launch import Data, RunSpec, callback  # imports the CLI: only once the bundle's wheels are installed
+    from vitlib.lab.results.launch import Data, RunSpec, callback  # imports the CLI: only once the bundle's wheels are installed
 
     data = Data(data_root, verify_md5=official)
     deadline = callback("vitlib.support.timed.Deadline", stop_at=stop_at, cycle_epochs=schedule.cycle_epochs or 0)
@@ -440,12 +440,14 @@ class Run:
         self.test(last_checkpoint(run_dir), test_spec.command(sys.executable))
 
     def record(self, run_dir: Path, bench: dict[str, Any] | None) -> None:
+        from vitlib.lab.results.records import record_run  # like the CLI, only once the bundle's wheels are installed
+
         st = self.stage("record")
         gpu = bench["gpu"] if bench else (gpu_name() or "cpu")
         date = datetime.now(timezone.utc)
         name = self.args.name or ("tiny-synthetic-cpu" if self.mode.tiny else f"vit-fast-{slug(gpu)}-{date:%Y-%m-%d}")
         try:
-            path = record(run_dir, name, self.out / "results", self.commit)
+            path = record_run(run_dir, name, self.out / "results", commit=self.commit)
         except Exception as err:  # noqa: BLE001 - the test run still goes on; the table says what failed
             self.log(traceback.format_exc().rstrip())
             st.status, st.result = "failed", f"{type(err).__name__}: {err}"
@@ -471,17 +473,6 @@ class Run:
                          f"on {tested['samples']} images")  # fmt: skip
             keys = ("dataset", "images", "split", "loss", "top1", "top5", "samples")
             self.summary["test"] = {k: tested.get(k) for k in keys}
-
-
-def record(run_dir: Path, name: str, folder: Path, commit: str | None) -> Path:
-    """``record_run``, with the commit filled in where it could not read one (a copy of the tree without .git)."""
-    from vitlib.lab.records import record_run
-
-    path = record_run(run_dir, name, folder)
-    payload = json.loads(path.read_text())
-    if commit and str(payload.get("commit", "")).startswith("unknown"):
-        write_json_atomic(path, {**payload, "commit": commit})
-    return path
 
 
 def table(stages: list[Stage]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitlib.lab.records import Record
+from vitlib.lab.results.records import Record
 from vitlib.support.cifar import DatasetId, make_synthetic_cifar100
 
 # The tests' tensors are tiny: one thread each is as fast, and several test processes (DDP,
@@ -64,7 +64,7 @@ def q75_source() -> Callable[..., Path]:
 
 @pytest.fixture
 def make_record() -> Callable[..., Record]:
-    """Makes a :class:`~vitlib.lab.records.Record` from the fields a test cares about, the
+    """Makes a :class:`~vitlib.lab.results.records.Record` from the fields a test cares about, the
     provenance a results file requires filled with placeholders."""
 
     def make(**fields: object) -> Record:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from vitlib.lab.baseline import CIFARResNet, ResNetModule, main, model_from_checkpoint
+from vitlib.lab.results.baseline import CIFARResNet, ResNetModule, main, model_from_checkpoint
 from vitlib.model import count_parameters
 from vitlib.support.checkpoints import load_checkpoint
 
@@ -51,8 +51,8 @@ def test_the_baseline_trains_with_the_packaged_config_and_its_checkpoint_rebuild
 
 
 def test_the_finding_reads_both_records_and_says_which_is_ahead(make_record):
-    from vitlib.lab.baseline import finding
-    from vitlib.lab.tables import recipe_row
+    from vitlib.lab.results.baseline import finding
+    from vitlib.lab.results.tables import recipe_row
 
     data = {"batch_size": 128, "augment": {"flip": True}, "mix": None, "download": False}
     recipe = {"schedule": {"name": "cosine"}, "label_smoothing": 0.1}
@@ -75,7 +75,7 @@ def test_a_baseline_run_is_recorded_with_its_weights_and_size(tmp_path, monkeypa
 
     from safetensors.torch import load_file
 
-    from vitlib.lab.baseline import export_weights
+    from vitlib.lab.results.baseline import export_weights
 
     monkeypatch.setenv("VITLIB_QUICK", "1")
     main(["fit", "--config", "cpu_resnet", "--model.depth", "8", "--trainer.max_epochs", "2",

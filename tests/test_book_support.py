@@ -1,4 +1,4 @@
-"""vitlib.lab.book (what the notebooks run on), vitlib.measure and the book's figure helpers."""
+"""vitlib.lab.book.chapter (what the notebooks run on), vitlib.measure and the book's figure helpers."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ matplotlib.use("Agg")
 
 from vitlib import ViT, ViTConfig, count_parameters, measure, rollout  # noqa: E402
 from vitlib.augment import AugmentConfig, MixConfig, firing_rates  # noqa: E402
-from vitlib.lab import ablation, book, evaluation, figures, recorded, records
+from vitlib.lab.book import chapter, evaluation, figures, recorded
+from vitlib.lab.results import ablation, records
 from vitlib.support import cifar
 from vitlib.patching import PatchEmbedding  # noqa: E402
 from vitlib.stems import ConvStem, ShiftedPatchTokenization  # noqa: E402
@@ -31,25 +32,25 @@ def no_quick(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_quick_mode_gives_synthetic_data(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VITLIB_QUICK", "1")
-    source = book.data_source()
+    source = chapter.data_source()
     assert source.dataset is cifar.DatasetId.SYNTHETIC and source.quick
     assert "synthetic data (quick mode)" in source.caption
 
 
 def test_files_that_fail_the_md5_are_a_subset(no_quick: None, cifar_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VITLIB_DATA", str(cifar_root))
-    source = book.data_source(download=False)
+    source = chapter.data_source(download=False)
     assert source.dataset is cifar.DatasetId.UNVERIFIED and source.root == cifar_root.resolve()
     assert "unverified" in source.caption and str(cifar_root) not in source.caption
     datamodule = source.datamodule()
     assert datamodule.hparams.verify_md5 is False and datamodule.quick is False
-    images, labels = book.examples(source, count=6)
+    images, labels = chapter.examples(source, count=6)
     assert images.shape == (6, 3, 32, 32) and 0.0 <= images.min() and images.max() <= 1.0
     assert len(set(labels.tolist())) == 6  # one image per class while the split has enough classes
 
 
 def test_no_dataset_falls_back_to_synthetic_and_says_why(no_quick: None, tmp_path: Path) -> None:
-    source = book.data_source(tmp_path / "empty", download=False)
+    source = chapter.data_source(tmp_path / "empty", download=False)
     assert source.dataset is cifar.DatasetId.SYNTHETIC
     # Says why, without printing a path of this machine into the book.
     assert "no CIFAR-100 found" in source.caption and str(tmp_path) not in source.caption
@@ -57,9 +58,9 @@ def test_no_dataset_falls_back_to_synthetic_and_says_why(no_quick: None, tmp_pat
 
 def test_data_source_rejects_what_is_no_dataset_and_real_data_without_a_folder() -> None:
     with pytest.raises(ValueError, match="DataSource.dataset must be"):
-        book.DataSource("imagenet", None, "")
+        chapter.DataSource("imagenet", None, "")
     with pytest.raises(ValueError, match="DataSource.root is required"):
-        book.DataSource(cifar.DatasetId.Q75, None, "")
+        chapter.DataSource(cifar.DatasetId.Q75, None, "")
 
 
 def test_a_dataset_is_named_by_its_label_and_an_unknown_label_says_what_is_known() -> None:
@@ -69,7 +70,7 @@ def test_a_dataset_is_named_by_its_label_and_an_unknown_label_says_what_is_known
 
 
 def test_the_demonstration_budget_is_seconds_of_a_tiny_model_and_one_lr_triangle() -> None:
-    budget = book.training_budget(max_epochs=6)
+    budget = chapter.training_budget(max_epochs=6)
     assert budget.preset == "vit_tiny" and budget.max_epochs == 6
     assert budget.schedule.name == "cyclic" and 2 * budget.schedule.half_cycle_epochs == 6  # ends at the low rate
     kwargs = budget.trainer_kwargs()
@@ -123,7 +124,7 @@ def test_the_notebooks_read_the_data_folder_the_cli_reads(no_quick: None, tmp_pa
     make_synthetic_cifar100(tmp_path / "data", n_train=100, n_test=100)
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")
-    source = book.data_source(download=False)
+    source = chapter.data_source(download=False)
     assert source.dataset is cifar.DatasetId.UNVERIFIED and source.root == default_data_dir() == tmp_path.resolve() / "data"
 
 
@@ -314,21 +315,21 @@ def test_without_a_checkout_comparison_records_are_fetched_run_by_run(monkeypatc
 
 
 def test_recipe_configs_ship_with_the_package() -> None:
-    recipe = book.recipe_config("cpu_long")
+    recipe = chapter.recipe_config("cpu_long")
     assert recipe["data"]["augment"]["randaugment"] and recipe["model"]["schedule"]["name"] == "cyclic"
     # The recipe ends on a cycle boundary, at base_lr: a whole number of (up + down) cycles.
     cycles = recipe["trainer"]["max_epochs"] / (2 * recipe["model"]["schedule"]["half_cycle_epochs"])
     assert cycles == int(cycles) >= 1
-    assert book.recipe_config("cpu")["model"]["schedule"]["name"] == "cosine"
-    assert book.recipe_config("no_such_recipe") is None
+    assert chapter.recipe_config("cpu")["model"]["schedule"]["name"] == "cosine"
+    assert chapter.recipe_config("no_such_recipe") is None
 
 
 def test_the_data_note_warns_when_the_images_are_synthetic() -> None:
-    synthetic = book.DataSource(cifar.DatasetId.SYNTHETIC, None, "synthetic stripes <not real>")
-    note = book.data_note(synthetic)
+    synthetic = chapter.DataSource(cifar.DatasetId.SYNTHETIC, None, "synthetic stripes <not real>")
+    note = chapter.data_note(synthetic)
     assert 'class="admonition warning"' in note and "Synthetic data, not CIFAR-100" in note
     assert "synthetic stripes &lt;not real&gt;" in note  # the caption is text, never markup
-    real = book.data_note(book.DataSource(cifar.DatasetId.Q75, Path("data-q75"), "CIFAR-100 (JPEG q75 copy), test split"))
+    real = chapter.data_note(chapter.DataSource(cifar.DatasetId.Q75, Path("data-q75"), "CIFAR-100 (JPEG q75 copy), test split"))
     assert 'class="admonition note"' in real and "warning" not in real and "CIFAR-100 (JPEG q75 copy)" in real
 
 
@@ -346,12 +347,12 @@ def test_mirror_similarity_finds_a_left_right_symmetric_embedding() -> None:
 
 
 def test_a_duration_reads_in_the_unit_a_reader_expects():
-    assert [book.duration(s) for s in (48, 750, 14_112)] == ["48 s", "12.5 min", "3.9 h"]
+    assert [chapter.duration(s) for s in (48, 750, 14_112)] == ["48 s", "12.5 min", "3.9 h"]
 
 
 def test_the_records_url_can_point_at_a_copy_and_a_missing_run_says_where_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
 
-    from vitlib.lab import records
+    from vitlib.lab.results import records
 
     monkeypatch.delenv(records.RECORDS_ENV, raising=False)
     assert records.records_url() == records.RECORDS_URL
@@ -386,10 +387,10 @@ def test_what_the_prediction_panels_and_the_confusion_show_is_read_from_them() -
 def test_the_notebooks_runs_go_where_vitlib_runs_says(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """On Colab every chapter runs in its own runtime: a folder both reach (Drive) set in
     $VITLIB_RUNS is where chapter 6 writes its run and chapter 7 finds it."""
-    monkeypatch.delenv(book.RUNS_ENV, raising=False)
-    monkeypatch.setattr(book, "repository_root", lambda: tmp_path / "checkout")
-    assert book.runs_root() == tmp_path / "checkout" / "runs" / "book"
-    monkeypatch.setenv(book.RUNS_ENV, str(tmp_path / "drive"))
-    assert book.runs_root() == tmp_path / "drive"
-    monkeypatch.setenv(book.RUNS_ENV, "  ")
-    assert book.runs_root() == tmp_path / "checkout" / "runs" / "book"
+    monkeypatch.delenv(chapter.RUNS_ENV, raising=False)
+    monkeypatch.setattr(chapter, "repository_root", lambda: tmp_path / "checkout")
+    assert chapter.runs_root() == tmp_path / "checkout" / "runs" / "book"
+    monkeypatch.setenv(chapter.RUNS_ENV, str(tmp_path / "drive"))
+    assert chapter.runs_root() == tmp_path / "drive"
+    monkeypatch.setenv(chapter.RUNS_ENV, "  ")
+    assert chapter.runs_root() == tmp_path / "checkout" / "runs" / "book"

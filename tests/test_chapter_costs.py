@@ -1,4 +1,4 @@
-"""vitlib.lab.chapter_costs: each chapter's run time read from a book build's log, and the line a
+"""vitlib.lab.results.chapter_costs: each chapter's run time read from a book build's log, and the line a
 chapter opens with."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vitlib.lab import chapter_costs
+from vitlib.lab.results import chapter_costs
 
 LOG = """\
 [01mreading sources... [39;49;00m[ 20%] notebooks/01_images_as_sequences

@@ -1,4 +1,4 @@
-"""vitlib.lab.grid: which runs the stem x attention grid needs, its commands, its table and finding."""
+"""vitlib.lab.results.grid: which runs the stem x attention grid needs, its commands, its table and finding."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 
 from vitlib import config
 from vitlib.cli import main as cli_main
-from vitlib.lab import grid
+from vitlib.lab.results import grid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def test_a_stem_or_attention_added_to_the_library_leaves_the_grid_as_recorded(mo
     """grid.py run afresh (a separate module) while the config names one stem and one attention more."""
     monkeypatch.setattr(config, "STEMS", (*config.STEMS, "linear"))
     monkeypatch.setattr(config, "ATTENTIONS", (*config.ATTENTIONS, "linear"))
-    spec = importlib.util.spec_from_file_location("vitlib.lab._grid_probe", grid.__file__)
+    spec = importlib.util.spec_from_file_location("vitlib.lab.results._grid_probe", grid.__file__)
     fresh = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, fresh)  # its dataclasses look their module up there
     spec.loader.exec_module(fresh)
@@ -99,13 +99,13 @@ def test_table_and_finding_report_mean_and_spread_over_seeds(tmp_path: Path) -> 
     matrix = grid.matrix_table(grid.load(tmp_path))
     assert "| SPT | " in matrix and "MHSA" in matrix.splitlines()[0] and "40.0 ± 1.0 % (3 seeds)" in matrix
     sentence = grid.finding(grid.load(tmp_path))
-    assert "conv stem + MHSA: 40.0 ± 1.0 % (3 seeds) against patch + MHSA: 31.0 ± 1.0 % (3 seeds), +9.0 points, 9 times" in sentence
+    assert "conv stem + MHSA: 40.0 ± 1.0 % (3 seeds) against patch + MHSA: 31.0 ± 1.0 % (3 seeds), +9.0 points, more than twice" in sentence
     assert "one seed each" in grid.compare(grid.load(tmp_path), ("spt", "lsa"), ("conv", "lsa"))
     assert grid.compare(grid.load(tmp_path / "none"), ("spt", "lsa"), grid.BASELINE) is None
-    assert grid.describe(grid.load(tmp_path)).startswith("10 recorded grid runs (python -m vitlib.lab.grid), 4 epochs each on CPU")
+    assert grid.describe(grid.load(tmp_path)).startswith("10 recorded grid runs (python -m vitlib.lab.results.grid), 4 epochs each on CPU")
 
     _record(tmp_path, "conv", "mhsa", 2, 0.30)  # now conv's seeds spread widely: no clear gap
-    assert "not clearly larger" in grid.finding(grid.load(tmp_path))
+    assert "within twice the larger seed-to-seed standard deviation of the two, 6.1 points" in grid.finding(grid.load(tmp_path))
 
 
 def test_the_command_line_lists_what_is_left_and_checks_its_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from vitlib.cli import CONFIG_DIR, ViTCLI, packaged_configs
-from vitlib.lab.baseline import ResNetModule
+from vitlib.lab.results.baseline import ResNetModule
 from vitlib.module import ViTModule
 from vitlib.support import hardware
 from vitlib.support.hardware import Capabilities, choose, decide_precision

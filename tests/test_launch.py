@@ -1,4 +1,4 @@
-"""vitlib.lab.launch: a run described once, its command line, and every planned run parsed by the
+"""vitlib.lab.results.launch: a run described once, its command line, and every planned run parsed by the
 CLI before anything trains."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import gpu_run
-from vitlib.lab import ablation, book, grid, launch, own_run
+from vitlib.lab.book import chapter, own_run
+from vitlib.lab.results import ablation, grid, launch
 from vitlib.schedule import ScheduleConfig
 from vitlib.support import cifar, hardware
 
@@ -46,8 +47,8 @@ def _planned() -> dict[str, launch.RunSpec]:
     specs = {f"grid {run.name}": run.spec for run in grid.plan({}, grid.EPOCHS, "data-q75", "runs/grid")}
     for study in ablation.STUDIES.values():
         specs.update({f"study {study.epochs} {run.name}": run.spec for run in study.plan({}, study.epochs, "data-q75", study.logs)})
-    real = book.DataSource(cifar.DatasetId.Q75, Path("data-q75"), "q75")
-    quick = book.DataSource(cifar.DatasetId.SYNTHETIC, None, "stripes")
+    real = chapter.DataSource(cifar.DatasetId.Q75, Path("data-q75"), "q75")
+    quick = chapter.DataSource(cifar.DatasetId.SYNTHETIC, None, "stripes")
     machines = {"cpu": hardware.Capabilities(cpu_threads=2), "h100": hardware.Capabilities("NVIDIA H100 80GB HBM3", (9, 0), 16)}
     for config in ablation.BUDGET_RECIPES.values():
         for source in (real, quick):

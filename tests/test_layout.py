@@ -1,5 +1,5 @@
-"""The package's layout is what README says: the teaching core, support/ and lab/, benchmarks/
-outside; and every module, name and command the README and the chapters use exists where they say."""
+"""The package's layout is what README says: the teaching core, support/ and lab/ (book/ reading
+results/), benchmarks/ outside; and every module, name and command the README and the chapters use exists where they say."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "vitlib"
 CORE = sorted(p for p in PACKAGE.glob("*.py"))
 SUPPORT = sorted((PACKAGE / "support").glob("*.py"))
-LAB = sorted((PACKAGE / "lab").glob("*.py"))
+LAB = sorted((PACKAGE / "lab").rglob("*.py"))
+RESULTS = sorted((PACKAGE / "lab" / "results").rglob("*.py"))
 
 
 def _module_name(path: Path) -> str:
@@ -49,6 +50,17 @@ def test_neither_the_core_nor_support_imports_the_lab_or_the_benchmarks(path: Pa
 def test_the_lab_does_not_import_the_benchmarks(path: Path) -> None:
     bad = sorted(m for m in _imports(path) if m.startswith("benchmarks"))
     assert not bad, f"{_module_name(path)} imports {bad}: benchmarks/ is not installed with the package"
+
+
+@pytest.mark.parametrize("path", RESULTS, ids=lambda p: _module_name(p))
+def test_what_writes_results_does_not_import_the_chapters_helpers(path: Path) -> None:
+    bad = sorted(m for m in _imports(path) if m.startswith("vitlib.lab.book"))
+    assert not bad, f"{_module_name(path)} imports {bad}: lab/book/ reads lab/results/, never the other way round"
+
+
+def test_the_lab_is_its_two_packages() -> None:
+    loose = sorted(p.name for p in (PACKAGE / "lab").glob("*.py") if p.name != "__init__.py")
+    assert not loose, f"vitlib/lab/ holds {loose}: put each in book/ (what the chapters call) or results/ (what writes results/)"
 
 
 @pytest.mark.parametrize("path", [p for p in CORE if p.name not in ("__init__.py",)], ids=lambda p: p.stem)

@@ -43,7 +43,7 @@ def test_notebook_is_clean_and_starts_right(path: Path) -> None:
     assert colab.group(1) == f"../{BADGE.relative_to(ROOT).as_posix()}" and BADGE.is_file(), "the badge is _static's file"
     setup = "".join(code[0]["source"])
     assert "import vitlib" in setup and "except ImportError" in setup and "pip install" in setup
-    assert f"book.show_setup(source, \"{path.stem}\")" in setup  # says which device and data it runs on, and what it costs
+    assert f"chapter.show_setup(source, \"{path.stem}\")" in setup  # says which device and data it runs on, and what it costs
     repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     assert repository.removeprefix("https://github.com/") in setup and colab.group(2).startswith(
         repository.removeprefix("https://github.com/")
@@ -52,7 +52,7 @@ def test_notebook_is_clean_and_starts_right(path: Path) -> None:
 
 def test_the_library_fetches_records_from_the_books_repository() -> None:
 
-    from vitlib.lab import records
+    from vitlib.lab.results import records
 
     repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     assert records.REPOSITORY_URL == repository

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitlib.lab import book, own_run
+from vitlib.lab.book import chapter, own_run
 from vitlib.schedule import ScheduleConfig
 from vitlib.support import cifar, hardware
 
-REAL = book.DataSource(cifar.DatasetId.OFFICIAL, Path("data"), "CIFAR-100")
-SYNTHETIC = book.DataSource(cifar.DatasetId.SYNTHETIC, None, "synthetic data (quick mode)")
+REAL = chapter.DataSource(cifar.DatasetId.OFFICIAL, Path("data"), "CIFAR-100")
+SYNTHETIC = chapter.DataSource(cifar.DatasetId.SYNTHETIC, None, "synthetic data (quick mode)")
 
 
 def test_the_budget_is_the_minutes_on_a_gpu_with_real_data_only(monkeypatch):
@@ -75,7 +75,7 @@ def _fit(epochs: int) -> float:
 )
 def test_the_plan_takes_the_recipe_for_the_epochs_that_fit(monkeypatch, epoch_s, config, epochs, cycle):
     """The warm-up is timed (here: its result is given), then the recipe follows the epochs that
-    fit (vitlib.lab.ablation.recipe_for), its two cycles scaled over them."""
+    fit (vitlib.lab.results.ablation.recipe_for), its two cycles scaled over them."""
     monkeypatch.setattr(own_run.RunSpec, "run_here", lambda spec: None)
     monkeypatch.setattr(own_run.timed, "read_warm_up", lambda path: {"epoch_s": epoch_s, "startup_s": 0.0})
     monkeypatch.setattr(own_run.time, "time", lambda: 1_000.0)  # no time passes during the warm-up

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from vitlib import ViTConfig
-from vitlib.lab import ablation, tables
-from vitlib.lab.book import recipe_config
+from vitlib.lab.results import ablation, tables
+from vitlib.lab.book.chapter import recipe_config
 
 REPO = Path(__file__).resolve().parents[1]
 QUANTITY = re.compile(r"\d[\d,]*(?:\.\d+)?\s?(?:%|M-parameter|M parameters|epochs?\b|-epoch\b|hours?\b|minutes\b|images/s|img/s)")

@@ -14,8 +14,9 @@ import yaml
 
 from vitlib import data
 from vitlib.cli import main
-from vitlib.lab import ablation, book, comparison, evaluation, grid, records, speed, tables
-from vitlib.lab.recorded import CPU_RUN
+from vitlib.lab.book import chapter, evaluation
+from vitlib.lab.results import ablation, comparison, grid, records, speed, tables
+from vitlib.lab.book.recorded import CPU_RUN
 from vitlib.support import cifar, run_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,11 +55,11 @@ def test_a_data_source_on_the_copy_names_it_and_reads_it_unverified(
     folder = root / cifar.FOLDER
     monkeypatch.setattr(cifar, "Q75_PIXELS_SHA256", {s: _pixel_sha256(folder / s) for s in ("train", "test")})
     cifar._identify.cache_clear()
-    source = book.data_source(root, download=False)
+    source = chapter.data_source(root, download=False)
     assert source.dataset is cifar.DatasetId.Q75 and source.caption == "CIFAR-100 (JPEG q75 copy)"
     assert source.datamodule().hparams.verify_md5 is False
     assert source.class_names[3] == "bear"
-    assert book.DataSource(cifar.DatasetId.SYNTHETIC, None, "stripes").class_names[3] == "stripes 3"
+    assert chapter.DataSource(cifar.DatasetId.SYNTHETIC, None, "stripes").class_names[3] == "stripes 3"
 
 
 def test_a_fit_records_its_speed_against_the_bare_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,7 +130,7 @@ def test_bare_steps_of_variants_in_one_process(tmp_path: Path, capsys: pytest.Ca
     wide, narrow = payload["rows"]
     assert wide["relative_to_first"] == 1.0 and narrow["images_per_s"] > 0
     assert wide["parameters"] > narrow["parameters"]
-    assert payload["command"].startswith("python -m vitlib.lab.speed") and payload["threads"] >= 1
+    assert payload["command"].startswith("python -m vitlib.lab.results.speed") and payload["threads"] >= 1
     assert "narrow" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         speed.main(["--model", 'bad={"dim": 65, "heads": 2}'])
@@ -144,7 +145,7 @@ def test_fits_of_whole_configs_against_their_bare_step(tmp_path: Path, capsys: p
                      "--out", str(out), "--data.quick", "true", "--data.batch_size", "16", "--model.overrides", '{"dim": 32, "depth": 1, "heads": 2}'])  # fmt: skip
     payload = json.loads(out.read_text())
     plain, full = payload["rows"]
-    assert payload["kind"] == "fit" and payload["batches"] == 2 and payload["command"].startswith("python -m vitlib.lab.speed --fit")
+    assert payload["kind"] == "fit" and payload["batches"] == 2 and payload["command"].startswith("python -m vitlib.lab.results.speed --fit")
     assert plain["augment"]["randaugment"] is False and full["augment"]["randaugment"] and full["mix"]["prob"] == 1.0
     for row in (plain, full):
         assert row["train_images_per_s"] > 0 and row["bare_step_images_per_s"] > 0
@@ -274,7 +275,7 @@ def test_the_cnn_baseline_ran_the_cpu_recipe_with_another_network_and_its_weight
     copy, evaluate to the recorded top-1."""
     from safetensors.torch import load_file
 
-    from vitlib.lab.baseline import CIFARResNet, same_recipe
+    from vitlib.lab.results.baseline import CIFARResNet, same_recipe
     from vitlib.support.pretrained import sha256_of
 
     record = records.Record.from_json(json.loads(BASELINE.read_text()))

@@ -31,7 +31,7 @@ from vitlib.attention import Attention
 from vitlib.augment import AugmentConfig, MixConfig, normalize
 from vitlib.cli import ViTCLI, main
 from vitlib.data import CIFAR100DataModule, ImageFileDataset
-from vitlib.lab.records import record_run
+from vitlib.lab.results.records import record_run
 from vitlib.module import OptimizerConfig, ViTModule
 from vitlib.schedule import ScheduleConfig
 from vitlib.support.checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint, save_checkpoint

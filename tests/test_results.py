@@ -1,7 +1,8 @@
-"""vitlib.lab.records and vitlib.lab.tables: recording a finished run and rendering the results and benchmark tables."""
+"""vitlib.lab.results.records and vitlib.lab.results.tables: recording a finished run and rendering the results and benchmark tables."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from vitlib import ViT, ViTConfig
-from vitlib.lab import records, tables
+from vitlib.lab.results import records, tables
 from vitlib.support import run_folder
 from vitlib.support.cifar import DatasetId
 from vitlib.support.checkpoints import CONFIG_KEY
@@ -64,6 +65,9 @@ def test_record_run_writes_everything_needed_to_trust_and_repeat_it(tmp_path: Pa
     assert record.date[:4].isdigit() and "T" in record.date
     assert record.commit  # a commit hash, or a statement that there is no git checkout
     assert records.load_results(tmp_path / "results") == [record]
+    # A copy of the tree without .git names the commit it knows from elsewhere (its bundle).
+    copied = records.record_run(run, "copied", tmp_path / "results", weights=False, commit="0123abc")
+    assert records.Record.from_json(json.loads(copied.read_text())).commit == "0123abc"
 
 
 def test_quick_mode_runs_are_not_results(tmp_path: Path) -> None:
@@ -200,3 +204,17 @@ def test_the_history_reads_the_learning_rate_of_any_optimizer(tmp_path: Path) ->
     )
     history = run_folder.read_history(csv)
     assert history["lr"] == [(0, 0.2), (1, 0.3)] and history["val/top1"] == [(0, 0.3), (1, 0.4)]
+
+
+def test_the_path_table_says_what_changed_from_each_run_to_the_next(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path, top1=0.5)
+    first = records.Record.from_json(json.loads(records.record_run(run, "first", tmp_path / "results", weights=False).read_text()))
+    longer = dataclasses.replace(first, name="longer", epochs=first.epochs + 50, data={**first.data, "mix": {"prob": 1.0}})
+    same = dataclasses.replace(longer, name="again")
+    lines = tables.path_table([(first, "tuned"), (longer, "longer, with mixing"), (same, "a second seed")]).splitlines()
+    assert "| first |" in lines[2] and "(the first) | tuned |" in lines[2]
+    assert f"epochs: {first.epochs} → {first.epochs + 50}; " in lines[3] and "CutMix/MixUp p=1" in lines[3]
+    assert "model: " not in lines[3] and "| longer, with mixing |" in lines[3]
+    assert "nothing in the recipe | a second seed |" in lines[4]
+    with pytest.raises(ValueError, match="at least one step"):
+        tables.path_table([])

@@ -18,8 +18,8 @@ from vitlib import (  # noqa: E402
     ViTConfig,
     rollout,  # noqa: E402
 )
-from vitlib.lab import figures  # noqa: E402
-from vitlib.lab.figures import (
+from vitlib.lab.book import figures  # noqa: E402
+from vitlib.lab.book.figures import (
     HEAT_LABEL,
     caption,
     heat_scale,
@@ -267,7 +267,7 @@ def test_in_a_notebook_the_caption_is_page_text_and_the_image_has_alt_text(monke
     import IPython.display
 
     shown = []
-    monkeypatch.setattr("vitlib.lab.figures._notebook_shell", lambda: object())
+    monkeypatch.setattr("vitlib.lab.book.figures._notebook_shell", lambda: object())
     monkeypatch.setattr(IPython.display, "display", shown.append)
     fig = plot_patches(torch.rand(3, 32, 32), 4)
     caption(fig, "CIFAR-100 (JPEG q75 copy) <test>")
@@ -320,7 +320,7 @@ def test_a_figure_carries_the_width_at_which_its_smallest_label_reads_at_8_pt(mo
     ax.text(0.5, 0.5, "", fontsize=2)  # empty text is not a label
     assert figures.smallest_font_pt(fig) == 7.0
     shown = []
-    monkeypatch.setattr("vitlib.lab.figures._notebook_shell", lambda: object())
+    monkeypatch.setattr("vitlib.lab.book.figures._notebook_shell", lambda: object())
     monkeypatch.setattr(IPython.display, "display", shown.append)
     caption(fig, "text")
     page = shown[0].data
@@ -399,7 +399,7 @@ def test_a_figure_links_to_itself_for_its_full_size_view(monkeypatch):
     import IPython.display
 
     shown = []
-    monkeypatch.setattr("vitlib.lab.figures._notebook_shell", lambda: object())
+    monkeypatch.setattr("vitlib.lab.book.figures._notebook_shell", lambda: object())
     monkeypatch.setattr(IPython.display, "display", shown.append)
     caption(plot_patches(torch.rand(3, 32, 32), 4), "text")
     page = shown[0].data

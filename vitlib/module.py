@@ -83,7 +83,7 @@ class ClassifierModule(L.LightningModule):
     and test report the plain cross-entropy and top-1 / top-5 accuracy, each computed over the
     whole split at the end of the epoch (torchmetrics accumulates on the device and synchronises
     across processes), never as an average of per-batch values. :class:`ViTModule` trains the
-    book's ViTs; :class:`vitlib.lab.baseline.ResNetModule` a CNN on the same recipe.
+    book's ViTs; :class:`vitlib.lab.results.baseline.ResNetModule` a CNN on the same recipe.
     """
 
     def __init__(

@@ -3,7 +3,7 @@ similarity. Taught in chapter 7 (and chapters 1 and 3 use the similarity and the
 
 Attention maps are ``ViT(...)(images, return_attention=True)``'s list, one ``[B, heads, N, N]``
 tensor per block, rows summing to 1; token 0 is the class token when the model has one. The
-drawing lives in :mod:`vitlib.lab.figures`.
+drawing lives in :mod:`vitlib.lab.book.figures`.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ with two more seeds, so that a difference can be set against the seed-to-seed sp
 trains and records the whole grid; a run already recorded is skipped, so an interrupted grid
 resumes where it stopped (a run cut short resumes from its last checkpoint)::
 
-    python -m vitlib.lab.grid --data-dir data-q75
+    python -m vitlib.lab.results.grid --data-dir data-q75
 
-Each run is recorded like any other (:func:`vitlib.lab.records.record_run`):
+Each run is recorded like any other (:func:`vitlib.lab.results.records.record_run`):
 ``results/grid/<stem>-<attention>-seed<N>.json`` with its history, timing, parameters, FLOPs per
 image and weights. Which cell is "best" is read from the test split, the only held-out set this
 comparison has: the repeats then test whether that pick survives other seeds.
@@ -122,7 +122,7 @@ def grid_table(records: Sequence[Record]) -> str:
     seeds, and each seed), top-5, parameters, FLOPs per image, wall time and images/s."""
     found = cells(records)
     if not found:
-        return "**No grid run is recorded.** `python -m vitlib.lab.grid --data-dir DIR` trains and records it."
+        return "**No grid run is recorded.** `python -m vitlib.lab.results.grid --data-dir DIR` trains and records it."
     rows = []
     for cell in found:
         first = cell.runs[0]
@@ -180,7 +180,7 @@ def finding(records: Sequence[Record]) -> str | None:
 
 def describe(records: Sequence[Record]) -> str:
     """One line of provenance for a caption: how many grid runs, epochs, hardware, data, commits."""
-    return provenance(records, "grid run", "python -m vitlib.lab.grid")
+    return provenance(records, "grid run", "python -m vitlib.lab.results.grid")
 
 
 def plan(records: dict[str, Record], epochs: int, data_dir: str, root: str) -> list[PlannedRun]:
@@ -189,7 +189,7 @@ def plan(records: dict[str, Record], epochs: int, data_dir: str, root: str) -> l
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    comparison.main(argv, "python -m vitlib.lab.grid", "the stem x attention grid", RECIPE, EPOCHS, FOLDER, "runs/grid", plan)
+    comparison.main(argv, "python -m vitlib.lab.results.grid", "the stem x attention grid", RECIPE, EPOCHS, FOLDER, "runs/grid", plan)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,14 @@ On a GPU with the real data, chapter 6 trains for ``TRAIN_MINUTES``: :func:`plan
 (:class:`vitlib.support.timed.WarmUp`: two epochs of a few batches of ``configs/cpu_long.yaml``, the
 recipe of the recorded long run, whose mixing makes it the slower of the two), counts the epochs
 that fit (with a margin: :func:`vitlib.support.timed.epochs_that_fit`), and takes the recipe the recipe
-study advises for that many epochs (:func:`vitlib.lab.ablation.recipe_for`: ``short_budget`` without
+study advises for that many epochs (:func:`vitlib.lab.results.ablation.recipe_for`: ``short_budget`` without
 CutMix / MixUp for a short run, ``cpu_long`` for a long one), its two learning-rate cycles scaled
 over them so that the schedule ends, at its lowest rate, when the budget does; :func:`train` runs exactly what ``python -m
 vitlib fit --config <recipe>`` runs with those two settings, on the fast path
 :func:`vitlib.support.hardware.choose` picks, with Lightning's progress bar. The run lands in
 ``runs/book/recipe/vitlib/version_N/`` of a checkout (a temporary folder elsewhere):
 ``checkpoints/last.ckpt``, ``metrics.csv``, ``metrics.json``, the ``config.yaml`` it ran with.
-:func:`latest` reads the newest finished one back as a :class:`~vitlib.lab.records.RecordedRun`.
+:func:`latest` reads the newest finished one back as a :class:`~vitlib.lab.results.records.RecordedRun`.
 
 ``VITLIB_TRAIN_SECONDS=N`` trains for ``N`` seconds wherever the notebook runs (a CPU, quick
 mode's synthetic data), so that the cells a GPU runs are executed by ``pytest --nbmake`` too.
@@ -28,15 +28,15 @@ from pathlib import Path
 
 import torch
 
-from ..schedule import ScheduleConfig
-from ..support import hardware, timed
-from ..support.cifar import DatasetId
-from ..support.provenance import gpu_name
-from ..support.run_folder import final_metrics, run_folders
-from . import ablation, records
-from .book import DataSource, quiet_lightning, recipe_config, runs_root
-from .launch import Data, RunSpec, callback
-from .records import RecordedRun
+from ...schedule import ScheduleConfig
+from ...support import hardware, timed
+from ...support.cifar import DatasetId
+from ...support.provenance import gpu_name
+from ...support.run_folder import final_metrics, run_folders
+from ..results import ablation, records
+from ..results.launch import Data, RunSpec, callback
+from ..results.records import RecordedRun
+from .chapter import DataSource, quiet_lightning, recipe_config, runs_root
 
 WARM_UP_CONFIG = ablation.BUDGET_RECIPES["long"]  # the recipe of the recorded long run (results/cpu-long.json)
 SECONDS_ENV = "VITLIB_TRAIN_SECONDS"
@@ -162,7 +162,7 @@ def train(source: DataSource, planned: Plan) -> RecordedRun:
 
 def latest(root: str | Path | None = None, real: bool = True) -> RecordedRun | None:
     """The newest finished run under ``root`` (default ``runs/book/recipe``) as a
-    :class:`~vitlib.lab.records.RecordedRun` (its weights exported next to it), else ``None``. With
+    :class:`~vitlib.lab.results.records.RecordedRun` (its weights exported next to it), else ``None``. With
     ``real``, runs on quick mode's synthetic data are passed over: they have nothing to show."""
     root = Path(root) if root is not None else runs_root() / "recipe"
     finished = [(folder, final_metrics(folder)) for folder in run_folders(root)]

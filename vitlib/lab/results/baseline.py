@@ -9,7 +9,7 @@ ViT's 73 M (both counted by :func:`vitlib.measure.flops`). The blocks are torchv
 :class:`~vitlib.module.ClassifierModule` (loss, AdamW, schedule, metrics) the ViTs train with, so
 ``configs/cpu_resnet.yaml`` differs from ``configs/cpu.yaml`` in the network only::
 
-    python -m vitlib.lab.baseline fit --config cpu_resnet --data.data_dir DIR
+    python -m vitlib.lab.results.baseline fit --config cpu_resnet --data.data_dir DIR
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from .. import cli
-from ..measure import flops
-from ..model import count_parameters
-from ..module import ClassifierModule, OptimizerConfig
-from ..schedule import ScheduleConfig
-from ..support.checkpoints import load_checkpoint, network_state
-from ..support.pretrained import save_weights
-from ..support.run_folder import last_checkpoint
+from ... import cli
+from ...measure import flops
+from ...model import count_parameters
+from ...module import ClassifierModule, OptimizerConfig
+from ...schedule import ScheduleConfig
+from ...support.checkpoints import load_checkpoint, network_state
+from ...support.pretrained import save_weights
+from ...support.run_folder import last_checkpoint
 from . import records
 from .records import Record
 
@@ -91,7 +91,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> CIFARResNet:
 
 def export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """The run's ``last.ckpt`` as ``folder/model.safetensors`` + ``config.json`` (depth and
-    classes), for :func:`vitlib.lab.records.record_run`: ``(weights entry, size)``."""
+    classes), for :func:`vitlib.lab.results.records.record_run`: ``(weights entry, size)``."""
     model = model_from_checkpoint(load_checkpoint(last_checkpoint(run_dir)))
     save_weights(model, {"depth": model.depth, "num_classes": model.num_classes}, folder)
     size = {"parameters": count_parameters(model), "flops_per_image": flops(model, torch.zeros(1, 3, 32, 32))}
@@ -101,7 +101,7 @@ def export_weights(run_dir: Path, folder: Path) -> tuple[dict[str, Any], dict[st
 def record(
     run_dir: str | Path, name: str = "cpu-resnet", out_dir: str | Path = "results", command: str | None = None, note: str | None = None
 ) -> Path:
-    """Record a finished baseline run like every run of the book (:func:`vitlib.lab.records.record_run`)."""
+    """Record a finished baseline run like every run of the book (:func:`vitlib.lab.results.records.record_run`)."""
     return records.record_run(run_dir, name, out_dir, command=command, note=note, exporter=export_weights)
 
 

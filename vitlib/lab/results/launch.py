@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .. import cli
+from ... import cli
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``python -m vitlib.lab.speed``: how much of the machine a training config leaves to the model.
+"""``python -m vitlib.lab.results.speed``: how much of the machine a training config leaves to the model.
 
 :func:`fit_speed` runs short fits of whole training configs (``--fit``) and sets each one's
 training images/s against its bare step (e.g. to see what RandAugment and CutMix / MixUp cost);
@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
-from ..config import ViTConfig
-from ..model import ViT, count_parameters
-from ..support.callbacks import bare_step_images_per_s
-from ..support.files import write_json_atomic
-from ..support.provenance import git_commit, this_machine
-from ..support.run_folder import final_metrics, history, version_folder
+from ...config import ViTConfig
+from ...model import ViT, count_parameters
+from ...support.callbacks import bare_step_images_per_s
+from ...support.files import write_json_atomic
+from ...support.provenance import git_commit, this_machine
+from ...support.run_folder import final_metrics, history, version_folder
 
 
 def compare_bare_steps(models: dict[str, dict[str, Any]], batch_size: int = 128, steps: int = 10) -> list[dict[str, Any]]:
@@ -81,7 +81,7 @@ def fit_speed(configs: dict[str, str], data_dir: str | None = None, batches: int
 
 def _provenance(argv: Sequence[str] | None) -> dict[str, Any]:
     return {
-        "command": "python -m vitlib.lab.speed " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "command": "python -m vitlib.lab.results.speed " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "commit": git_commit(Path.cwd()),
         "hardware": this_machine(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -92,7 +92,7 @@ def _provenance(argv: Sequence[str] | None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m vitlib.lab.speed",
+        prog="python -m vitlib.lab.results.speed",
         description="Bare training-step images/s of model variants, one after the other in one process (--model); "
         "or the training images/s of short fits of whole configs against their bare step (--fit). "
         "Options it does not know go to every fit (e.g. --data.verify_md5 false).",
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             models = {name: json.loads(spec) for name, spec in (item.split("=", 1) for item in args.model)}
             rows = compare_bare_steps(models, args.batch_size, args.steps)
     except (ValueError, TypeError, RuntimeError) as err:  # a malformed option, an invalid config, a failed fit
-        parser.exit(2, f"vitlib.lab.speed: error: {err}\n")
+        parser.exit(2, f"vitlib.lab.results.speed: error: {err}\n")
     for row in rows:
         if args.fit:
             print(f"{row['name']}: {row['train_images_per_s']:.0f} images/s training, {row['bare_step_images_per_s']:.0f} "

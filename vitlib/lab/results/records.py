@@ -5,10 +5,10 @@ or ``test``) leaves ``runs/vitlib/version_N/metrics.json``; this module turns it
 ``results/<name>.json`` with what is needed to trust and repeat it (command, commit, hardware,
 date, dataset, metrics, history, weights)::
 
-    python -m vitlib.lab.records runs/vitlib/version_3 --name vit-reference
+    python -m vitlib.lab.results.records runs/vitlib/version_3 --name vit-reference
 
 Every record is read and written through :class:`Record`, the one definition of the file's
-format; :mod:`vitlib.lab.tables` renders the records as the book's tables.
+format; :mod:`vitlib.lab.results.tables` renders the records as the book's tables.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..config import ViTConfig
-from ..measure import model_flops
-from ..model import ViT, count_parameters
-from ..support.checkpoints import CONFIG_KEY, load_checkpoint, network_state
-from ..support.cifar import DatasetId
-from ..support.files import write_json_atomic
-from ..support.pretrained import TIMEOUT_S, WEIGHTS_NAME, from_pretrained, save_pretrained, sha256_of
-from ..support.provenance import git_commit, this_machine
-from ..support.run_folder import (
+from ...config import ViTConfig
+from ...measure import model_flops
+from ...model import ViT, count_parameters
+from ...support.checkpoints import CONFIG_KEY, load_checkpoint, network_state
+from ...support.cifar import DatasetId
+from ...support.files import write_json_atomic
+from ...support.pretrained import TIMEOUT_S, WEIGHTS_NAME, from_pretrained, save_pretrained, sha256_of
+from ...support.provenance import git_commit, this_machine
+from ...support.run_folder import (
     CONFIG,
     METRICS_CSV,
     METRICS_JSON,
@@ -141,7 +141,7 @@ HOW_TO_RUN = (
     "On a machine with a GPU and CIFAR-100, train with `python -m vitlib fit --config configs/<recipe>.yaml` "
     "(for example `configs/reference.yaml`), optionally `python -m vitlib test --config configs/<recipe>.yaml "
     "--ckpt_path runs/vitlib/version_N/checkpoints/last.ckpt`, then record the run with "
-    "`python -m vitlib.lab.records runs/vitlib/version_N --name <name>` and commit `results/<name>.json`."
+    "`python -m vitlib.lab.results.records runs/vitlib/version_N --name <name>` and commit `results/<name>.json`."
 )
 
 
@@ -175,6 +175,7 @@ def record_run(
     unfinished: bool = False,
     note: str | None = None,
     exporter: Callable[[Path, Path], tuple[dict[str, Any], dict[str, int]]] | None = None,
+    commit: str | None = None,
 ) -> Path:
     """Write ``out_dir/<name>.json`` from a finished run's ``metrics.json``; returns its path.
 
@@ -195,13 +196,14 @@ def record_run(
     size (parameters, FLOPs per image); ``exporter`` replaces :func:`export_weights` for other models.
 
     Record right after the run, on the machine that ran it: the commit and hardware are read from
-    the checkout and machine at hand (``hardware`` overrides the latter). The default command
+    the checkout and machine at hand (``commit`` and ``hardware`` override them, e.g. for a copy of
+    the tree without .git that knows its commit from elsewhere). The default command
     repeats the run exactly from the ``config.yaml`` that Lightning saved with it. Runs on
     synthetic data (quick mode) are refused: they are demonstrations, not results.
     """
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ValueError(f"name must be a plain file name without slashes; got {name!r}")
-    record = run_record(run_dir, name, command, hardware, unfinished, note)
+    record = run_record(run_dir, name, command, hardware, unfinished, note, commit)
     last = check_parts(run_dir)[-1]
     if not record.dataset.real:
         raise ValueError(f"{last} trained on {record.dataset.label}: a quick-mode run is not a result. {HOW_TO_RUN}")
@@ -238,6 +240,7 @@ def run_record(
     hardware: str | None = None,
     unfinished: bool = False,
     note: str | None = None,
+    commit: str | None = None,
 ) -> Record:
     """What :func:`record_run` writes, without the weights: provenance, metrics, config, timing
     and history of the run in ``run_dir`` (one folder, or the parts of a resumed fit)."""
@@ -262,7 +265,7 @@ def run_record(
         "name": name,
         "command": command or f"python -m vitlib {run.get('stage', 'fit')} --config {first_config / CONFIG}",
         # The checkout recording it (run folders usually live outside one, e.g. under /tmp).
-        "commit": git_commit(Path.cwd()),
+        "commit": commit or git_commit(Path.cwd()),
         "hardware": hardware or this_machine(),
         "date": finished.isoformat(timespec="seconds"),
         "dataset": run.get("dataset", DatasetId.UNVERIFIED.label),
@@ -388,7 +391,7 @@ def load_benchmarks(folder: str | Path = "benchmarks/results") -> list[dict[str,
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m vitlib.lab.records", description="Record a finished run as results/<name>.json."
+        prog="python -m vitlib.lab.results.records", description="Record a finished run as results/<name>.json."
     )
     parser.add_argument(
         "run_dir", nargs="+",
@@ -406,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         path = record_run(args.run_dir, args.name, args.out, args.command, args.hardware, weights=not args.no_weights, unfinished=args.unfinished, note=args.note)
     except (FileNotFoundError, ValueError) as err:
-        parser.exit(2, f"vitlib.lab.records: error: {err}\n")
+        parser.exit(2, f"vitlib.lab.results.records: error: {err}\n")
     print(f"recorded {path}")
 
 

@@ -13,16 +13,16 @@ off) with a second seed, so that its gap can be set against the seed-to-seed noi
 one seed each, the short study's seed spread quoted as their noise. One command trains and records
 a study, skipping what is recorded and resuming a run that was cut short from its last checkpoint::
 
-    python -m vitlib.lab.ablation --data-dir data-q75                  # 30 epochs
-    python -m vitlib.lab.ablation --data-dir data-q75 --epochs 100     # 100 epochs
-    python -m vitlib.lab.ablation --data-dir data-q75 --dry-run        # the commands still to run
+    python -m vitlib.lab.results.ablation --data-dir data-q75                  # 30 epochs
+    python -m vitlib.lab.results.ablation --data-dir data-q75 --epochs 100     # 100 epochs
+    python -m vitlib.lab.results.ablation --data-dir data-q75 --dry-run        # the commands still to run
 
 On two CPU cores, two runs side by side with one thread each train about 10 % more images per
 second in total than one run with two threads, and torch.compile is slower here
 (``results/speed/threads-cpu/``: 251 + 245 against 445 images/s, compiled 423)::
 
-    OMP_NUM_THREADS=1 python -m vitlib.lab.ablation --data-dir data-q75 --epochs 100 --only recipe-seed0 &
-    OMP_NUM_THREADS=1 python -m vitlib.lab.ablation --data-dir data-q75 --epochs 100 --only no-mix-seed0 &
+    OMP_NUM_THREADS=1 python -m vitlib.lab.results.ablation --data-dir data-q75 --epochs 100 --only recipe-seed0 &
+    OMP_NUM_THREADS=1 python -m vitlib.lab.results.ablation --data-dir data-q75 --epochs 100 --only no-mix-seed0 &
 
 A seed here is ``seed_everything``: the model's initialisation and the mixing draws. The held-out
 split, the order of the batches and each image's augmentation follow ``data.seed`` (0 in every
@@ -37,9 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from ..cli import recipe_config
-from ..support.timed import recipe_schedule
+from ...cli import recipe_config
+from ...support.timed import recipe_schedule
 from . import comparison
 from .comparison import PlannedRun, SeedGroup, gap, gap_sentence, leads, plan_runs, provenance
 from .launch import Data, RunSpec
@@ -97,12 +96,16 @@ SHORT = Study(
 # the recipe first, then the arm of the largest short-study gap, then the other.
 LONG = Study(100, (("recipe", 0), ("no-mix", 0), ("no-randaugment", 0)), "results/ablation-100", "runs/ablation-100")
 STUDIES = {study.epochs: study for study in (SHORT, LONG)}
+# Where the noise of the long study's single seeds comes from (the pages pass seed_noise(SHORT's records)).
+NOISE_SOURCE = f"of the {SHORT.epochs}-epoch study"
 
 
 # The recipe each budget gets, read from the study: up to SHORT_BUDGET_EPOCHS epochs the recipe
-# without CutMix / MixUp (the best arm after 30 epochs, by 6 points, several times the seed spread),
-# beyond it the long run's whole recipe, until the 100-epoch study says otherwise. 50 lies between
-# the two lengths measured (30 and 100); no length in between is measured.
+# without CutMix / MixUp (the best arm after 30 epochs: 3.0 points ahead of the next arm, 6.2 ahead
+# of the whole recipe, each more than twice the seed spread),
+# beyond it the long run's whole recipe, until the 100-epoch study says otherwise (a test holds each
+# budget's config to an arm that best_arms lets a reader pick at its length, once the study there is
+# recorded to its end). 50 lies between the two lengths measured (30 and 100); none in between is.
 SHORT_BUDGET_EPOCHS = 50
 BUDGET_RECIPES = {"short": "short_budget", "long": "cpu_long"}  # configs/<name>.yaml
 RECIPE = f"configs/{BUDGET_RECIPES['long']}.yaml"  # the long run's recipe, which every arm varies
@@ -174,7 +177,7 @@ def table(records: Sequence[Record]) -> str:
     augmented, mixed batches) and its time."""
     found = arms(records)
     if not found:
-        return "**No run of the recipe study is recorded.** `python -m vitlib.lab.ablation --data-dir DIR` trains and records it."
+        return "**No run of the recipe study is recorded.** `python -m vitlib.lab.results.ablation --data-dir DIR` trains and records it."
     rows = []
     for arm in found.values():
         runs = arm.runs
@@ -192,38 +195,35 @@ def table(records: Sequence[Record]) -> str:
     return markdown_table(rows)
 
 
-def compare(records: Sequence[Record], name: str) -> str | None:
-    """The gap sentence of comparison ``name`` (a key of ``COMPARISONS``); ``None`` until both
-    of its arms are recorded to their last epoch (:func:`so_far` tells of runs in progress)."""
+def compare(records: Sequence[Record], name: str, noise: float | None = None) -> str | None:
+    """The gap sentence of comparison ``name`` (a key of ``COMPARISONS``), against the arms' own
+    seed spread, else ``noise`` (the short study's, for the long study's single seeds); ``None``
+    until both of its arms are recorded to their last epoch (:func:`so_far` tells of runs in
+    progress)."""
     found = arms(records)
     with_it, without = COMPARISONS[name]
     if with_it not in found or without not in found or any(map(_stopped, found[with_it].runs + found[without].runs)):
         return None
-    return gap_sentence(found[with_it], found[without])
+    return gap_sentence(found[with_it], found[without], noise, NOISE_SOURCE)
 
 
-def verdict(records: Sequence[Record], name: str) -> str | None:
+def verdict(records: Sequence[Record], name: str, noise: float | None = None) -> str | None:
     """What comparison ``name`` says of the long run's choice (it trained with every part of the
-    recipe before the study ran): supported when the recipe ends ahead, contradicted when the arm
-    without the part does, with the noise it was measured against; ``None`` until both arms are
-    recorded to their last epoch."""
+    recipe before the study ran): supported when the recipe ends clearly ahead, contradicted when
+    the arm without the part does, not settled otherwise (noise as in :func:`compare`, which
+    states it; this sentence repeats it only when it leaves the question open); ``None`` until
+    both arms are recorded to their last epoch."""
     found = arms(records)
     with_it, without = (found.get(arm) for arm in COMPARISONS[name])
     if with_it is None or without is None or any(map(_stopped, with_it.runs + without.runs)):
         return None
-    g = gap(with_it, without)
-    if g.clear is None:
-        noise = "one seed each, so the gap is not yet set against the seed-to-seed noise"
-    elif g.clear:
-        noise = f"more than twice the seed-to-seed standard deviation ({g.noise:.1f})"
-    else:
-        noise = f"within twice the seed-to-seed standard deviation ({g.noise:.1f}), so not settled"
+    g = gap(with_it, without, noise, NOISE_SOURCE)
+    numbers = f"with it {with_it.mean:.1f} %, {without.label} {without.mean:.1f} % held-out top-1"
     epochs = with_it.runs[0].epochs
-    if g.points >= 0:
-        return (f"after {epochs} epochs the study supports the long run's choice of {name}: "
-                f"with it {with_it.mean:.1f} %, {without.label} {without.mean:.1f} % held-out top-1 ({noise})")
-    return (f"after {epochs} epochs the study contradicts the long run's choice of {name}: "
-            f"{without.label} reaches {without.mean:.1f} % held-out top-1, the recipe {with_it.mean:.1f} % ({noise})")
+    if not g.clear:
+        return f"after {epochs} epochs the study does not settle the long run's choice of {name}: {numbers} ({g.judged()})"
+    said = "supports" if g.points > 0 else "contradicts"
+    return f"after {epochs} epochs the study {said} the long run's choice of {name}: {numbers}"
 
 
 def seed_noise(records: Sequence[Record]) -> float | None:
@@ -231,6 +231,18 @@ def seed_noise(records: Sequence[Record]) -> float | None:
     with more than one seed; ``None`` when none was."""
     spreads = [arm.spread for arm in arms(records).values() if arm.spread is not None]
     return max(spreads) if spreads else None
+
+
+def best_arms(records: Sequence[Record], study: Study, noise: float | None = None) -> list[str]:
+    """The arms of ``study`` that a reader may pick: the best by held-out top-1 and every arm
+    within twice the noise of it (their own larger seed spread, else ``noise``; with none, the
+    best alone), best first. Empty until every run of the study is recorded to its last epoch."""
+    names = {r.name: r for r in records}
+    if any(run_name(*run) not in names or _stopped(names[run_name(*run)]) for run in study.runs):
+        return []
+    found = sorted(arms([names[run_name(*run)] for run in study.runs]).values(), key=lambda arm: -arm.mean)
+    best = found[0]
+    return [arm.arm for arm in found if arm is best or gap(best, arm, noise).clear is False]
 
 
 def effect(records: Sequence[Record], name: str, noise: float | None = None) -> str | None:
@@ -248,15 +260,11 @@ def effect(records: Sequence[Record], name: str, noise: float | None = None) -> 
     planned = with_it.runs[0].planned_epochs or with_it.runs[0].epochs
     if any(map(_stopped, with_it.runs + without.runs)):
         return f"{planned} epochs, {name}: not measured yet, the runs are {so_far(records, name)}"
-    g = gap(with_it, without, noise)
-    if g.clear is None:
-        said, noise_said = "not settled (one seed each, no seed spread to set the gap against)", "noise unknown"
-    else:
-        noise_said = "seed-to-seed standard deviation" + (" of the 30-epoch study" if g.borrowed else "") + f" {g.noise:.1f}"
-        said = ("helps" if g.points > 0 else "hurts") if g.clear else "makes no clear difference"
+    g = gap(with_it, without, noise, NOISE_SOURCE)
+    said = {None: "is not settled", True: "helps" if g.points > 0 else "hurts", False: "makes no clear difference"}[g.clear]
     return (
         f"{planned} epochs, {name} {said}: {with_it.label} {with_it.describe()}, {without.label} {without.describe()} "
-        f"held-out top-1, {g.points:+.1f} points for {name} ({noise_said})"
+        f"held-out top-1, {g.points:+.1f} points for {name} ({g.judged()})"
     )
 
 
@@ -274,7 +282,7 @@ def budget_recipes() -> str:
 
     return (
         f"up to {SHORT_BUDGET_EPOCHS} epochs, {parts(BUDGET_RECIPES['short'])}; beyond, "
-        f"{parts(BUDGET_RECIPES['long'])} (`vitlib.lab.ablation.recipe_for`)"
+        f"{parts(BUDGET_RECIPES['long'])} (`vitlib.lab.results.ablation.recipe_for`)"
     )
 
 
@@ -290,7 +298,7 @@ def _pair(records: Sequence[Record], name: str, seed: int) -> tuple[dict[int, fl
 
 def crossing(records: Sequence[Record], name: str, seed: int = SEEDS[0]) -> str | None:
     """Who leads in which epochs on the held-out curves of comparison ``name`` (seed ``seed``),
-    every crossing named (:func:`vitlib.lab.comparison.leads`); ``None`` until both runs are
+    every crossing named (:func:`vitlib.lab.results.comparison.leads`); ``None`` until both runs are
     recorded."""
     pair = _pair(records, name, seed)
     if pair is None:
@@ -319,7 +327,7 @@ def so_far(records: Sequence[Record], name: str, seed: int = SEEDS[0]) -> str | 
 
 def curves(records: Sequence[Record], name: str) -> dict[str, list[dict[str, list[tuple[int, float]]]]]:
     """The histories of comparison ``name``'s two arms, ``{label: [history per seed]}``, for
-    :func:`vitlib.lab.figures.plot_run_curves`."""
+    :func:`vitlib.lab.book.figures.plot_run_curves`."""
     found = arms(records)
     return {
         found[arm].label: [{k: _history(r, k) for k in r.history} for r in found[arm].runs]
@@ -330,11 +338,11 @@ def curves(records: Sequence[Record], name: str) -> dict[str, list[dict[str, lis
 
 def describe(records: Sequence[Record]) -> str:
     """One line of provenance for a caption."""
-    return provenance(records, "recipe-study run", "python -m vitlib.lab.ablation")
+    return provenance(records, "recipe-study run", "python -m vitlib.lab.results.ablation")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    prog = "python -m vitlib.lab.ablation"
+    prog = "python -m vitlib.lab.results.ablation"
     # --epochs picks the study, and with it the folders of its records and runs.
     length = argparse.ArgumentParser(prog=prog, add_help=False)
     length.add_argument("--epochs", type=int, choices=sorted(STUDIES), default=SHORT.epochs)

@@ -5,7 +5,7 @@ runs that differ in one thing and in their seed. This module holds what they sha
 a group of runs that differ only in their seed (mean, sample standard deviation), the gap between
 two groups set against that seed-to-seed spread, and :func:`train_and_record`, which trains one
 planned run, resumes it from its last checkpoint when an earlier attempt was cut short, and
-records all its parts as one run (:func:`vitlib.lab.records.record_run`).
+records all its parts as one run (:func:`vitlib.lab.results.records.record_run`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..support.run_folder import METRICS_JSON, final_metrics, finished_parts, resume_point, stopped_parts
+from ...support.run_folder import METRICS_JSON, final_metrics, finished_parts, resume_point, stopped_parts
 from .launch import RunSpec
 from .records import Record, load_results, record_run
 
@@ -53,37 +53,49 @@ class SeedGroup:
 class Gap:
     """Group ``a``'s mean top-1 minus group ``b``'s, in points, and the seed-to-seed standard
     deviation it is judged against (``noise``: the groups' own larger spread, else one borrowed
-    from elsewhere, ``None`` when none is known). The one rule every comparison applies: a gap is
-    clear when it is more than twice the noise."""
+    from ``source``, e.g. ``"of the 30-epoch study"``; ``None`` when none is known). The one rule
+    every comparison applies: a gap is clear when it is more than twice the noise."""
 
     points: float
     noise: float | None
-    borrowed: bool = False
+    source: str | None = None  # where a borrowed noise was measured; None: the groups' own
+    both: bool = True  # with their own noise: both groups ran several seeds (else one of them did)
+
+    @property
+    def borrowed(self) -> bool:
+        return self.source is not None
 
     @property
     def clear(self) -> bool | None:
         """More than twice the noise; ``None`` when the noise is not known."""
         return None if self.noise is None else abs(self.points) > 2 * self.noise
 
+    def judged(self) -> str:
+        """The gap against the noise, in the words every comparison's sentence uses."""
+        if self.noise is None:
+            return "one seed each, so the seed-to-seed spread is not known"
+        if self.borrowed:
+            spread = f"the seed-to-seed standard deviation {self.source}"
+        else:
+            spread = "the larger seed-to-seed standard deviation of the two" if self.both else "the seed-to-seed standard deviation of the one trained with several seeds"
+        return f"{'more than' if self.clear else 'within'} twice {spread}, {self.noise:.1f} points"
 
-def gap(a: SeedGroup, b: SeedGroup, noise: float | None = None) -> Gap:
-    """:class:`Gap` of ``a`` over ``b``, judged against their own seed spread, else ``noise``."""
+
+def gap(a: SeedGroup, b: SeedGroup, noise: float | None = None, source: str = "of another comparison") -> Gap:
+    """:class:`Gap` of ``a`` over ``b``, judged against their own seed spread, else ``noise``
+    (measured where ``source`` says)."""
     own = [s for s in (a.spread, b.spread) if s is not None]
-    return Gap(a.mean - b.mean, max(own) if own else noise, borrowed=not own and noise is not None)
+    if own:
+        return Gap(a.mean - b.mean, max(own), both=len(own) == 2)
+    return Gap(a.mean - b.mean, noise, source if noise is not None else None)
 
 
-def gap_sentence(a: SeedGroup, b: SeedGroup) -> str:
+def gap_sentence(a: SeedGroup, b: SeedGroup, noise: float | None = None, source: str = "of another comparison") -> str:
     """``"conv stem + MHSA: 35.1 ± 0.4 % (3 seeds) against patch + MHSA: 31.0 ± 0.5 % (3 seeds),
-    +4.1 points, 8 times the larger seed-to-seed standard deviation (0.5)"``: with one seed each
-    there is no spread to compare the gap with, and the sentence says so."""
-    g = gap(a, b)
-    if g.clear is None:
-        verdict = "one seed each, so the seed-to-seed spread is not known"
-    elif g.clear:
-        verdict = f"{abs(g.points) / g.noise:.0f} times the larger seed-to-seed standard deviation ({g.noise:.1f})"
-    else:
-        verdict = f"not clearly larger than the seed-to-seed standard deviation ({g.noise:.1f})"
-    return f"{a.label}: {a.describe()} against {b.label}: {b.describe()}, {g.points:+.1f} points, {verdict}"
+    +4.1 points, more than twice the larger seed-to-seed standard deviation of the two, 0.5 points"``: with one
+    seed each and no ``noise`` there is no spread to compare the gap with, and the sentence says so."""
+    g = gap(a, b, noise, source)
+    return f"{a.label}: {a.describe()} against {b.label}: {b.describe()}, {g.points:+.1f} points, {g.judged()}"
 
 
 def _spans(epochs: Sequence[int]) -> str:
@@ -119,7 +131,7 @@ def leads(a_label: str, a: dict[int, float], b_label: str, b: dict[int, float]) 
 
 
 def provenance(records: Sequence[Record], what: str, command: str) -> str:
-    """One line for a caption: ``"10 recorded grid runs (python -m vitlib.lab.grid), 4 epochs each on
+    """One line for a caption: ``"10 recorded grid runs (python -m vitlib.lab.results.grid), 4 epochs each on
     <hardware>, <dataset>, commits a, b"``."""
     if not records:
         return f"no recorded {what}"

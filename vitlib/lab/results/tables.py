@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..augment import AugmentConfig, MixConfig
-from ..config import PRESETS
-from ..schedule import ScheduleConfig
+from ...augment import AugmentConfig, MixConfig
+from ...config import PRESETS
+from ...schedule import ScheduleConfig
 from .records import HOW_TO_RUN, Record, load_benchmarks, load_results
 
 
@@ -19,7 +19,7 @@ def recipe_row(record: Record) -> dict[str, Any]:
     """The recipe of a recorded run as one table row: model, optimizer, schedule, batch, epochs,
     augmentation, read from the config it ran with."""
     model, data = record.model, record.data
-    if "depth" in model and "preset" not in model:  # the CNN baseline (vitlib.lab.baseline.ResNetModule)
+    if "depth" in model and "preset" not in model:  # the CNN baseline (vitlib.lab.results.baseline.ResNetModule)
         arch = {"heads": "-", "mlp_ratio": "-", "drop_path": "-"}
         description = f"ResNet-{model['depth']} (CNN)"
     else:
@@ -99,6 +99,30 @@ def accuracy_table(folder: str | Path = "results") -> str:
     return markdown_table(rows) + "\n\n" + details("The command that re-creates each run", commands)
 
 
+def path_table(steps: Sequence[tuple[Record, str]]) -> str:
+    """Markdown: one row per step of a path of runs (each a record and how it was decided, in the
+    order they ran), with its test top-1 and time and what changed in its recipe from the step
+    before, read from the configs the runs ran with."""
+    if not steps:
+        raise ValueError("path_table needs at least one step")
+    rows, before = [], None
+    for record, decided in steps:
+        recipe = recipe_row(record)
+        changed = "; ".join(f"{key}: {before[key]} → {value}" for key, value in recipe.items() if key != "run" and before[key] != value) if before else "(the first)"
+        fit_s = (record.throughput or {}).get("fit_wall_s")
+        rows.append({
+            "run": record.name,
+            "top-1": _percent(record.metrics.top1),
+            "measured on": split_name(record),
+            "epochs": record.epochs or "?",
+            "fit (min)": f"{fit_s / 60:.0f}" if fit_s else "?",
+            "what changed": changed or "nothing in the recipe",
+            "how it was decided": decided,
+        })  # fmt: skip
+        before = recipe
+    return markdown_table(rows)
+
+
 def details(summary: str, lines: Sequence[str]) -> str:
     """Markdown inside a collapsed ``<details>`` block: long provenance (commands, notes) under a
     table instead of in its cells, where it would make every row tall."""
@@ -139,7 +163,7 @@ def throughput_table(folder: str | Path = "results") -> str:
 
 
 def bare_step_table(folder: str | Path = "results/speed") -> str:
-    """Markdown: each bare-step comparison of ``python -m vitlib.lab.speed --out`` in ``folder``
+    """Markdown: each bare-step comparison of ``python -m vitlib.lab.results.speed --out`` in ``folder``
     as its own short table (speeds are relative to the first model of the same comparison), with
     its provenance above it and the models' full overrides collapsed below it."""
     parts = []
@@ -162,7 +186,7 @@ def bare_step_table(folder: str | Path = "results/speed") -> str:
 
 
 def _speed_files(folder: str | Path, fit: bool) -> list[tuple[Path, dict[str, Any]]]:
-    """The files of ``python -m vitlib.lab.speed --out`` in ``folder``: those of ``--fit`` or of ``--model``."""
+    """The files of ``python -m vitlib.lab.results.speed --out`` in ``folder``: those of ``--fit`` or of ``--model``."""
     files = sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []
     payloads = [(file, json.loads(file.read_text())) for file in files]
     return [(file, payload) for file, payload in payloads if (payload.get("kind") == "fit") == fit]
@@ -176,7 +200,7 @@ def _augmentation(augment: dict[str, Any] | None, mix: dict[str, Any] | None) ->
 
 
 def fit_speed_table(folder: str | Path = "results/speed") -> str:
-    """Markdown: each comparison of ``python -m vitlib.lab.speed --fit --out`` in ``folder`` as a
+    """Markdown: each comparison of ``python -m vitlib.lab.results.speed --fit --out`` in ``folder`` as a
     short table, one row per config: its augmentation, the training images/s of a fit, the bare
     step's in the same process, and their ratio."""
     parts = []

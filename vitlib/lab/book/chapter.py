@@ -10,11 +10,11 @@ caption states the outcome:
   md5-verified; or, when those files fail the md5 check, the real images they hold, read as a
   subset; and when there is no dataset at all, synthetic data again, saying why.
 * the **demonstration budget** (:func:`training_budget`): runs of seconds, for the chapters that
-  train while they run (chapter 6's own training to a time budget is :mod:`vitlib.lab.own_run`).
+  train while they run (chapter 6's own training to a time budget is :mod:`vitlib.lab.book.own_run`).
 * the **machine and the chapter's cost** (:func:`show_setup`), printed first.
 
-The trained models the chapters show are in :mod:`vitlib.lab.recorded`; what a model does on the
-test split is read by :mod:`vitlib.lab.evaluation`.
+The trained models the chapters show are in :mod:`vitlib.lab.book.recorded`; what a model does on the
+test split is read by :mod:`vitlib.lab.book.evaluation`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from typing import Any
 
 import torch
 
-from ..cli import recipe_config  # noqa: F401 - the chapters call it as book.recipe_config
-from ..data import CIFAR100DataModule
-from ..schedule import ScheduleConfig
-from ..support.cifar import (
+from ...cli import recipe_config  # noqa: F401 - the chapters call it as chapter.recipe_config
+from ...data import CIFAR100DataModule
+from ...schedule import ScheduleConfig
+from ...support.cifar import (
     FINE_LABELS,
     DatasetId,
     DatasetNotFoundError,
@@ -45,8 +45,8 @@ from ..support.cifar import (
     identify_cifar100,
     quick_mode,
 )
-from ..support.provenance import gpu_name, repository_root
-from . import chapter_costs
+from ...support.provenance import gpu_name, repository_root
+from ..results import chapter_costs
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def data_source(root: str | Path | None = None, download: bool = True) -> DataSo
 @dataclass(frozen=True)
 class TrainingBudget:
     """A demonstration run of seconds on a CPU (chapter 5's range test): the model, its length,
-    and how many batches make an epoch. Chapter 6's real training is :mod:`vitlib.lab.own_run`."""
+    and how many batches make an epoch. Chapter 6's real training is :mod:`vitlib.lab.book.own_run`."""
 
     preset: str
     max_epochs: int
@@ -196,14 +196,14 @@ def data_note(source: DataSource) -> str:
     return f'<div class="admonition {kind}"><p class="admonition-title">{title}</p><p>{html.escape(source.caption)}</p></div>'
 
 
-def show_setup(source: DataSource, chapter: str | None = None) -> None:
-    """A chapter's first output: the machine it runs on (one line), what the chapter (its
-    notebook's name) costs to run (:mod:`vitlib.lab.chapter_costs`), and the data note."""
+def show_setup(source: DataSource, notebook: str | None = None) -> None:
+    """A chapter's first output: the machine it runs on (one line), what the chapter (named by its
+    ``notebook``) costs to run (:mod:`vitlib.lab.results.chapter_costs`), and the data note."""
     from IPython.display import HTML, display
 
     print(report())
-    if chapter is not None:
-        print(chapter_costs.cost_line(chapter, chapter_costs.load()))
+    if notebook is not None:
+        print(chapter_costs.cost_line(notebook, chapter_costs.load()))
     display(HTML(data_note(source)))
 
 

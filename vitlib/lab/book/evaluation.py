@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from ..model import evaluating
-from ..support.cifar import COARSE_LABELS, FINE_LABELS, FINE_TO_COARSE
-from .book import device
+from ...model import evaluating
+from ...support.cifar import COARSE_LABELS, FINE_LABELS, FINE_TO_COARSE
+from .chapter import device
 
 
 def predict(model: torch.nn.Module, loader: Any, on: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:

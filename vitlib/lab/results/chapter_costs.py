@@ -5,7 +5,7 @@ The seconds are read from a build's log, where Jupyter Book writes ``<notebook>:
 in N seconds`` for every notebook it runs, and recorded with the build's machine and commit::
 
     jupyter-book build . 2>&1 | tee build.log
-    python -m vitlib.lab.chapter_costs build.log     # writes results/chapters/costs.json
+    python -m vitlib.lab.results.chapter_costs build.log     # writes results/chapters/costs.json
 
 A chapter reads the record from the checkout, or from the repository by URL when it runs alone
 (on Colab), like the recorded runs.
@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..support.files import write_json_atomic
-from ..support.provenance import git_commit, repository_root, this_machine
-from ..support.pretrained import TIMEOUT_S
+from ...support.files import write_json_atomic
+from ...support.provenance import git_commit, repository_root, this_machine
+from ...support.pretrained import TIMEOUT_S
 from .records import records_url
 
 FILE = "chapters/costs.json"  # under results/
@@ -50,7 +50,7 @@ def record(log: str | Path, out: str | Path = Path("results") / FILE) -> Path:
     if not seconds:
         raise ValueError(f"{log} says of no notebook that it was executed: pass the log of a `jupyter-book build` that ran them")
     payload = {
-        "command": "python -m vitlib.lab.chapter_costs " + shlex.join(sys.argv[1:]),
+        "command": "python -m vitlib.lab.results.chapter_costs " + shlex.join(sys.argv[1:]),
         "commit": git_commit(Path.cwd()),
         "hardware": this_machine(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -93,14 +93,14 @@ def cost_line(chapter: str, costs: dict[str, Any] | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m vitlib.lab.chapter_costs", description="Record each chapter's run time from a book build's log.")
+    parser = argparse.ArgumentParser(prog="python -m vitlib.lab.results.chapter_costs", description="Record each chapter's run time from a book build's log.")
     parser.add_argument("log", help="the output of `jupyter-book build .` (e.g. build.log)")
     parser.add_argument("--out", default=str(Path("results") / FILE), help=f"where to write (default results/{FILE})")
     args = parser.parse_args(argv)
     try:
         path = record(args.log, args.out)
     except (OSError, ValueError) as err:
-        parser.exit(2, f"vitlib.lab.chapter_costs: error: {err}\n")
+        parser.exit(2, f"vitlib.lab.results.chapter_costs: error: {err}\n")
     print(f"recorded {path}")
 
 

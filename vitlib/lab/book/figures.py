@@ -27,8 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from ..model import evaluating
-from ..rollout import attention_rollout, patch_grid, position_similarity, token_heatmap, upsample_heatmap
+from ...model import evaluating
+from ...rollout import attention_rollout, patch_grid, position_similarity, token_heatmap, upsample_heatmap
 
 _CORRECT, _WRONG = "tab:green", "tab:red"
 
@@ -411,7 +411,7 @@ def plot_feature_maps(image: torch.Tensor, stages: Sequence[tuple[str, torch.Ten
 
 def plot_shifted_copies(image: torch.Tensor, shift: int) -> Figure:
     """Shifted Patch Tokenization's input: the image and its four diagonal shifts by ``shift`` px."""
-    from ..stems import shift_diagonally
+    from ...stems import shift_diagonally
 
     copies = [image, *(s[0] for s in shift_diagonally(image[None], shift))]
     titles = ["original", "up-left", "up-right", "down-left", "down-right"]
@@ -425,7 +425,7 @@ def plot_token_view(image: torch.Tensor, patch_size: int, row: int, col: int) ->
     then the five ``p x p`` crops that are concatenated into the token's input."""
     from matplotlib.patches import Rectangle
 
-    from ..stems import shift_diagonally
+    from ...stems import shift_diagonally
 
     shift = patch_size // 2
     y, x = row * patch_size, col * patch_size
@@ -547,7 +547,7 @@ def plot_run_curves(
 ) -> Figure:
     """Per-epoch curves of several models, one panel per ``(history key, axis label)`` of
     ``panels`` (default: training loss and test top-1): ``runs[name]`` is one history per seed
-    (:attr:`vitlib.lab.records.RecordedRun.history`); a model's seeds share its colour, so their spread
+    (:attr:`vitlib.lab.results.records.RecordedRun.history`); a model's seeds share its colour, so their spread
     shows as a band of lines."""
     fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH, 3), layout="constrained", squeeze=False)
     axes = list(axes[0])

@@ -2,7 +2,8 @@
 the repository by URL (Colab, without a checkout), never trained here.
 
 :func:`run` is one run (the book's run by default), :func:`grid_runs` and :func:`study_runs` the
-runs of a comparison, and :func:`missing` the sentence a chapter prints when there is none.
+runs of a comparison, :func:`path` the book's two ViT runs in the order they ran, and
+:func:`missing` the sentence a chapter prints when there is none.
 """
 
 from __future__ import annotations
@@ -10,14 +11,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..support.provenance import repository_root
-from . import ablation, grid, records
-from .records import Record, RecordedRun, load_record
+from ...support.provenance import repository_root
+from ..results import ablation, grid, records
+from ..results.records import Record, RecordedRun, load_record
 
 # The book's recipe trained long on the CPU (configs/cpu_long.yaml): the model chapters 1, 2, 6
 # and 7 show. The short CPU run (configs/cpu.yaml) is on the results page.
 BOOK_RUN = "cpu-long"
 CPU_RUN = "cpu-recipe"
+# The book's two ViT runs on the test set in the order they ran, each with how its recipe was chosen
+# (results page, chapter 6).
+PATH = (
+    (CPU_RUN, "the cheaper of the two CPU tuning candidates (width 96: within a point of width 128 on held-out "
+              "training images, with a markedly cheaper step), for as many epochs as fit an hour of two cores"),
+    (BOOK_RUN, "everything chapters 4 and 5 teach switched on, for 100 epochs; fixed before the recipe study measured each part"),
+)
+
+
+def path() -> list[tuple[Record, str]]:
+    """The runs of :data:`PATH`, each with how it was decided; empty unless all are recorded (a
+    missing step would make the next one's changes wrong)."""
+    steps = [(found.record, decided) for name, decided in PATH if (found := run(name)) is not None]
+    return steps if len(steps) == len(PATH) else []
 
 
 def run(name: str = BOOK_RUN) -> RecordedRun | None:
@@ -50,7 +65,7 @@ def missing(name: str = BOOK_RUN, folder: str = "results") -> str:
 
 
 def grid_run(stem: str, attention: str, seed: int = 0) -> RecordedRun | None:
-    """One run of the stem x attention grid (:mod:`vitlib.lab.grid`), like :func:`run`."""
+    """One run of the stem x attention grid (:mod:`vitlib.lab.results.grid`), like :func:`run`."""
     return _load(grid.run_name(stem, attention, seed), grid.FOLDER)
 
 
@@ -70,11 +85,11 @@ def _comparison_records(folder: str, planned: Callable[[dict[str, Record]], list
 
 
 def grid_runs() -> list[Record]:
-    """Every recorded run of the grid (:mod:`vitlib.lab.grid`), from the checkout or the repository."""
+    """Every recorded run of the grid (:mod:`vitlib.lab.results.grid`), from the checkout or the repository."""
     return _comparison_records(grid.FOLDER, lambda found: [grid.run_name(*run) for run in grid.planned_runs(found)])
 
 
 def study_runs(study: ablation.Study = ablation.SHORT) -> list[Record]:
-    """Every recorded run of the recipe study at ``study``'s length (:mod:`vitlib.lab.ablation`),
+    """Every recorded run of the recipe study at ``study``'s length (:mod:`vitlib.lab.results.ablation`),
     from the checkout or the repository."""
     return _comparison_records(study.folder, lambda _: [ablation.run_name(*run) for run in study.runs])
