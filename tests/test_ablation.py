@@ -3,7 +3,6 @@ crossings, and the runner that resumes a run cut short and records all its parts
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -368,16 +367,12 @@ def test_the_arms_a_reader_may_pick_are_the_best_and_those_within_the_noise_of_i
     assert ablation.best_arms(records, study) == ["no-mix"]
 
 
-def _with(config: dict, overrides: tuple[tuple[str, object], ...]) -> dict:
-    """``config`` with an arm's command-line overrides (dotted keys) applied."""
-    config = copy.deepcopy(config)
-    for key, value in overrides:
-        *path, last = key.split(".")
-        node = config
-        for part in path:
-            node = node[part]
-        node[last] = value
-    return config
+def test_arm_of_names_the_arm_a_config_trains_whatever_its_length() -> None:
+    assert ablation.arm_of(ablation.RECIPE_NAME) == "recipe"
+    assert ablation.arm_of("short_budget") == "no-mix"  # 30 epochs, two cycles of 2 x 7.5: the same arm
+    assert ablation.arm_of("cpu") is None  # another model and schedule
+    with pytest.raises(ValueError, match="no configs/nope.yaml"):
+        ablation.arm_of("nope")
 
 
 @pytest.mark.parametrize("budget", sorted(ablation.BUDGET_RECIPES))
@@ -391,10 +386,5 @@ def test_each_budgets_recipe_is_an_arm_the_study_at_its_length_lets_a_reader_pic
     if not best:
         pytest.skip(f"the {study.epochs}-epoch study is not recorded to its end in {study.folder}")
 
-    def recipe(config: dict) -> dict:
-        return {"model": {**config["model"], "schedule": {**config["model"]["schedule"], "half_cycle_epochs": None}}, "data": config["data"]}
-
-    base = yaml.safe_load((REPO / ablation.RECIPE).read_text())
-    config = yaml.safe_load((REPO / "configs" / f"{ablation.BUDGET_RECIPES[budget]}.yaml").read_text())
-    picked = [arm for arm in ablation.ARMS if recipe(_with(base, ablation.ARMS[arm][1])) == recipe(config)]
-    assert set(picked) & set(best), f"configs/{ablation.BUDGET_RECIPES[budget]}.yaml is the arm {picked}; the study's best at {study.epochs} epochs: {best}"
+    picked = ablation.arm_of(ablation.BUDGET_RECIPES[budget])
+    assert picked in best, f"configs/{ablation.BUDGET_RECIPES[budget]}.yaml is the arm {picked}; the study's best at {study.epochs} epochs: {best}"

@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks import gpu_run
 from vitlib.lab.book import chapter, own_run
-from vitlib.lab.results import ablation, grid, launch
+from vitlib.lab.results import ablation, grid, launch, options
 from vitlib.schedule import ScheduleConfig
 from vitlib.support import cifar, hardware
 
@@ -43,10 +43,11 @@ def test_check_refuses_a_key_the_cli_does_not_know(monkeypatch: pytest.MonkeyPat
 
 
 def _planned() -> dict[str, launch.RunSpec]:
-    """Every run the grid, the recipe study, chapter 6 and the GPU run would launch."""
+    """Every run the grid, the recipe study, the options study, chapter 6 and the GPU run would launch."""
     specs = {f"grid {run.name}": run.spec for run in grid.plan({}, grid.EPOCHS, "data-q75", "runs/grid")}
     for study in ablation.STUDIES.values():
         specs.update({f"study {study.epochs} {run.name}": run.spec for run in study.plan({}, study.epochs, "data-q75", study.logs)})
+    specs.update({f"options {run.name}": run.spec for run in options.plan({}, options.EPOCHS, "data-q75", options.LOGS)})
     real = chapter.DataSource(cifar.DatasetId.Q75, Path("data-q75"), "q75")
     quick = chapter.DataSource(cifar.DatasetId.SYNTHETIC, None, "stripes")
     machines = {"cpu": hardware.Capabilities(cpu_threads=2), "h100": hardware.Capabilities("NVIDIA H100 80GB HBM3", (9, 0), 16)}

@@ -38,7 +38,7 @@ from ..results.launch import Data, RunSpec, callback
 from ..results.records import RecordedRun
 from .chapter import DataSource, quiet_lightning, recipe_config, runs_root
 
-WARM_UP_CONFIG = ablation.BUDGET_RECIPES["long"]  # the recipe of the recorded long run (results/cpu-long.json)
+WARM_UP_CONFIG = ablation.RECIPE_NAME  # the recipe of the recorded long run (results/cpu-long.json)
 SECONDS_ENV = "VITLIB_TRAIN_SECONDS"
 WARM_UP_BATCHES = (20, 4)  # training and validation batches per warm-up epoch
 NAME = "your-run"

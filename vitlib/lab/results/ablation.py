@@ -32,6 +32,7 @@ run), so two arms of one seed see the same images in the same order.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,8 +108,10 @@ NOISE_SOURCE = f"of the {SHORT.epochs}-epoch study"
 # budget's config to an arm that best_arms lets a reader pick at its length, once the study there is
 # recorded to its end). 50 lies between the two lengths measured (30 and 100); none in between is.
 SHORT_BUDGET_EPOCHS = 50
-BUDGET_RECIPES = {"short": "short_budget", "long": "cpu_long"}  # configs/<name>.yaml
-RECIPE = f"configs/{BUDGET_RECIPES['long']}.yaml"  # the long run's recipe, which every arm varies
+# The long run's recipe, which every arm varies, whatever the study then advises for a long budget.
+RECIPE_NAME = "cpu_long"
+RECIPE = f"configs/{RECIPE_NAME}.yaml"
+BUDGET_RECIPES = {"short": "short_budget", "long": RECIPE_NAME}  # configs/<name>.yaml
 
 
 def recipe_for(epochs: int) -> str:
@@ -119,12 +122,39 @@ def recipe_for(epochs: int) -> str:
     return BUDGET_RECIPES["short" if epochs <= SHORT_BUDGET_EPOCHS else "long"]
 
 
+def _trains(config: dict) -> dict:
+    """What a config trains, apart from its length and the schedule's fit to it."""
+    model = {**config["model"], "schedule": {**config["model"]["schedule"], "half_cycle_epochs": None}}
+    return {"model": model, "data": config["data"]}
+
+
+def _with(config: dict, overrides: tuple[tuple[str, object], ...]) -> dict:
+    """``config`` with command-line overrides (dotted keys) applied, as the CLI applies them."""
+    config = copy.deepcopy(config)
+    for key, value in overrides:
+        *path, last = key.split(".")
+        node = config
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return config
+
+
+def arm_of(config: str) -> str | None:
+    """The arm whose runs ``configs/<config>.yaml`` trains: the recipe with that arm's overrides,
+    its length and the schedule's fit to it aside; ``None`` when it is no arm's."""
+    recipe, wanted = recipe_config(RECIPE_NAME), recipe_config(config)
+    if wanted is None:
+        raise ValueError(f"there is no configs/{config}.yaml")
+    return next((arm for arm, (_, overrides) in ARMS.items() if _trains(_with(recipe, overrides)) == _trains(wanted)), None)
+
+
 def run_spec(arm: str, seed: int, epochs: int, data_dir: str, root: str) -> RunSpec:
     """The ``python -m vitlib fit`` run of one arm, writing under ``root``. The triangular
     schedule keeps the recipe's shape, two whole cycles, at any number of epochs."""
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; the arms are {', '.join(ARMS)}")
-    schedule, cycles = recipe_schedule(recipe_config(BUDGET_RECIPES["long"]))
+    schedule, cycles = recipe_schedule(recipe_config(RECIPE_NAME))
     options = (("trainer.max_epochs", epochs), *schedule.fitted(epochs, cycles).options(),
                ("data.val_split", VAL_SPLIT), ("seed_everything", seed), *ARMS[arm][1])  # fmt: skip
     return RunSpec(RECIPE, options, Data(data_dir), Path(root) / run_name(arm, seed))
