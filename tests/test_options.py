@@ -54,10 +54,12 @@ def test_each_option_parses_and_changes_only_its_model_option(option: str, monke
         return yaml.safe_load(out.getvalue())["model"]
 
     ours, long = parsed(options.run_spec(option, 0, options.EPOCHS, "data-q75", "runs/x")), parsed(_long_run())
-    (key, value), = options.OPTIONS[option][1]
-    field = key.removeprefix("model.overrides.")
-    assert ours["overrides"][field] == value != long["overrides"][field]
-    assert {**ours["overrides"], field: None} == {**long["overrides"], field: None}  # the rest merged, not replaced
+    changed = {key.removeprefix("model.overrides."): value for key, value in options.OPTIONS[option][1]}
+    for field, value in changed.items():
+        assert ours["overrides"][field] == value != long["overrides"][field]
+    unchanged = dict.fromkeys(changed)
+    assert {**ours["overrides"], **unchanged} == {**long["overrides"], **unchanged}  # the rest merged, not replaced
+    assert {**ours, "overrides": None} == {**long, "overrides": None}
 
 
 def test_run_spec_refuses_an_unknown_option_and_a_length_past_the_reference() -> None:
@@ -91,7 +93,7 @@ def test_options_are_compared_with_the_long_run_at_their_own_last_epoch() -> Non
     assert base is not None and base.top1 == [50.0] and base.epoch == 3
     assert options.reference(long_study, 8) is None  # not got that far
     said = options.compare(records, long_study, noise=1.1)
-    assert len(said) == 2  # the stopped option is not compared
+    assert len(said) == 2  # the stopped option and the unrecorded one are not compared
     assert said[0].startswith("sequence pooling: 56.0 % (1 seed) against the recipe at epoch 3 of its 100-epoch run: 50.0 % (1 seed), +6.0 points, more than twice")
     assert "+1.0 points, within twice the seed-to-seed standard deviation of the 30-epoch study, 1.1 points" in said[1]
     table = options.table(records, long_study)
