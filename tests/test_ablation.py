@@ -328,11 +328,28 @@ def test_what_a_comparison_means_for_a_reader(tmp_path: Path) -> None:
     assert ablation.effect(ablation.load(long), "CutMix / MixUp", noise=1.4).startswith("1 epochs, CutMix / MixUp: not measured yet, the runs are not finished")
 
 
-def test_the_budget_recipes_are_described_from_the_configs() -> None:
-    assert ablation.budget_recipes() == (
+def test_the_budget_recipes_are_described_from_the_configs_and_say_while_the_long_study_is_unfinished(tmp_path: Path) -> None:
+    said = (
         f"up to {ablation.SHORT_BUDGET_EPOCHS} epochs, `configs/short_budget.yaml` (with RandAugment, without CutMix / MixUp); "
         "beyond, `configs/cpu_long.yaml` (with RandAugment and CutMix / MixUp) (`vitlib.lab.results.ablation.recipe_for`)"
     )
+    assert ablation.budget_recipes() == f"{said}; the long budget's recipe is not the 100-epoch study's answer yet: 0 of its 3 runs are recorded to their end"
+    full = {"trainer": {"max_epochs": 100}}
+    _record(tmp_path, "recipe", 0, [0.5] * 100, **full)
+    _record(tmp_path, "no-mix", 0, [0.51] * 100, **full)
+    _record(tmp_path, "no-randaugment", 0, [0.4] * 7, stopped_early="stopped after 7 of 100 epochs", **full)
+    assert ablation.budget_recipes(ablation.load(tmp_path), 1.1).endswith(": 2 of its 3 runs are recorded to their end")
+    _record(tmp_path, "no-randaugment", 0, [0.4] * 100, **full)
+    assert ablation.budget_recipes(ablation.load(tmp_path), 1.1) == said
+
+
+def test_a_comparison_the_study_plans_but_has_not_recorded_says_so(tmp_path: Path) -> None:
+    full = {"trainer": {"max_epochs": 100}}
+    _record(tmp_path, "recipe", 0, [0.5] * 100, **full)
+    _record(tmp_path, "no-mix", 0, [0.51] * 100, **full)
+    records = ablation.load(tmp_path)
+    assert ablation.effect(records, "RandAugment") == "100 epochs, RandAugment: not measured yet (without RandAugment: not recorded yet)"
+    assert ablation.effect(records, "triangular cyclical LR") is None  # not planned at 100 epochs
 
 
 def test_one_rule_judges_every_gap_against_twice_the_seed_noise(make_record) -> None:

@@ -46,7 +46,7 @@ def test_the_plan_says_its_recipe_epochs_cycles_and_fast_path():
     two = own_run.Plan("cpu_long", 900, 0, 100, ScheduleConfig(half_cycle_epochs=25), 8.0, 20.0, path)
     assert two.describe().startswith(
         "100 epochs of about 8.0 s each (timed in a warm-up) for a budget of 15.0 min: configs/cpu_long.yaml (beyond 50 epochs, "
-        "the long run's whole recipe), 2 learning-rate cycles of 50 epochs"
+        "the long budget's recipe: chapter 4 says how far the study backs it), 2 learning-rate cycles of 50 epochs"
     )
     assert "bf16" in two.describe()
     one = own_run.Plan("short_budget", 900, 0, 30, ScheduleConfig(half_cycle_epochs=15), 28.0, 20.0, path)

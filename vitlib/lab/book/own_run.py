@@ -96,7 +96,7 @@ class Plan:
                  else self.schedule.describe())  # fmt: skip
         short = self.config == ablation.BUDGET_RECIPES["short"]
         why = (f"up to {ablation.SHORT_BUDGET_EPOCHS} epochs the recipe study measured the recipe ahead without CutMix / MixUp"
-               if short else f"beyond {ablation.SHORT_BUDGET_EPOCHS} epochs, the long run's whole recipe")  # fmt: skip
+               if short else f"beyond {ablation.SHORT_BUDGET_EPOCHS} epochs, the long budget's recipe: chapter 4 says how far the study backs it")  # fmt: skip
         return (
             f"{self.epochs} epochs of about {self.epoch_s:.1f} s each (timed in a warm-up) for a budget of "
             f"{self.seconds / 60:.1f} min: configs/{self.config}.yaml ({why}), {cycle}, ending at the lowest "

@@ -2,7 +2,7 @@
 the repository by URL (Colab, without a checkout), never trained here.
 
 :func:`run` is one run (the book's run by default), :func:`grid_runs` and :func:`study_runs` the
-runs of a comparison, :func:`path` the book's two ViT runs in the order they ran, and
+runs of a comparison, :func:`path` the book's two full-length ViT runs in the order they ran, and
 :func:`missing` the sentence a chapter prints when there is none.
 """
 
@@ -19,12 +19,13 @@ from ..results.records import Record, RecordedRun, load_record
 # and 7 show. The short CPU run (configs/cpu.yaml) is on the results page.
 BOOK_RUN = "cpu-long"
 CPU_RUN = "cpu-recipe"
-# The book's two ViT runs on the test set in the order they ran, each with how its recipe was chosen
+# The book's two full-length ViT runs on the test set in the order they ran, each with how its recipe was chosen
 # (results page, chapter 6).
 PATH = (
     (CPU_RUN, "the cheaper of the two CPU tuning candidates (width 96: within a point of width 128 on held-out "
               "training images, with a markedly cheaper step), for as many epochs as fit an hour of two cores"),
-    (BOOK_RUN, "everything chapters 4 and 5 teach switched on, for 100 epochs; fixed before the recipe study measured each part"),
+    (BOOK_RUN, "everything chapters 4 and 5 teach switched on, for 100 epochs; fixed before the recipe study measured "
+               "each part; SPT and LSA left out after the stem x attention grid, which validated on the test set"),
 )
 
 

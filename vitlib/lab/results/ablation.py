@@ -87,7 +87,8 @@ class Study:
         return plan_runs(self.runs, run_name, run_spec, epochs, data_dir, root)
 
 
-# About 50 minutes a run on two CPU cores (45,000 images an epoch at about 460 images/s): every
+# About 50 minutes a run on two quiet CPU cores (45,000 images an epoch at about 460 images/s; the
+# recorded runs took 59 to 124 minutes on a machine running other work beside them): every
 # arm with seed 0, then the headline comparison's two arms with the other seeds.
 SHORT = Study(
     30, tuple((arm, SEEDS[0]) for arm in ARMS) + tuple((arm, seed) for seed in SEEDS[1:] for arm in COMPARISONS[HEADLINE]),
@@ -102,9 +103,10 @@ NOISE_SOURCE = f"of the {SHORT.epochs}-epoch study"
 
 
 # The recipe each budget gets, read from the study: up to SHORT_BUDGET_EPOCHS epochs the recipe
-# without CutMix / MixUp (the best arm after 30 epochs: 3.0 points ahead of the next arm, 6.2 ahead
+# without CutMix / MixUp (the best arm after 30 epochs: 2.9 points ahead of the next arm, 6.2 ahead
 # of the whole recipe, each more than twice the seed spread),
-# beyond it the long run's whole recipe, until the 100-epoch study says otherwise (a test holds each
+# beyond it the long run's whole recipe, until the 100-epoch study says otherwise (budget_recipes
+# says so while it is unfinished; a test holds each
 # budget's config to an arm that best_arms lets a reader pick at its length, once the study there is
 # recorded to its end). 50 lies between the two lengths measured (30 and 100); none in between is.
 SHORT_BUDGET_EPOCHS = 50
@@ -286,7 +288,7 @@ def effect(records: Sequence[Record], name: str, noise: float | None = None) -> 
     found = arms(records)
     with_it, without = (found.get(arm) for arm in COMPARISONS[name])
     if with_it is None or without is None:
-        return None
+        return _not_recorded(found, name)
     planned = with_it.runs[0].planned_epochs or with_it.runs[0].epochs
     if any(map(_stopped, with_it.runs + without.runs)):
         return f"{planned} epochs, {name}: not measured yet, the runs are {so_far(records, name)}"
@@ -298,9 +300,22 @@ def effect(records: Sequence[Record], name: str, noise: float | None = None) -> 
     )
 
 
-def budget_recipes() -> str:
+def _not_recorded(found: dict[str, Arm], name: str) -> str | None:
+    """For a comparison an arm of which the study plans but has not recorded: the sentence that
+    says so; ``None`` when the study is not recognised or does not plan that comparison."""
+    run = next((arm.runs[0] for arm in found.values()), None)
+    study = STUDIES.get((run.planned_epochs or run.epochs) if run else None)
+    missing = [arm for arm in COMPARISONS[name] if arm not in found]
+    if study is None or not all(any(arm == planned for planned, _ in study.runs) for arm in missing):
+        return None
+    return f"{study.epochs} epochs, {name}: not measured yet ({', '.join(ARMS[arm][0] for arm in missing)}: not recorded yet)"
+
+
+def budget_recipes(long_study: Sequence[Record] = (), noise: float | None = None) -> str:
     """Which config :func:`recipe_for` gives each budget, and what it switches on, read from the
-    configs themselves."""
+    configs themselves; while the 100-epoch study (``long_study``, judged against ``noise`` as in
+    :func:`best_arms`) has not recorded every run to its end, that the long budget's recipe is
+    not yet its answer."""
 
     def parts(name: str) -> str:
         config = recipe_config(name)
@@ -310,10 +325,14 @@ def budget_recipes() -> str:
         said = [f"with {' and '.join(filter(None, on))}" if any(on) else "", f"without {' and '.join(filter(None, off))}" if any(off) else ""]
         return f"`configs/{name}.yaml` ({', '.join(filter(None, said))})"
 
-    return (
+    said = (
         f"up to {SHORT_BUDGET_EPOCHS} epochs, {parts(BUDGET_RECIPES['short'])}; beyond, "
         f"{parts(BUDGET_RECIPES['long'])} (`vitlib.lab.results.ablation.recipe_for`)"
     )
+    if best_arms(long_study, LONG, noise):
+        return said
+    ended = sum(not _stopped(r) for r in long_study if r.name in {run_name(*run) for run in LONG.runs})
+    return f"{said}; the long budget's recipe is not the {LONG.epochs}-epoch study's answer yet: {ended} of its {len(LONG.runs)} runs are recorded to their end"
 
 
 def _pair(records: Sequence[Record], name: str, seed: int) -> tuple[dict[int, float], dict[int, float]] | None:
